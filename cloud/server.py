@@ -1,0 +1,219 @@
+"""The splitcast gRPC server: one latest-wins session per edge stream.
+
+Each stream has a reader task that only drops frames into the session's mailbox, and a worker
+loop that decodes the newest frame, runs the remote model conditioned on the requested delay
+and sends the encoded features back. Model work runs on one dedicated thread shared by all
+streams, so the event loop stays responsive. A bad frame gets a `FrameError` reply on its own
+stream; nothing one client sends can stop the server or other streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.cloud.session import LatestMailbox
+from splitcast.data.images import ImageDecodeError, decode_image
+from splitcast.models.codec import EncodedTensor
+from splitcast.v1 import splitcast_pb2 as pb
+from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
+
+log = logging.getLogger("splitcast.cloud")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
+DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_DELAY_TICKS = 300.0
+
+_FORMAT_NAMES = {
+    pb.IMAGE_FORMAT_JPEG: "jpeg",
+    pb.IMAGE_FORMAT_WEBP: "webp",
+    pb.IMAGE_FORMAT_PNG: "png",
+}
+_DTYPES = {
+    "float16": pb.DTYPE_FLOAT16,
+    "float32": pb.DTYPE_FLOAT32,
+    "int8": pb.DTYPE_INT8,
+    "uint8": pb.DTYPE_UINT8,
+}
+
+
+@dataclass
+class _Pending:
+    frame: pb.UplinkFrame
+    received_ns: int
+
+
+def tensor_message(encoded: EncodedTensor) -> pb.Tensor:
+    return pb.Tensor(
+        codec=encoded.codec,
+        shape=list(encoded.shape),
+        dtype=_DTYPES[encoded.dtype],
+        scale=encoded.scale,
+        payload=encoded.payload,
+    )
+
+
+class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
+    def __init__(self, runtime: RemoteRuntime, max_message_bytes: int) -> None:
+        self.runtime = runtime
+        self.max_message_bytes = max_message_bytes
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-model")
+        self.active_streams = 0
+
+    def close(self) -> None:
+        self._compute.shutdown(wait=False, cancel_futures=True)
+
+    async def Info(
+        self, request: pb.InfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerInfo:
+        config = self.runtime.config
+        return pb.ServerInfo(
+            model_name=config.name,
+            model_version=config.version,
+            remote_input=pb.Size(height=config.remote_size[0], width=config.remote_size[1]),
+            local_input=pb.Size(height=config.local_size[0], width=config.local_size[1]),
+            feature_shape=list(self.runtime.feature_shape),
+            codec=config.codec,
+            fps=config.fps,
+            context_frames=config.context_frames,
+            num_classes=config.num_classes,
+            max_message_bytes=self.max_message_bytes,
+        )
+
+    async def Stream(
+        self, request_iterator: AsyncIterator[pb.UplinkFrame], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DownlinkMessage]:
+        peer = context.peer()
+        mailbox: LatestMailbox[_Pending] = LatestMailbox()
+        reader = asyncio.create_task(self._read(request_iterator, mailbox))
+        state = self.runtime.new_stream()
+        loop = asyncio.get_running_loop()
+        self.active_streams += 1
+        log.info("stream opened by %s", peer)
+        try:
+            while (pending := await mailbox.take()) is not None:
+                frame = pending.frame
+                try:
+                    image, delay = _validated(frame)
+                except ImageDecodeError as exc:
+                    log.warning("frame %d from %s rejected: %s", frame.sequence, peer, exc)
+                    yield pb.DownlinkMessage(
+                        error=pb.FrameError(
+                            source_sequence=frame.sequence, reason=exc.reason, message=str(exc)
+                        ),
+                        frames_dropped=mailbox.dropped,
+                    )
+                    continue
+                encoded = await loop.run_in_executor(
+                    self._compute, self.runtime.step, state, image, delay
+                )
+                yield pb.DownlinkMessage(
+                    features=pb.Features(
+                        source_sequence=frame.sequence,
+                        source_capture_time_ns=frame.capture_time_ns,
+                        conditioned_delay_ticks=delay,
+                        tensor=tensor_message(encoded),
+                        server_receive_time_ns=pending.received_ns,
+                        server_send_time_ns=time.time_ns(),
+                    ),
+                    frames_dropped=mailbox.dropped,
+                )
+        finally:
+            reader.cancel()
+            self.active_streams -= 1
+            log.info("stream from %s closed (%d frames dropped)", peer, mailbox.dropped)
+
+    @staticmethod
+    async def _read(
+        request_iterator: AsyncIterator[pb.UplinkFrame], mailbox: LatestMailbox[_Pending]
+    ) -> None:
+        try:
+            async for frame in request_iterator:
+                mailbox.offer(_Pending(frame, time.time_ns()))
+        except Exception as exc:
+            mailbox.close(exc)
+        else:
+            mailbox.close()
+
+
+def _validated(frame: pb.UplinkFrame) -> tuple[np.ndarray, float]:
+    """Decode the frame's image and check its requested delay; raises ImageDecodeError."""
+    delay = frame.requested_delay_ticks
+    if not math.isfinite(delay) or not 0.0 <= delay <= MAX_DELAY_TICKS:
+        raise ImageDecodeError(
+            "bad_delay", f"requested delay {delay} ticks is outside 0..{MAX_DELAY_TICKS:g}"
+        )
+    fmt = _FORMAT_NAMES.get(frame.image.format)
+    if fmt is None:
+        raise ImageDecodeError(
+            "unsupported_format",
+            f"image format {_format_label(frame.image.format)} is not supported; "
+            "send JPEG, WebP or PNG",
+        )
+    image = decode_image(frame.image.data, fmt, frame.image.width, frame.image.height)
+    return image, delay
+
+
+def _format_label(value: int) -> str:
+    return pb.ImageFormat.Name(value) if value in pb.ImageFormat.values() else str(value)
+
+
+async def start_server(
+    runtime: RemoteRuntime,
+    host: str,
+    port: int,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> tuple[grpc.aio.Server, SplitInferenceServicer, int]:
+    """Start serving; returns the server, the servicer and the bound port (port 0 = any free)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+    )
+    servicer = SplitInferenceServicer(runtime, max_message_bytes)
+    pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind {host}:{port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, servicer, bound
+
+
+async def serve_forever(
+    runtime: RemoteRuntime, host: str, port: int, max_message_bytes: int
+) -> None:
+    """Serve until SIGINT/SIGTERM, then stop gracefully (in-flight replies get 2 s)."""
+    server, servicer, bound = await start_server(runtime, host, port, max_message_bytes)
+    config = runtime.config
+    print(
+        f"splitcast serve: listening on {host}:{bound} (model {config.name} {config.version}, "
+        f"codec {config.codec}, K={config.context_frames}, {config.fps:g} fps)",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(grace=2.0)
+    servicer.close()
+    print("splitcast serve: stopped", flush=True)

@@ -1,0 +1,79 @@
+"""Latest-wins hand-over points between the edge loop and its network threads.
+
+`FeatureSlot`: the receiver thread replaces its content; the edge loop reads it without ever
+waiting for the network (the lock only guards a reference swap).
+`UplinkSlot`: the edge loop drops its newest frame in; the sender takes it when the link is
+ready. A frame not yet taken when the next arrives is replaced and counted as dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReceivedFeatures:
+    """Decoded downlink features and where they came from."""
+
+    source_sequence: int
+    conditioned_delay_ticks: float
+    features: torch.Tensor
+    received_ns: int
+    round_trip_ms: float
+    server_ms: float
+    payload_bytes: int
+
+
+@dataclass(frozen=True)
+class OutgoingFrame:
+    sequence: int
+    capture_time_ns: int
+    rgb: np.ndarray
+    requested_delay_ticks: float
+
+
+class FeatureSlot:
+    """Holds the freshest received features; `latest()` never blocks on the network."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._item: ReceivedFeatures | None = None
+
+    def put(self, item: ReceivedFeatures) -> None:
+        with self._lock:
+            if self._item is None or item.source_sequence >= self._item.source_sequence:
+                self._item = item
+
+    def latest(self) -> ReceivedFeatures | None:
+        with self._lock:
+            return self._item
+
+
+class UplinkSlot(Generic[T]):
+    """Single waiting item, replaced by newer ones; `take` waits up to a timeout."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout: float) -> T | None:
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item

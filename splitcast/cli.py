@@ -1,0 +1,299 @@
+"""The `splitcast` command line: serve, edge, link, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from splitcast.edge.sources import MOVING_SCENE
+
+DEFAULT_PORT = 50051
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"quality must be 1..100, got {text}")
+    return value
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the cloud server (gRPC)",
+        description="Serve the remote model over gRPC: one latest-wins session per edge stream, "
+        "features conditioned on the delay each frame asks for. Also serves gRPC health checking "
+        "and reflection. Stops gracefully on Ctrl-C / SIGTERM.",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s; 0.0.0.0 for all)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port (0 = any free port; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model", default="tiny", help="model configuration name (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch CPU threads for the model (default: torch's choice)",
+    )
+    parser.add_argument(
+        "--max-message-mb",
+        type=_positive_int,
+        default=8,
+        help="largest uplink message accepted, MiB (default: %(default)s)",
+    )
+    parser.set_defaults(run=_run_serve)
+
+
+def _add_edge(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "edge",
+        help="run the edge client on a video file or the built-in moving scene",
+        description="Segment every frame on time with the local model; stream frames to the server "
+        "and fuse the freshest features it returns. Runs local-only when features are too stale or "
+        "the server is unreachable, and reconnects in the background.",
+    )
+    parser.add_argument("--server", help="HOST:PORT of the server or link (omit to run local-only)")
+    parser.add_argument(
+        "--source", default=MOVING_SCENE, help=f"video file, or '{MOVING_SCENE}' (default)"
+    )
+    parser.add_argument(
+        "--frames",
+        type=_positive_int,
+        help="stop after this many frames (moving scene default: 150)",
+    )
+    parser.add_argument(
+        "--model", default="tiny", help="model configuration name (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="process frames as fast as possible instead of at the source frame rate",
+    )
+    parser.add_argument(
+        "--max-staleness",
+        type=int,
+        default=10,
+        metavar="FRAMES",
+        help="do not fuse features older than this many frames (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--uplink-format",
+        choices=("jpeg", "webp", "png"),
+        default="jpeg",
+        help="uplink image format (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quality",
+        type=_quality,
+        default=90,
+        help="JPEG/WebP quality 1-100 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--initial-delay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="TICKS",
+        help="D_i to request before any delay is measured (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--wait-for-server",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for the server before the first frame (default: %(default)s)",
+    )
+    parser.add_argument("--video", type=Path, help="write an overlay video here (.mp4 or .avi)")
+    parser.add_argument("--log", type=Path, help="write the per-frame JSON-lines log here")
+    parser.add_argument("--summary", type=Path, help="write the run summary JSON here")
+    parser.add_argument(
+        "--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.set_defaults(run=_run_edge)
+
+
+def _add_link(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "link",
+        help="relay TCP between edge and server, adding delay each way",
+        description="A user-space TCP relay adding a fixed one-way delay in each direction while "
+        "keeping byte order. Point the edge at --listen and the relay at the server.",
+    )
+    parser.add_argument(
+        "--listen",
+        required=True,
+        help="HOST:PORT to accept edge connections on (port 0 = any free)",
+    )
+    parser.add_argument("--upstream", required=True, help="HOST:PORT of the server")
+    parser.add_argument(
+        "--delay-ms",
+        type=_non_negative_float,
+        required=True,
+        help="one-way delay added edge->server (and server->edge unless --downlink-delay-ms)",
+    )
+    parser.add_argument(
+        "--downlink-delay-ms",
+        type=_non_negative_float,
+        help="one-way delay server->edge (default: --delay-ms)",
+    )
+    parser.set_defaults(run=_run_link)
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="server + link + edge on loopback; writes out/demo.mp4 and a summary",
+        description="Start a server and a delay link on loopback, run the edge on the built-in "
+        "moving "
+        "scene (or --source) in real time, write an overlay video, a per-frame log and a summary.",
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=_non_negative_float,
+        default=100.0,
+        help="round-trip delay of the link (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--frames",
+        type=_positive_int,
+        default=150,
+        help="frames of the moving scene (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--source", default=MOVING_SCENE, help=f"video file, or '{MOVING_SCENE}' (default)"
+    )
+    parser.add_argument(
+        "--model", default="tiny", help="model configuration name (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("out"), help="output directory (default: %(default)s)"
+    )
+    parser.set_defaults(run=_run_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splitcast",
+        description="Real-time split inference on video between an edge device and a cloud server, "
+        "with delay-corrective feature fusion (Dedelayed).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands)
+    _add_edge(commands)
+    _add_link(commands)
+    _add_demo(commands)
+    return parser
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _run_serve(args: argparse.Namespace) -> None:
+    from splitcast.cloud.runtime import RemoteRuntime
+    from splitcast.cloud.server import serve_forever
+    from splitcast.models.registry import build
+
+    _set_threads(args.threads)
+    runtime = RemoteRuntime(build(args.model))
+    asyncio.run(serve_forever(runtime, args.host, args.port, args.max_message_mb * 1024 * 1024))
+
+
+def _run_edge(args: argparse.Namespace) -> None:
+    from splitcast.edge.loop import EdgeOptions, run_edge
+    from splitcast.edge.sources import open_source
+
+    _set_threads(args.threads)
+    source = open_source(args.source, max_frames=args.frames)
+    options = EdgeOptions(
+        model=args.model,
+        server=args.server,
+        realtime=not args.fast,
+        max_staleness_frames=args.max_staleness,
+        image_format=args.uplink_format,
+        quality=args.quality,
+        initial_delay_ticks=args.initial_delay,
+        wait_for_server_s=args.wait_for_server,
+        video_path=args.video,
+        log_path=args.log,
+    )
+    summary = run_edge(source, options)
+    text = json.dumps(summary.to_dict(), indent=2)
+    if args.summary:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(text)
+    print(text)
+
+
+def _run_link(args: argparse.Namespace) -> None:
+    from splitcast.netem.relay import DelayRelay, Endpoint, relay_forever
+
+    relay = DelayRelay(
+        Endpoint.parse(args.listen),
+        Endpoint.parse(args.upstream),
+        args.delay_ms,
+        args.downlink_delay_ms,
+    )
+    asyncio.run(relay_forever(relay))
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from splitcast.demo import format_summary, run_demo
+    from splitcast.edge.sources import open_source
+
+    source = open_source(args.source, max_frames=args.frames)
+    summary = run_demo(source, args.out, args.rtt_ms, args.model)
+    print(f"splitcast demo: RTT {args.rtt_ms:g} ms, model {args.model}, source {summary.source}")
+    print(format_summary(summary))
+    print(f"wrote {args.out / 'demo.mp4'}, {args.out / 'demo.jsonl'}, {args.out / 'summary.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    from splitcast.edge.sources import SourceError
+    from splitcast.launch import LaunchError
+
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (SourceError, LaunchError, KeyError, ValueError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"splitcast {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,64 @@
+"""`splitcast demo`: server, link and edge on loopback, an overlay video and a summary."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+
+from splitcast.edge.loop import EdgeOptions, EdgeSummary, run_edge
+from splitcast.edge.sources import FrameSource
+from splitcast.launch import start_link, start_server
+
+
+def run_demo(source: FrameSource, out_dir: Path, rtt_ms: float, model: str) -> EdgeSummary:
+    """Run the whole loop once in real time; writes demo.mp4, demo.jsonl and summary.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        server = stack.enter_context(
+            start_server(model, threads=1, log_path=out_dir / "server.log")
+        )
+        target = server.address
+        if rtt_ms > 0:
+            link = stack.enter_context(
+                start_link(target, rtt_ms / 2, log_path=out_dir / "link.log")
+            )
+            target = link.address
+        torch.set_num_threads(1)
+        summary = run_edge(
+            source,
+            EdgeOptions(
+                model=model,
+                server=target,
+                realtime=True,
+                wait_for_server_s=30.0,
+                video_path=out_dir / "demo.mp4",
+                log_path=out_dir / "demo.jsonl",
+                banner=f"RTT {rtt_ms:g} ms",
+            ),
+        )
+    (out_dir / "summary.json").write_text(
+        json.dumps({"rtt_ms": rtt_ms, **summary.to_dict()}, indent=2)
+    )
+    return summary
+
+
+def format_summary(summary: EdgeSummary) -> str:
+    """A few lines a person reads after a run."""
+    d_o = (
+        f"{summary.mean_d_o_frames:.2f} frames ({summary.mean_d_o_ms:.0f} ms)"
+        if summary.mean_d_o_frames is not None
+        else "n/a (nothing fused)"
+    )
+    lines = [
+        f"frames          {summary.frames} output, {summary.skipped} skipped "
+        f"({summary.output_fps:.1f} fps)",
+        f"fused fraction  {summary.fused_fraction:.1%}",
+        f"mean D_o        {d_o}",
+        f"edge latency    p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms",
+        f"uplink          {summary.uplink_kbps:.0f} kbit/s",
+        f"downlink        {summary.downlink_kbps:.0f} kbit/s",
+    ]
+    return "\n".join(lines)
