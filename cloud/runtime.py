@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+
 from splitcast.models.codec import EncodedTensor, get_codec
 from splitcast.models.registry import SplitSystem
 from splitcast.models.remote import StreamState

@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.cloud.session import LatestMailbox
 from splitcast.data.images import ImageDecodeError, decode_image

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import cv2
 import grpc
 import torch
+
 from splitcast.data.images import encode_image
 from splitcast.edge.slots import FeatureSlot, OutgoingFrame, ReceivedFeatures, UplinkSlot
 from splitcast.models.codec import CodecError, EncodedTensor, get_codec

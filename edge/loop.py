@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from splitcast.edge.connection import CloudConnection, LinkStats
 from splitcast.edge.delay import DelayPolicy
 from splitcast.edge.runtime import LocalRuntime
@@ -22,7 +24,6 @@ from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
 from splitcast.edge.slots import OutgoingFrame, ReceivedFeatures
 from splitcast.edge.sources import FrameSource
 from splitcast.models.registry import build
-from tqdm import tqdm
 
 MAX_VIDEO_WIDTH = 960
 
@@ -99,7 +100,13 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     skipped = 0
     last_source = -1
     start = time.perf_counter()
-    progress = tqdm(desc="edge", unit="frame", disable=not options.progress, leave=False)
+    progress = tqdm(
+        desc="edge",
+        unit="frame",
+        total=source.num_frames,
+        disable=not options.progress,
+        leave=False,
+    )
     try:
         for index, rgb in enumerate(source.frames()):
             if options.realtime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+
 from splitcast.models.local import LocalModel
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from splitcast.data.classes import colorize
 
 BANNER_HEIGHT = 22

@@ -19,6 +19,7 @@ class SourceError(RuntimeError):
 class FrameSource(Protocol):
     fps: float
     name: str
+    num_frames: int | None
 
     def frames(self) -> Iterator[np.ndarray]:
         """RGB uint8 frames [H, W, 3] in capture order."""
@@ -35,6 +36,7 @@ class VideoFileSource:
         capture = cv2.VideoCapture(str(self.path))
         opened = capture.isOpened()
         fps = capture.get(cv2.CAP_PROP_FPS)
+        declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         capture.release()
         if not opened:
             raise SourceError(f"opencv cannot open {self.path} as a video")
@@ -43,6 +45,8 @@ class VideoFileSource:
         self.fps = float(fps)
         self.name = self.path.name
         self.max_frames = max_frames
+        counts = [n for n in (declared_frames, max_frames) if n and n > 0]
+        self.num_frames = min(counts) if counts else None
 
     def frames(self) -> Iterator[np.ndarray]:
         capture = cv2.VideoCapture(str(self.path))

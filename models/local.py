@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from splitcast.models.layers import ConvNormAct, InputNormalize, ResidualBlock
 from torch import nn
+
+from splitcast.models.layers import ConvNormAct, InputNormalize, ResidualBlock
 
 FUSION_STRIDE = 8
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+
 from splitcast.data.classes import CITYSCAPES_CLASSES
 from splitcast.models.local import LocalModel
 from splitcast.models.remote import RemoteModel

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from splitcast.models.layers import ConvNormAct, InputNormalize, ResidualBlock
 from torch import nn
+
+from splitcast.models.layers import ConvNormAct, InputNormalize, ResidualBlock
 
 FUSION_STRIDE = 8
 

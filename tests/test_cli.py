@@ -1,0 +1,95 @@
+"""The command line: help, clean errors, and the demo end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from splitcast.cli import build_parser
+
+COMMANDS = {"serve", "edge", "link", "demo"}
+
+
+def splitcast(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "splitcast", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_help_lists_exactly_the_working_commands() -> None:
+    result = splitcast("--help")
+    assert result.returncode == 0
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(subparsers.choices) == COMMANDS
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_command_has_help(command: str) -> None:
+    result = splitcast(command, "--help")
+    assert result.returncode == 0
+    assert "usage: splitcast " + command in result.stdout
+
+
+def test_missing_video_is_a_readable_error(tmp_path: Path) -> None:
+    result = splitcast("edge", "--source", str(tmp_path / "nope.mp4"))
+    assert result.returncode == 2
+    assert "video file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_model_is_a_readable_error() -> None:
+    result = splitcast("edge", "--model", "enormous", "--frames", "2")
+    assert result.returncode == 2
+    assert "unknown model configuration 'enormous'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_link_address_is_a_readable_error() -> None:
+    result = splitcast(
+        "link", "--listen", "nowhere", "--upstream", "127.0.0.1:1", "--delay-ms", "5"
+    )
+    assert result.returncode == 2
+    assert "HOST:PORT" in result.stderr
+
+
+def test_edge_writes_video_log_and_summary_local_only(tmp_path: Path) -> None:
+    result = splitcast(
+        "edge", "--frames", "20", "--fast", "--video", str(tmp_path / "e.avi"),
+        "--log", str(tmp_path / "e.jsonl"), "--summary", str(tmp_path / "s.json"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 20 and summary["fused"] == 0
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 20
+    assert _count_frames(tmp_path / "e.avi") == 20
+
+
+def _count_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
+    result = splitcast("demo", "--frames", "60", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for line in ("fused fraction", "mean D_o", "edge latency", "downlink"):
+        assert line in result.stdout
+    assert (
+        _count_frames(tmp_path / "demo.mp4")
+        == 60 - json.loads((tmp_path / "summary.json").read_text())["skipped"]
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rtt_ms"] == 100.0
+    assert summary["fused_fraction"] > 0.5
+    assert summary["mean_d_o_frames"] >= 3
