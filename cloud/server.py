@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import signal
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -197,24 +196,3 @@ async def start_server(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, servicer, bound
-
-
-async def serve_forever(
-    runtime: RemoteRuntime, host: str, port: int, max_message_bytes: int
-) -> None:
-    """Serve until SIGINT/SIGTERM, then stop gracefully (in-flight replies get 2 s)."""
-    server, servicer, bound = await start_server(runtime, host, port, max_message_bytes)
-    config = runtime.config
-    print(
-        f"splitcast serve: listening on {host}:{bound} (model {config.name} {config.version}, "
-        f"codec {config.codec}, K={config.context_frames}, {config.fps:g} fps)",
-        flush=True,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await server.stop(grace=2.0)
-    servicer.close()
-    print("splitcast serve: stopped", flush=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -191,19 +190,3 @@ class RelayThread:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-async def relay_forever(relay: DelayRelay) -> None:
-    """Relay until SIGINT/SIGTERM."""
-    port = await relay.start()
-    print(
-        f"splitcast link: listening on {relay.listen.host}:{port} -> {relay.upstream} "
-        f"(+{relay.uplink_delay_s * 1000:g} ms up, +{relay.downlink_delay_s * 1000:g} ms down)",
-        flush=True,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await relay.close()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -219,14 +220,39 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+async def _until_terminated() -> None:
+    """Wait for Ctrl-C or SIGTERM (how `splitcast demo` and service managers stop us)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
 def _run_serve(args: argparse.Namespace) -> None:
     from splitcast.cloud.runtime import RemoteRuntime
-    from splitcast.cloud.server import serve_forever
+    from splitcast.cloud.server import start_server
     from splitcast.models.registry import build
 
     _set_threads(args.threads)
     runtime = RemoteRuntime(build(args.model))
-    asyncio.run(serve_forever(runtime, args.host, args.port, args.max_message_mb * 1024 * 1024))
+    config = runtime.config
+
+    async def serve() -> None:
+        server, servicer, port = await start_server(
+            runtime, args.host, args.port, args.max_message_mb * 1024 * 1024
+        )
+        print(
+            f"splitcast serve: listening on {args.host}:{port} (model {config.name} "
+            f"{config.version}, codec {config.codec}, K={config.context_frames}, "
+            f"{config.fps:g} fps)",
+            flush=True,
+        )
+        await _until_terminated()
+        await server.stop(grace=2.0)
+        servicer.close()
+
+    asyncio.run(serve())
 
 
 def _run_edge(args: argparse.Namespace) -> None:
@@ -256,7 +282,7 @@ def _run_edge(args: argparse.Namespace) -> None:
 
 
 def _run_link(args: argparse.Namespace) -> None:
-    from splitcast.netem.relay import DelayRelay, Endpoint, relay_forever
+    from splitcast.netem.relay import DelayRelay, Endpoint
 
     relay = DelayRelay(
         Endpoint.parse(args.listen),
@@ -264,7 +290,19 @@ def _run_link(args: argparse.Namespace) -> None:
         args.delay_ms,
         args.downlink_delay_ms,
     )
-    asyncio.run(relay_forever(relay))
+
+    async def run() -> None:
+        port = await relay.start()
+        print(
+            f"splitcast link: listening on {relay.listen.host}:{port} -> {relay.upstream} "
+            f"(+{relay.uplink_delay_s * 1000:g} ms up, "
+            f"+{relay.downlink_delay_s * 1000:g} ms down)",
+            flush=True,
+        )
+        await _until_terminated()
+        await relay.close()
+
+    asyncio.run(run())
 
 
 def _run_demo(args: argparse.Namespace) -> None:

@@ -93,3 +93,26 @@ def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
     assert summary["rtt_ms"] == 100.0
     assert summary["fused_fraction"] > 0.5
     assert summary["mean_d_o_frames"] >= 3
+
+
+def test_video_file_example_runs_end_to_end(tmp_path: Path) -> None:
+    from splitcast.edge.sources import MovingSceneSource
+
+    video = tmp_path / "input.avi"
+    scene = MovingSceneSource(width=320, height=160, num_frames=45)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 160))
+    for rgb in scene.frames():
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    example = Path(__file__).parents[1] / "examples" / "video_file_pipeline.py"
+    result = subprocess.run(
+        [sys.executable, str(example), "--video", str(video), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["frames"] + summary["skipped"] == 45
+    assert summary["fused"] > 0
+    assert _count_frames(tmp_path / "out" / "overlay.mp4") == summary["frames"]
