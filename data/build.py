@@ -28,10 +28,8 @@ from splitcast.data.scene.generator import (
     SceneSettings,
     plan_dict,
 )
+from splitcast.data.splits import DEFAULT_CLIPS, DEFAULT_FRAMES, SPLIT_SEEDS
 
-SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
-DEFAULT_CLIPS = {"train": 120, "val": 30, "test": 30}
-DEFAULT_FRAMES = 48
 SETTINGS_FILE = "build_settings.json"
 
 

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 
 DEFAULT_PORT = 50051
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_edge(commands)
     _add_link(commands)
     _add_demo(commands)
+    add_data_commands(commands)
     return parser
 
 
@@ -332,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (SourceError, LaunchError, KeyError, ValueError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"splitcast {args.command}: error: {message}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        print(f"splitcast {command}: error: {message}", file=sys.stderr)
         return 2
     return 0

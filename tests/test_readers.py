@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -356,3 +357,24 @@ def test_cityscapes_errors(cityscapes: Path, tmp_path: Path) -> None:
     (cityscapes / FRAMES / "val" / "aachen" / "aachen_000000_000005_leftImg8bit.png").unlink()
     with pytest.raises(DataError, match=r"aachen_000000 has gaps in frame numbers.*missing 000005"):
         open_cityscapes_sequences(cityscapes)
+
+
+def test_import_command_line(video, tmp_path: Path) -> None:
+    path, masks, _ = video
+    out = tmp_path / "cli-import"
+    command = [sys.executable, "-m", "splitcast", "data", "import", "--video", str(path)]
+    result = subprocess.run(
+        [*command, "--masks", str(masks), "--out", str(out), "--clip-len", "5"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "imported" in result.stdout
+    assert len(open_clips(out)) >= 2
+    missing = subprocess.run(
+        [
+            *command[:-1], str(tmp_path / "none.mp4"), "--masks", str(masks),
+            "--out", str(tmp_path / "x"), "--clip-len", "5",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pybullet_utils.bullet_client import BulletClient
 
+from splitcast.data.scene.bullet import BulletClient
 from splitcast.data.scene.meshes import Mesh
 
 Tint = tuple[float, float, float]

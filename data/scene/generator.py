@@ -16,12 +16,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pybullet
-from pybullet_utils.bullet_client import BulletClient
 
 from splitcast.data.scene import ego as ego_paths
 from splitcast.data.scene.agents import AgentFactory
 from splitcast.data.scene.builder import SceneBuilder
+from splitcast.data.scene.bullet import direct_client, pybullet
 from splitcast.data.scene.textures import smooth_noise
 from splitcast.data.scene.traffic import EgoPlan, populate
 from splitcast.data.scene.world import SKY, RoadLayout, StreetBuilder, random_layout
@@ -82,12 +81,11 @@ def _plan(
 ) -> tuple[ClipPlan, ego_paths.EgoPath, EgoPlan, RoadLayout]:
     manoeuvre = str(
         rng.choice(
-            ["straight", "lane_change", "turn_left", "turn_right"], p=[0.45, 0.2, 0.175, 0.175]
+            ["straight", "lane_change", "turn_left", "turn_right"], p=[0.55, 0.25, 0.1, 0.1]
         )
     )
     turning = manoeuvre.startswith("turn")
-    speed = float(rng.uniform(7.0, 10.0) if turning else rng.uniform(8.0, 15.0)) * settings.motion
-    travel = speed * duration
+    speed = float(rng.uniform(8.0, 15.0)) * settings.motion
     x0 = 0.0
     junction = None
     if turning:
@@ -103,13 +101,9 @@ def _plan(
     elif manoeuvre == "lane_change":
         lane = int(rng.integers(2))
         offset = layout.ego_lane_y(1 - lane) - layout.ego_lane_y(lane)
-        path = ego_paths.lane_change(
-            x0,
-            layout.ego_lane_y(lane),
-            travel * float(rng.uniform(0.0, 0.4)),
-            offset,
-            float(rng.uniform(25, 45)) * settings.motion,
-        )
+        start = speed * duration * float(rng.uniform(0.0, 0.4))
+        length = float(rng.uniform(25, 45)) * settings.motion
+        path = ego_paths.lane_change(x0, layout.ego_lane_y(lane), start, offset, length)
     else:
         assert junction is not None
         left = manoeuvre == "turn_left"
@@ -117,8 +111,10 @@ def _plan(
         y = layout.ego_lane_y(lane)
         lw = layout.lane_width
         radius = layout.half_width - y if left else 0.5 * lw + 2.5
+        # Cars turn at the speed a comfortable lateral acceleration allows (2-3.5 m/s^2).
+        speed = math.sqrt(float(rng.uniform(2.0, 3.5)) * radius) * settings.motion
         arc_start = junction + (lw / 2 if left else -lw / 2) - radius
-        start = arc_start - travel * float(rng.uniform(0.05, 0.45))
+        start = arc_start - speed * duration * float(rng.uniform(0.05, 0.45))
         path = ego_paths.turn(start, y, arc_start, radius, 1 if left else -1)
     start_x = path.pose(0.0)[0]
     sky = str(rng.choice(list(SKIES), p=[0.45, 0.25, 0.15, 0.15]))
@@ -128,7 +124,7 @@ def _plan(
         junction_x=junction,
         camera_height=float(rng.uniform(1.2, 1.65)),
         camera_pitch_deg=float(rng.uniform(-5.0, -1.0)),
-        fov_deg=float(rng.uniform(38.0, 46.0)),
+        fov_deg=float(rng.uniform(30.0, 36.0)),
         sun_azimuth_deg=float(rng.uniform(0, 360)),
         sun_elevation_deg=float(rng.uniform(12, 70)),
         sky=sky,
@@ -144,7 +140,7 @@ class SceneRenderer:
 
     def __init__(self, settings: SceneSettings) -> None:
         self.settings = settings
-        self.client = BulletClient(connection_mode=pybullet.DIRECT)
+        self.client = direct_client()
         self._texture_dir = tempfile.TemporaryDirectory(prefix="splitcast-textures-")
 
     def close(self) -> None:
@@ -180,8 +176,8 @@ class SceneRenderer:
                 for agent in agents:
                     agent.place(scene, t)
                 x, y, heading = path.pose(plan.ego_speed * t)
-                pitch = math.radians(plan.camera_pitch_deg + 0.35 * math.sin(11.0 * t + shake[0]))
-                roll = math.radians(0.4 * math.sin(7.0 * t + shake[1]))
+                pitch = math.radians(plan.camera_pitch_deg + 0.2 * math.sin(11.0 * t + shake[0]))
+                roll = math.radians(0.2 * math.sin(7.0 * t + shake[1]))
                 height = plan.camera_height + 0.02 * math.sin(13.0 * t + shake[2])
                 rgb, seg, depth = self._render((x, y, height), heading, pitch, roll, plan)
                 label = lookup[seg + 1]
