@@ -80,9 +80,7 @@ def _plan(
     rng: np.random.Generator, settings: SceneSettings, duration: float
 ) -> tuple[ClipPlan, ego_paths.EgoPath, EgoPlan, RoadLayout]:
     manoeuvre = str(
-        rng.choice(
-            ["straight", "lane_change", "turn_left", "turn_right"], p=[0.55, 0.25, 0.1, 0.1]
-        )
+        rng.choice(["straight", "lane_change", "turn_left", "turn_right"], p=[0.55, 0.25, 0.1, 0.1])
     )
     turning = manoeuvre.startswith("turn")
     speed = float(rng.uniform(8.0, 15.0)) * settings.motion
