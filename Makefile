@@ -25,6 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Benchmarks print figures measured side by side in one run (not timed unit tests).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_sampler.py
+
 # Regenerate the gRPC stubs from proto/splitcast/v1/*.proto (tests/test_proto.py fails when stale).
 proto: $(STAMP)
 	$(BIN)/python -m splitcast.v1.generate
