@@ -71,6 +71,8 @@ class Sample:
 
     remote: torch.Tensor
     """float [K, 3, Hr, Wr] in [0, 1], oldest frame first."""
+    remote_now: torch.Tensor
+    """float [3, Hr, Wr]: frame t at the remote size (the image-only and oracle input)."""
     local: torch.Tensor
     """float [3, Hl, Wl] in [0, 1]: frame t."""
     label: torch.Tensor
@@ -86,6 +88,7 @@ class Batch:
     """Samples stacked along a new first dimension by `collate`."""
 
     remote: torch.Tensor
+    remote_now: torch.Tensor
     local: torch.Tensor
     label: torch.Tensor
     delay: torch.Tensor
@@ -114,6 +117,7 @@ def collate(samples: Sequence[Sample]) -> Batch:
     """DataLoader collate_fn for `Sample` (torch's default collate does not know dataclasses)."""
     return Batch(
         remote=torch.stack([s.remote for s in samples]),
+        remote_now=torch.stack([s.remote_now for s in samples]),
         local=torch.stack([s.local for s in samples]),
         label=torch.stack([s.label for s in samples]),
         delay=torch.stack([s.delay for s in samples]),
@@ -269,11 +273,22 @@ class TemporalClipDataset(Dataset[Sample]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_delays(self, delays: float | tuple[float, float]) -> None:
+        """Change the delay (range) without rebuilding the items (e.g. to score one delay);
+        it must not exceed the largest delay the items were chosen for."""
+        low, high = _delay_range(delays, self.continuous)
+        if high > self.max_delay:
+            raise ValueError(
+                f"delay {high:g} exceeds {self.max_delay:g}, the largest these items allow"
+            )
+        self.delays = delays
+        self._delay_range = (low, high)
+
     def __getitem__(self, index: int) -> Sample:
         clip_index, t = self.items[index]
         clip = self.clips[clip_index]
-        rng = self._rng(index)
-        delay = self._draw_delay(rng)
+        rng = self.rng_for(index)
+        delay = self.draw_delay(rng)
         indices = [*context_indices(t, delay, self.context, self.stride), t]
         frames = [clip.frame(i) for i in indices]
         label = clip.label(t)
@@ -295,6 +310,7 @@ class TemporalClipDataset(Dataset[Sample]):
                 video, mask = self._augment(video, mask)
         return Sample(
             remote=_to_output(video[: self.context], self.remote_size or native),
+            remote_now=_to_output(video[self.context], self.remote_size or native),
             local=_to_output(video[self.context], self.local_size or native),
             label=_label_output(mask, self.label_size or native),
             delay=torch.tensor(delay, dtype=torch.float32),
@@ -302,10 +318,10 @@ class TemporalClipDataset(Dataset[Sample]):
             target=t,
         )
 
-    def _rng(self, index: int) -> np.random.Generator:
+    def rng_for(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
 
-    def _draw_delay(self, rng: np.random.Generator) -> float:
+    def draw_delay(self, rng: np.random.Generator) -> float:
         low, high = self._delay_range
         if low == high:
             return low

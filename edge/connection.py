@@ -21,7 +21,7 @@ import torch
 from splitcast.data.images import encode_image
 from splitcast.edge.slots import FeatureSlot, OutgoingFrame, ReceivedFeatures, UplinkSlot
 from splitcast.models.codec import CodecError, EncodedTensor, get_codec
-from splitcast.models.registry import SystemConfig
+from splitcast.models.registry import ModelConfig
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 
@@ -78,7 +78,7 @@ class CloudConnection:
     def __init__(
         self,
         target: str,
-        config: SystemConfig,
+        config: ModelConfig,
         feature_shape: tuple[int, int, int],
         image_format: str = "jpeg",
         quality: int = 90,

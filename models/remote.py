@@ -1,10 +1,10 @@
 """The cloud (remote) model: sees the last K frames it received and is told how late its
 answer will be used.
 
-Per-frame 2D encoder (stride 8) -> delay embedding added to every token -> temporal model over
-the K frames -> time folded into channels -> two heads: predictive logits (what the scene will
-look like `delay` ticks after the newest frame) and downlink features pooled to the local
-model's stride-8 grid.
+Per-frame encoder (backbone pyramid -> neck, stride 8) -> delay embedding added to every token
+-> temporal model over the K frames -> time folded into channels -> two heads: predictive
+logits (the scene `delay` ticks after the newest frame) and downlink features resized to the
+local model's stride-8 grid.
 
 In streaming use each new frame is encoded once and kept in a FIFO of the last K encodings
 (`stream_init` / `stream_step`), which gives the same result as `forward` on those K frames.
@@ -16,10 +16,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from splitcast.models.layers import ConvNormAct, InputNormalize, ResidualBlock
+from splitcast.models.backbones import PyramidBackbone
+from splitcast.models.layers import ConvNormAct, MBConv3d, ResidualBlock, SelfAttention, resize
 
 FUSION_STRIDE = 8
 
@@ -35,25 +35,44 @@ class DelayEmbedding(nn.Module):
         return self.mlp(delay.float().view(-1, 1))
 
 
-class TemporalConv3d(nn.Module):
-    """Residual separable 3D convolutions (depthwise 3x3x3, then pointwise) over time and space."""
+class PyramidNeck(nn.Module):
+    """Fuses stride 8/16/32 features top-down into one stride-8 map of `width` channels."""
 
-    def __init__(self, channels: int, depth: int) -> None:
+    def __init__(self, channels: tuple[int, int, int], width: int) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv3d(channels, channels, 3, padding=1, groups=channels, bias=False),
-                nn.GroupNorm(8, channels),
-                nn.Conv3d(channels, channels, 1),
-                nn.GELU(),
-                nn.Conv3d(channels, channels, 1),
-            )
-            for _ in range(depth)
-        )
+        self.laterals = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.out = ConvNormAct(width, width)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x8, x16, x32 = (lateral(f) for lateral, f in zip(self.laterals, features, strict=True))
+        x16 = x16 + resize(x32, x16.shape[-2:])
+        return self.out(x8 + resize(x16, x8.shape[-2:]))
+
+
+class ConvTemporal(nn.Module):
+    """Residual 3D inverted bottlenecks across time and space (the light temporal model)."""
+
+    def __init__(self, width: int, depth: int, expand: int = 2) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*(MBConv3d(width, expand) for _ in range(depth)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = x + block(x)
+        return self.blocks(x)
+
+
+class ViT3D(nn.Module):
+    """Global attention over all K*h*w tokens, each block followed by a 3x3x3 MBConv."""
+
+    def __init__(self, width: int, depth: int, heads: int) -> None:
+        super().__init__()
+        self.attention = nn.ModuleList(SelfAttention(width, heads) for _ in range(depth))
+        self.convs = nn.ModuleList(MBConv3d(width, expand=4) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, steps, height, width = x.shape
+        for attention, conv in zip(self.attention, self.convs, strict=True):
+            tokens = attention(x.flatten(2).transpose(1, 2))
+            x = conv(tokens.transpose(1, 2).reshape(batch, channels, steps, height, width))
         return x
 
 
@@ -69,40 +88,44 @@ class RemoteModel(nn.Module):
 
     def __init__(
         self,
+        backbone: PyramidBackbone,
+        temporal: nn.Module,
         num_classes: int,
         downlink_channels: int,
-        context_frames: int = 4,
-        width: int = 64,
-        temporal_depth: int = 2,
-        delay_hidden: int = 128,
-        mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
-        std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        context_frames: int,
+        width: int,
+        delay_hidden: int,
+        head_width: int,
+        head_blocks: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__()
         self.context_frames = context_frames
-        self.normalize = InputNormalize(mean, std)
-        self.encoder = nn.Sequential(
-            ConvNormAct(3, width // 4, stride=2),
-            ConvNormAct(width // 4, width // 2, stride=2),
-            ConvNormAct(width // 2, width, stride=2),
-            ResidualBlock(width),
-        )
+        self.backbone = backbone
+        self.neck = PyramidNeck(backbone.channels, width)
         self.delay_embedding = DelayEmbedding(width, delay_hidden)
-        self.temporal = TemporalConv3d(width, temporal_depth)
+        self.temporal = temporal
         folded = width * context_frames
         self.logits_head = nn.Sequential(
-            ConvNormAct(folded, width, kernel=1), nn.Conv2d(width, num_classes, 1)
+            ConvNormAct(folded, head_width, kernel=1),
+            ConvNormAct(head_width, head_width),
+            nn.Conv2d(head_width, num_classes, 1),
         )
         self.downlink_trunk = nn.Sequential(
-            ConvNormAct(folded, width, kernel=1), ResidualBlock(width)
+            ConvNormAct(folded, head_width, kernel=1),
+            *(ResidualBlock(head_width) for _ in range(head_blocks[0])),
         )
         self.downlink_out = nn.Sequential(
-            ResidualBlock(width), nn.Conv2d(width, downlink_channels, 1)
+            *(ResidualBlock(head_width) for _ in range(head_blocks[1])),
+            nn.Conv2d(head_width, downlink_channels, 1),
         )
 
+    def encode_features(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Per-frame encoding [B, C, H/8, W/8] from backbone features (cached in training)."""
+        return self.neck(features)
+
     def encode(self, frame: torch.Tensor) -> torch.Tensor:
-        """Per-frame encoding [B, C, H/8, W/8] of `frame` [B, 3, H, W] in [0, 1]."""
-        return self.encoder(self.normalize(frame))
+        """Per-frame encoding of `frame` [B, 3, H, W] in [0, 1]."""
+        return self.encode_features(self.backbone(frame))
 
     def predict(
         self, encodings: torch.Tensor, delay: torch.Tensor, local_size: tuple[int, int]
@@ -112,12 +135,11 @@ class RemoteModel(nn.Module):
         Returns (downlink [B, D, Hl/8, Wl/8], predictive logits [B, classes, h, w]).
         """
         tokens = encodings + self.delay_embedding(delay)[:, :, None, None, None]
-        mixed = self.temporal(tokens)
-        folded = mixed.flatten(1, 2)
+        folded = self.temporal(tokens).flatten(1, 2)
         logits = self.logits_head(folded)
         grid = (local_size[0] // FUSION_STRIDE, local_size[1] // FUSION_STRIDE)
-        pooled = F.adaptive_avg_pool2d(self.downlink_trunk(folded), grid)
-        return self.downlink_out(pooled), logits
+        downlink = self.downlink_out(resize(self.downlink_trunk(folded), grid))
+        return downlink, logits
 
     def forward(
         self, frames: torch.Tensor, delay: torch.Tensor, local_size: tuple[int, int]
@@ -129,11 +151,18 @@ class RemoteModel(nn.Module):
         encodings = encoded.view(batch, steps, *encoded.shape[1:]).permute(0, 2, 1, 3, 4)
         return self.predict(encodings, delay, local_size)
 
+    def image_only_from_encoding(
+        self, encoding: torch.Tensor, local_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """The conventional remote baseline from one frame's encoding: the frame repeated K
+        times, delay 0 (no motion context, no delay correction)."""
+        encodings = encoding.unsqueeze(2).expand(-1, -1, self.context_frames, -1, -1)
+        zero = torch.zeros(encoding.shape[0], device=encoding.device)
+        return self.predict(encodings, zero, local_size)[1]
+
     def image_only(self, frame: torch.Tensor, local_size: tuple[int, int]) -> torch.Tensor:
-        """Conventional remote baseline: one frame, no motion context, no delay correction."""
-        frames = frame.unsqueeze(2).expand(-1, -1, self.context_frames, -1, -1)
-        zero_delay = torch.zeros(frame.shape[0], device=frame.device)
-        return self.forward(frames, zero_delay, local_size)[1]
+        """Predictive logits of the conventional remote baseline on `frame` [B, 3, H, W]."""
+        return self.image_only_from_encoding(self.encode(frame), local_size)
 
     def stream_init(self) -> StreamState:
         """A fresh stream with an empty FIFO of encodings."""

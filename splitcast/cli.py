@@ -12,6 +12,7 @@ from pathlib import Path
 
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
+from splitcast.train_cli import add_train_command
 
 DEFAULT_PORT = 50051
 
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_link(commands)
     _add_demo(commands)
     add_data_commands(commands)
+    add_train_command(commands)
     return parser
 
 
@@ -234,10 +236,10 @@ async def _until_terminated() -> None:
 def _run_serve(args: argparse.Namespace) -> None:
     from splitcast.cloud.runtime import RemoteRuntime
     from splitcast.cloud.server import start_server
-    from splitcast.models.registry import build
+    from splitcast.models.checkpoint import load_system
 
     _set_threads(args.threads)
-    runtime = RemoteRuntime(build(args.model))
+    runtime = RemoteRuntime(load_system(args.model))
     config = runtime.config
 
     async def serve() -> None:
@@ -327,12 +329,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     from splitcast.edge.sources import SourceError
     from splitcast.launch import LaunchError
+    from splitcast.models.backbones import WeightsError
+    from splitcast.models.checkpoint import CheckpointError
 
     try:
         args.run(args)
     except KeyboardInterrupt:
         return 130
-    except (SourceError, LaunchError, KeyError, ValueError, OSError) as exc:
+    except (
+        SourceError,
+        LaunchError,
+        CheckpointError,
+        WeightsError,
+        KeyError,
+        ValueError,
+        OSError,
+    ) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
         print(f"splitcast {command}: error: {message}", file=sys.stderr)

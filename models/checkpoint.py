@@ -1,0 +1,147 @@
+"""Checkpoints: safetensors weights plus a meta JSON, loadable without unpickling anything.
+
+Weights that come unchanged from a package (a frozen pretrained backbone) are not stored: the
+loader rebuilds the configuration with its packaged weights and adds the trained ones, which
+keeps the shipped default checkpoint small. A checkpoint's version is a hash of its weights
+file, so an edge and a server can tell whether they run the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from splitcast.models.registry import ModelConfig, SplitSystem, available, build
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "meta.json"
+PACKAGED_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete or does not fit its configuration."""
+
+
+def packaged_prefixes(system: SplitSystem) -> list[str]:
+    """State-dict prefixes whose weights are loaded from packages, not trained."""
+    prefixes = []
+    if system.config.params.get("freeze_remote_backbone", False):
+        prefixes.append("remote.backbone.")
+    frozen = system.local.stages.frozen
+    if frozen is not None:
+        name = next(n for n, m in system.local.named_modules() if m is frozen)
+        prefixes.append(f"local.{name}.")
+    return prefixes
+
+
+def system_state(system: SplitSystem) -> dict[str, torch.Tensor]:
+    return {
+        **{f"remote.{k}": v for k, v in system.remote.state_dict().items()},
+        **{f"local.{k}": v for k, v in system.local.state_dict().items()},
+    }
+
+
+def git_revision() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def save_checkpoint(
+    system: SplitSystem, folder: Path, meta: dict[str, Any], half: bool = False
+) -> str:
+    """Write weights (trained parts only) and meta JSON into `folder`; returns the version."""
+    folder.mkdir(parents=True, exist_ok=True)
+    skip = tuple(packaged_prefixes(system))
+    tensors = {}
+    for name, tensor in system_state(system).items():
+        if name.startswith(skip):
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        tensors[name] = tensor.half() if half and tensor.is_floating_point() else tensor
+    partial = folder / f"{WEIGHTS_FILE}.partial"
+    save_file(tensors, str(partial))
+    version = hashlib.sha256(partial.read_bytes()).hexdigest()[:12]
+    partial.rename(folder / WEIGHTS_FILE)
+    config = system.config.to_dict() | {"version": version}
+    record = {
+        "config": config,
+        "packaged_prefixes": list(skip),
+        "git_revision": git_revision(),
+        **meta,
+    }
+    (folder / META_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return version
+
+
+def checkpoint_folder(name_or_path: str | Path) -> Path:
+    """A packaged checkpoint by name (e.g. `default`) or a folder path."""
+    packaged = PACKAGED_DIR / str(name_or_path)
+    if (packaged / META_FILE).is_file():
+        return packaged
+    folder = Path(name_or_path)
+    if (folder / META_FILE).is_file():
+        return folder
+    raise CheckpointError(
+        f"no model named {name_or_path!r}: not a configuration ({', '.join(available())}), "
+        f"not a packaged checkpoint ({', '.join(packaged_checkpoints()) or 'none'}), "
+        f"and not a folder with {META_FILE} and {WEIGHTS_FILE}"
+    )
+
+
+def packaged_checkpoints() -> list[str]:
+    return (
+        sorted(p.name for p in PACKAGED_DIR.iterdir() if (p / META_FILE).is_file())
+        if PACKAGED_DIR.is_dir()
+        else []
+    )
+
+
+def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, Any]]:
+    """Rebuild the configuration, add the trained weights; returns the system and its meta."""
+    folder = checkpoint_folder(name_or_path)
+    meta = json.loads((folder / META_FILE).read_text())
+    config = ModelConfig.from_dict(meta["config"])
+    system = build(config, pretrained=bool(meta["packaged_prefixes"]))
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{folder} has {META_FILE} but no {WEIGHTS_FILE}")
+    stored = load_file(str(weights))
+    expected = system_state(system)
+    packaged = tuple(meta["packaged_prefixes"])
+    missing = sorted(k for k in expected if k not in stored and not k.startswith(packaged))
+    unexpected = sorted(k for k in stored if k not in expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} does not fit {config.name}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for prefix, module in (("remote.", system.remote), ("local.", system.local)):
+        part = {
+            k[len(prefix) :]: v.to(expected[k].dtype)
+            for k, v in stored.items()
+            if k.startswith(prefix)
+        }
+        module.load_state_dict(part, strict=False)
+    return system.eval(), meta
+
+
+def load_system(name_or_path: str | Path) -> SplitSystem:
+    """A registered configuration by name (its initial weights) or a trained checkpoint."""
+    if str(name_or_path) in available():
+        return build(str(name_or_path))
+    return load_checkpoint(name_or_path)[0]

@@ -1,0 +1,133 @@
+"""`splitcast train`: train a configuration on a clip dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+LOSS_NAMES = ("fused", "local", "predictive", "image_only")
+
+
+def _delay_range(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition("-")
+    try:
+        values = (float(low), float(high if sep else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected MIN-MAX ticks (e.g. 0-5), got {text!r}"
+        ) from None
+    if not 0 <= values[0] <= values[1]:
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
+    return values
+
+
+def _loss_weights(text: str) -> dict[str, float]:
+    weights = dict.fromkeys(LOSS_NAMES, 1.0)
+    for item in filter(None, text.split(",")):
+        name, sep, value = item.partition("=")
+        if not sep or name not in weights:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=WEIGHT with NAME in {', '.join(LOSS_NAMES)}, got {item!r}"
+            )
+        weights[name] = float(value)
+    return weights
+
+
+def add_train_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a model configuration end to end (the four Dedelayed losses)",
+        description="Train remote and local models together: fused, local-only, remote predictive "
+        "and remote image-only losses, a delay drawn per sample, AdamW with warm-up and cosine "
+        "decay, gradient clipping. With a frozen remote backbone (default) its outputs are cached "
+        "once per frame. Writes model.safetensors, meta.json, history.json and a resumable "
+        "training_state.pt to --out. Run under `torchrun --nproc_per_node N` for several "
+        "processes.",
+    )
+    parser.add_argument(
+        "--config",
+        default="lite",
+        help="configuration name (tiny, lite, paper) or a YAML file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="training clip directory (e.g. out/data/train)"
+    )
+    parser.add_argument(
+        "--val-data",
+        type=Path,
+        help="validation clip directory (default: the sibling 'val' folder if present)",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for the checkpoint and logs"
+    )
+    parser.add_argument("--epochs", type=int, default=4, help="(default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="per process (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=2e-3,
+        help="peak learning rate of new layers; pretrained ones get 0.1x (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--delays",
+        type=_delay_range,
+        default=(0.0, 5.0),
+        metavar="MIN-MAX",
+        help="training delay range in ticks (default: 0-5)",
+    )
+    parser.add_argument(
+        "--loss-weights",
+        type=_loss_weights,
+        default=dict.fromkeys(LOSS_NAMES, 1.0),
+        metavar="NAME=W,...",
+        help=f"weights of {', '.join(LOSS_NAMES)} (default: all 1)",
+    )
+    parser.add_argument(
+        "--train-remote-backbone",
+        action="store_true",
+        help="train the remote backbone too (no encoding cache; slow on a CPU)",
+    )
+    parser.add_argument("--warmup-steps", type=int, default=100, help="(default: %(default)s)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="data loader processes (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from training_state.pt in --out"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from splitcast.models.registry import get_config, load_config
+    from splitcast.models.training import TrainOptions, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = Path(args.config)
+    config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
+    options = TrainOptions(
+        config=config,
+        data=args.data,
+        out=args.out,
+        val_data=args.val_data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        delays=args.delays,
+        loss_weights=args.loss_weights,
+        freeze_remote_backbone=not args.train_remote_backbone,
+        warmup_steps=args.warmup_steps,
+        workers=args.workers,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        resume=args.resume,
+    )
+    result = train(options)
+    print(f"trained {result['steps']} steps in {result['seconds']:.0f} s; checkpoint in {args.out}")
