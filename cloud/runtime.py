@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import cv2
+from collections import deque
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
+from splitcast.data.images import fit
 from splitcast.models.codec import EncodedTensor, get_codec
 from splitcast.models.registry import SplitSystem
 from splitcast.models.remote import StreamState
+
+
+@dataclass
+class StreamContext:
+    """A stream's FIFO of encodings and the sequence numbers of the frames behind them."""
+
+    state: StreamState
+    sequences: deque[int] = field(default_factory=deque)
 
 
 class RemoteRuntime:
@@ -20,16 +31,22 @@ class RemoteRuntime:
         self.codec = get_codec(system.config.codec)
         self.feature_shape = system.local.downlink_shape(system.config.local_size)
 
-    def new_stream(self) -> StreamState:
-        return self.system.remote.stream_init()
+    def new_stream(self) -> StreamContext:
+        k = self.config.context_frames
+        return StreamContext(self.system.remote.stream_init(), deque(maxlen=k))
 
     @torch.inference_mode()
-    def step(self, state: StreamState, image_rgb: np.ndarray, delay_ticks: float) -> EncodedTensor:
-        """Push one decoded frame into the stream and return its encoded downlink features."""
-        height, width = self.config.remote_size
-        if image_rgb.shape[:2] != (height, width):
-            image_rgb = cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_AREA)
-        frame = torch.from_numpy(image_rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    def step(
+        self, context: StreamContext, sequence: int, image_rgb: np.ndarray, delay_ticks: float
+    ) -> tuple[EncodedTensor, list[int]]:
+        """Push one decoded frame into the stream; returns its encoded downlink features and
+        the sequence numbers of the context frames they came from (oldest first)."""
+        pixels = torch.from_numpy(fit(image_rgb, self.config.remote_size))
+        frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         delay = torch.tensor([delay_ticks], dtype=torch.float32)
-        downlink, _ = self.system.remote.stream_step(state, frame, delay, self.config.local_size)
-        return self.codec.encode(downlink[0].numpy())
+        remote = self.system.remote
+        downlink, _ = remote.stream_step(context.state, frame, delay, self.config.local_size)
+        context.sequences.append(sequence)
+        missing = self.config.context_frames - len(context.sequences)
+        used = [context.sequences[0]] * missing + list(context.sequences)
+        return self.codec.encode(downlink[0].numpy()), used

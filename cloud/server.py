@@ -115,8 +115,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                         frames_dropped=mailbox.dropped,
                     )
                     continue
-                encoded = await loop.run_in_executor(
-                    self._compute, self.runtime.step, state, image, delay
+                encoded, context = await loop.run_in_executor(
+                    self._compute, self.runtime.step, state, frame.sequence, image, delay
                 )
                 yield pb.DownlinkMessage(
                     features=pb.Features(
@@ -126,6 +126,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                         tensor=tensor_message(encoded),
                         server_receive_time_ns=pending.received_ns,
                         server_send_time_ns=time.time_ns(),
+                        context_sequences=context,
                     ),
                     frames_dropped=mailbox.dropped,
                 )

@@ -29,6 +29,14 @@ class ImageDecodeError(ValueError):
         self.reason = reason
 
 
+def fit(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`rgb` resized to `size` (height, width) with area averaging; unchanged if it fits."""
+    height, width = size
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
     """Compress an RGB uint8 image [H, W, 3]. `quality` applies to JPEG and WebP (1-100)."""
     if fmt not in FORMATS:

@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import cv2
 import grpc
 import torch
 
-from splitcast.data.images import encode_image
+from splitcast.data.images import encode_image, fit
 from splitcast.edge.slots import FeatureSlot, OutgoingFrame, ReceivedFeatures, UplinkSlot
 from splitcast.models.codec import CodecError, EncodedTensor, get_codec
 from splitcast.models.registry import ModelConfig
@@ -173,10 +172,7 @@ class CloudConnection:
             frame = self.uplink.take(timeout=0.05)
             if frame is None:
                 continue
-            rgb = frame.rgb
-            if (rgb.shape[1], rgb.shape[0]) != size:
-                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-            data = encode_image(rgb, self.image_format, self.quality)
+            data = encode_image(fit(frame.rgb, (size[1], size[0])), self.image_format, self.quality)
             self.stats.frames_sent += 1
             self.stats.uplink_bytes += len(data)
             yield pb.UplinkFrame(
@@ -224,5 +220,6 @@ class CloudConnection:
                 round_trip_ms=(now - features.source_capture_time_ns) / 1e6,
                 server_ms=(features.server_send_time_ns - features.server_receive_time_ns) / 1e6,
                 payload_bytes=len(features.tensor.payload),
+                context_sequences=tuple(features.context_sequences),
             )
         )

@@ -9,6 +9,7 @@ frame rate for the D_i policy.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class EdgeOptions:
     log_path: Path | None = None
     banner: str = ""
     progress: bool = True
+    output_size: tuple[int, int] | None = None
+    on_output: Callable[[dict[str, Any], np.ndarray], None] | None = None
 
 
 @dataclass
@@ -128,30 +131,34 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
                 policy.observe(d_o * ticks_per_frame)
                 last_source = received.source_sequence
             fused = d_o is not None and d_o <= options.max_staleness_frames
-            class_ids = runtime.segment(rgb, received.features if fused else None)
+            class_ids = runtime.segment(
+                rgb, received.features if fused else None, options.output_size
+            )
             latency_ms = (time.perf_counter() - step_start) * 1000.0
             latencies.append(latency_ms)
             recent_outputs = [*recent_outputs[-29:], time.perf_counter()]
             if fused:
                 fused_delays.append(d_o)
             mode = "fused" if fused else ("stale" if received is not None else "local_only")
+            record = {
+                "frame": index,
+                "capture_time_ns": capture_ns,
+                "latency_ms": round(latency_ms, 3),
+                "mode": mode,
+                "fused": fused,
+                "source_frame": None if received is None else received.source_sequence,
+                "context_frames": None if received is None else list(received.context_sequences),
+                "d_o": d_o,
+                "d_o_ms": None if d_o is None else round(d_o * frame_ms, 1),
+                "d_i": None if received is None else received.conditioned_delay_ticks,
+                "requested_d_i": requested,
+                "rtt_ms": None if received is None else round(received.round_trip_ms, 2),
+                "connected": bool(connection and connection.stats.connected),
+            }
             if log is not None:
-                log.write(
-                    {
-                        "frame": index,
-                        "capture_time_ns": capture_ns,
-                        "latency_ms": round(latency_ms, 3),
-                        "mode": mode,
-                        "fused": fused,
-                        "source_frame": None if received is None else received.source_sequence,
-                        "d_o": d_o,
-                        "d_o_ms": None if d_o is None else round(d_o * frame_ms, 1),
-                        "d_i": None if received is None else received.conditioned_delay_ticks,
-                        "requested_d_i": requested,
-                        "rtt_ms": None if received is None else round(received.round_trip_ms, 2),
-                        "connected": bool(connection and connection.stats.connected),
-                    }
-                )
+                log.write(record)
+            if options.on_output is not None:
+                options.on_output(record, class_ids)
             if options.video_path is not None:
                 if video is None:
                     video = OverlayVideoWriter(options.video_path, source.fps, *_video_size(rgb))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
+from splitcast.data.images import fit
+from splitcast.models.layers import resize
 from splitcast.models.local import LocalModel
 
 
@@ -17,11 +18,17 @@ class LocalRuntime:
         self.local_size = local_size
 
     @torch.inference_mode()
-    def segment(self, rgb: np.ndarray, downlink: torch.Tensor | None) -> np.ndarray:
-        """Class ids [h, w] uint8 at the local input size; `downlink=None` means local-only."""
-        height, width = self.local_size
-        if rgb.shape[:2] != (height, width):
-            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        frame = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    def segment(
+        self,
+        rgb: np.ndarray,
+        downlink: torch.Tensor | None,
+        output_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Class ids uint8 at `output_size` (default: the local input size); `downlink=None`
+        means local-only. Logits are resized before the argmax, as offline evaluation does."""
+        pixels = torch.from_numpy(fit(rgb, self.local_size))
+        frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         logits = self.model(frame, downlink)
+        if output_size is not None and tuple(output_size) != tuple(logits.shape[-2:]):
+            logits = resize(logits, output_size)
         return logits[0].argmax(0).to(torch.uint8).numpy()

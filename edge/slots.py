@@ -29,6 +29,7 @@ class ReceivedFeatures:
     round_trip_ms: float
     server_ms: float
     payload_bytes: int
+    context_sequences: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

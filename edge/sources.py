@@ -9,6 +9,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from splitcast.data.clips import Clip
+
 MOVING_SCENE = "moving-scene"
 
 
@@ -141,6 +143,20 @@ class MovingSceneSource:
     def frames(self) -> Iterator[np.ndarray]:
         for index in range(self.num_frames):
             yield self.render(index)
+
+
+class ClipSource:
+    """The frames of one dataset clip, at the dataset's frame rate (live evaluation)."""
+
+    def __init__(self, clip: Clip, fps: float) -> None:
+        self.clip = clip
+        self.fps = fps
+        self.name = clip.name
+        self.num_frames = clip.num_frames
+
+    def frames(self) -> Iterator[np.ndarray]:
+        for index in range(self.clip.num_frames):
+            yield self.clip.frame(index)
 
 
 def open_source(

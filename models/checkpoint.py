@@ -140,8 +140,13 @@ def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, An
     return system.eval(), meta
 
 
-def load_system(name_or_path: str | Path) -> SplitSystem:
-    """A registered configuration by name (its initial weights) or a trained checkpoint."""
+def load_system_with_meta(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, Any]]:
+    """A registered configuration by name (its initial weights, empty meta) or a trained
+    checkpoint with its meta."""
     if str(name_or_path) in available():
-        return build(str(name_or_path))
-    return load_checkpoint(name_or_path)[0]
+        return build(str(name_or_path)), {}
+    return load_checkpoint(name_or_path)
+
+
+def load_system(name_or_path: str | Path) -> SplitSystem:
+    return load_system_with_meta(name_or_path)[0]

@@ -19,7 +19,14 @@ import torch
 from torch import nn
 
 from splitcast.models.backbones import PyramidBackbone
-from splitcast.models.layers import ConvNormAct, MBConv3d, ResidualBlock, SelfAttention, resize
+from splitcast.models.layers import (
+    Conv3dBlock,
+    ConvNormAct,
+    MBConv3d,
+    ResidualBlock,
+    SelfAttention,
+    resize,
+)
 
 FUSION_STRIDE = 8
 
@@ -50,11 +57,11 @@ class PyramidNeck(nn.Module):
 
 
 class ConvTemporal(nn.Module):
-    """Residual 3D inverted bottlenecks across time and space (the light temporal model)."""
+    """Residual 3D convolutions across time and space (the light temporal model)."""
 
-    def __init__(self, width: int, depth: int, expand: int = 2) -> None:
+    def __init__(self, width: int, depth: int) -> None:
         super().__init__()
-        self.blocks = nn.Sequential(*(MBConv3d(width, expand) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(Conv3dBlock(width) for _ in range(depth)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)

@@ -52,13 +52,14 @@ class TrainOptions:
     epochs: int = 4
     batch_size: int = 8
     lr: float = 2e-3
-    pretrained_lr_scale: float = 0.1
+    pretrained_lr_scale: float = 0.3
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 5.0
     delays: tuple[float, float] = (0.0, 5.0)
     loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSSES, 1.0))
     freeze_remote_backbone: bool = True
+    cache_dir: Path | None = None
     val_delays: tuple[float, ...] = (0.0, 3.0, 5.0)
     val_every: int = 4
     workers: int = 2
@@ -218,7 +219,7 @@ class Trainer:
         )
         if not options.freeze_remote_backbone:
             return frames
-        cache_root = options.out / "cache"
+        cache_root = options.cache_dir or options.data.parent / "cache"
         if self.rank == 0:
             cache = build_cache(
                 clips,
@@ -266,9 +267,18 @@ class Trainer:
         )
 
     def _set_train_mode(self) -> None:
+        """Train mode, except frozen parts and the pretrained local encoder's batch norms: the
+        fused and local-only passes feed it different inputs, and mixing their statistics
+        would fit neither."""
         self.model.train()
         for module in self.frozen:
             module.eval()
+        for module in self.system.local.stages.modules():
+            if (
+                isinstance(module, nn.modules.batchnorm._BatchNorm)
+                and self.system.local.stages.frozen is not None
+            ):
+                module.eval()
 
     def run(self) -> dict[str, Any]:
         options = self.options

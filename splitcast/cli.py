@@ -12,6 +12,7 @@ from pathlib import Path
 
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
+from splitcast.evaluate_cli import add_evaluate_command
 from splitcast.train_cli import add_train_command
 
 DEFAULT_PORT = 50051
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     add_data_commands(commands)
     add_train_command(commands)
+    add_evaluate_command(commands)
     return parser
 
 

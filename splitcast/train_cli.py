@@ -89,6 +89,11 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train the remote backbone too (no encoding cache; slow on a CPU)",
     )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where cached remote-backbone outputs live (default: 'cache' next to --data)",
+    )
     parser.add_argument("--warmup-steps", type=int, default=100, help="(default: %(default)s)")
     parser.add_argument(
         "--workers", type=int, default=2, help="data loader processes (default: %(default)s)"
@@ -123,6 +128,7 @@ def _run_train(args: argparse.Namespace) -> None:
         delays=args.delays,
         loss_weights=args.loss_weights,
         freeze_remote_backbone=not args.train_remote_backbone,
+        cache_dir=args.cache_dir,
         warmup_steps=args.warmup_steps,
         workers=args.workers,
         seed=args.seed,

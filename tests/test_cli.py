@@ -12,7 +12,7 @@ import pytest
 
 from splitcast.cli import build_parser
 
-COMMANDS = {"serve", "edge", "link", "demo", "data", "train"}
+COMMANDS = {"serve", "edge", "link", "demo", "data", "train", "evaluate"}
 
 
 def splitcast(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -1,14 +1,23 @@
-"""Model interfaces of the `tiny` configuration."""
+"""Model interfaces and configurations: streaming equals batch, fusion off equals local-only,
+real pretrained weights, the paper's sizes."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
+from skimage import data as photos
 
-from splitcast.models.registry import available, build
+from splitcast.models.backbones import efficientnet_lite_classifier
+from splitcast.models.registry import available, build, count_parameters, get_config
+
+IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+IMAGENET_CUPS = {504, 967, 968}  # coffee mug, espresso, cup
 
 
-def test_registry_lists_tiny_and_builds_identical_weights() -> None:
-    assert "tiny" in available()
+def test_registry_lists_the_three_configurations_and_tiny_is_deterministic() -> None:
+    assert {"tiny", "lite", "paper"} <= set(available())
     first, second = build("tiny"), build("tiny")
     for a, b in zip(
         first.local.state_dict().values(), second.local.state_dict().values(), strict=True
@@ -16,16 +25,12 @@ def test_registry_lists_tiny_and_builds_identical_weights() -> None:
         assert torch.equal(a, b)
 
 
-def test_stream_step_matches_batch_forward_after_warm_up() -> None:
-    system = build("tiny")
+@pytest.mark.parametrize("name", ["tiny", "lite"])
+def test_stream_step_matches_batch_forward_after_warm_up(name: str) -> None:
+    system = build(name)
     config = system.config
-    frames = torch.rand(
-        1,
-        3,
-        config.context_frames + 2,
-        *config.remote_size,
-        generator=torch.Generator().manual_seed(1),
-    )
+    generator = torch.Generator().manual_seed(1)
+    frames = torch.rand(1, 3, config.context_frames + 2, *config.remote_size, generator=generator)
     delay = torch.tensor([2.5])
     with torch.inference_mode():
         state = system.remote.stream_init()
@@ -38,18 +43,9 @@ def test_stream_step_matches_batch_forward_after_warm_up() -> None:
         assert (a - b).abs().max().item() <= 1e-4
 
 
-def test_delay_changes_the_features() -> None:
-    system = build("tiny")
-    config = system.config
-    frames = torch.rand(1, 3, config.context_frames, *config.remote_size)
-    with torch.inference_mode():
-        early, _ = system.remote(frames, torch.tensor([0.0]), config.local_size)
-        late, _ = system.remote(frames, torch.tensor([5.0]), config.local_size)
-    assert not torch.allclose(early, late)
-
-
-def test_none_and_zero_downlink_give_the_local_only_output() -> None:
-    system = build("tiny")
+@pytest.mark.parametrize("name", ["tiny", "lite"])
+def test_none_and_zero_downlink_give_exactly_the_local_only_output(name: str) -> None:
+    system = build(name)
     config = system.config
     frame = torch.rand(1, 3, *config.local_size)
     zeros = torch.zeros(1, *system.local.downlink_shape(config.local_size))
@@ -62,13 +58,60 @@ def test_none_and_zero_downlink_give_the_local_only_output() -> None:
     assert not torch.equal(local_only, with_features)
 
 
-def test_downlink_matches_the_local_fusion_shape() -> None:
+def test_delay_changes_the_features_and_shapes_fit_the_fusion_point() -> None:
     system = build("tiny")
     config = system.config
     frames = torch.rand(2, 3, config.context_frames, *config.remote_size)
     with torch.inference_mode():
-        downlink, logits = system.remote(frames, torch.tensor([1.0, 3.0]), config.local_size)
+        early, logits = system.remote(frames, torch.tensor([0.0, 0.0]), config.local_size)
+        late, _ = system.remote(frames, torch.tensor([5.0, 5.0]), config.local_size)
         image_only = system.remote.image_only(frames[:, :, -1], config.local_size)
-    assert tuple(downlink.shape[1:]) == system.local.downlink_shape(config.local_size)
-    assert logits.shape[1] == config.num_classes
-    assert image_only.shape == logits.shape
+    assert not torch.allclose(early, late)
+    assert tuple(early.shape[1:]) == system.local.downlink_shape(config.local_size)
+    assert logits.shape[1] == config.num_classes and image_only.shape == logits.shape
+
+
+def test_lite_keeps_the_local_input_at_most_two_thirds_of_the_remote_height() -> None:
+    config = get_config("lite")
+    assert config.local_size[0] <= 2 / 3 * config.remote_size[0]
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_packaged_efficientnet_lite_weights_classify_real_photos(variant: str) -> None:
+    model = efficientnet_lite_classifier(variant)
+    for photo, expected in ((photos.chelsea(), IMAGENET_CATS), (photos.coffee(), IMAGENET_CUPS)):
+        image = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1).float()[None]
+        image = F.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
+        with torch.inference_mode():
+            top5 = set(model((image - 127.0) / 128.0).topk(5).indices[0].tolist())
+        assert top5 & expected, f"{variant}: top-5 {sorted(top5)} misses {sorted(expected)}"
+
+
+def test_lite_backbones_carry_the_packaged_weights() -> None:
+    system = build("lite")
+    classifier = efficientnet_lite_classifier("lite0")
+    stem = system.local.stages.stem[0][0].weight
+    assert torch.equal(stem, classifier.conv_stem.weight)
+
+
+def test_paper_configuration_sizes_and_a_training_step_at_reduced_size() -> None:
+    system = build("paper")
+    local = count_parameters(system.local)
+    temporal = count_parameters(system.remote.temporal)
+    delay = count_parameters(system.remote.delay_embedding)
+    print(
+        f"paper: local {local / 1e6:.2f} M, ViT3D {temporal / 1e6:.2f} M, "
+        f"delay MLP {delay / 1e6:.3f} M"
+    )
+    assert abs(local - 8.1e6) <= 0.1 * 8.1e6
+    assert abs(temporal - 9.8e6) <= 0.1 * 9.8e6
+    assert abs(delay - 0.27e6) <= 0.1 * 0.27e6
+    system.remote.train()
+    system.local.train()
+    frames = torch.rand(1, 3, 4, 128, 256)
+    downlink, logits = system.remote(frames, torch.tensor([3.0]), (96, 192))
+    fused = system.local(torch.rand(1, 3, 96, 192), downlink)
+    loss = fused.mean() + logits.mean()
+    loss.backward()
+    assert system.remote.temporal.attention[0].qkv.weight.grad is not None
+    assert system.local.stages.stem[0][0].weight.grad is not None

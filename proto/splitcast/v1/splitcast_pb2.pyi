@@ -70,20 +70,22 @@ class Tensor(_message.Message):
     def __init__(self, codec: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ..., scale: _Optional[float] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class Features(_message.Message):
-    __slots__ = ("source_sequence", "source_capture_time_ns", "conditioned_delay_ticks", "tensor", "server_receive_time_ns", "server_send_time_ns")
+    __slots__ = ("source_sequence", "source_capture_time_ns", "conditioned_delay_ticks", "tensor", "server_receive_time_ns", "server_send_time_ns", "context_sequences")
     SOURCE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_CAPTURE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CONDITIONED_DELAY_TICKS_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     SERVER_RECEIVE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     SERVER_SEND_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     source_sequence: int
     source_capture_time_ns: int
     conditioned_delay_ticks: float
     tensor: Tensor
     server_receive_time_ns: int
     server_send_time_ns: int
-    def __init__(self, source_sequence: _Optional[int] = ..., source_capture_time_ns: _Optional[int] = ..., conditioned_delay_ticks: _Optional[float] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., server_receive_time_ns: _Optional[int] = ..., server_send_time_ns: _Optional[int] = ...) -> None: ...
+    context_sequences: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, source_sequence: _Optional[int] = ..., source_capture_time_ns: _Optional[int] = ..., conditioned_delay_ticks: _Optional[float] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., server_receive_time_ns: _Optional[int] = ..., server_send_time_ns: _Optional[int] = ..., context_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FrameError(_message.Message):
     __slots__ = ("source_sequence", "reason", "message")

@@ -1,0 +1,121 @@
+"""`splitcast evaluate`: offline mIoU versus delay, or a live run through the real transport."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _number_list(text: str) -> list[float]:
+    """`0-10` (whole numbers in a range) or `0,3,5.5` (explicit)."""
+    try:
+        if "-" in text and "," not in text:
+            low, high = (int(v) for v in text.split("-"))
+            return [float(v) for v in range(low, high + 1)]
+        return [float(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a range like 0-10 or a list like 0,3,5, got {text!r}"
+        ) from None
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in _number_list(text)]
+
+
+def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="mIoU versus delay for Dedelayed and every baseline (offline or live)",
+        description="Offline: score local_only, remote_stale_image, remote_stale_video, "
+        "remote_predictive, dedelayed and oracle at each delay over a whole split and write "
+        "results.json, results.csv and miou_vs_delay.png. --live: play the split through a real "
+        "server, delay link and edge in real time and score the edge's actual outputs.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default="default",
+        help="packaged checkpoint name, checkpoint folder or configuration name "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("out/data/val"),
+        help="clip directory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--delays",
+        type=_number_list,
+        default=[float(d) for d in range(11)],
+        help="delays in ticks, e.g. 0-10 or 0,3,5 (default: 0-10)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: out/eval, or out/eval-live with --live)"
+    )
+    parser.add_argument(
+        "--every", type=int, default=1, help="score every N-th target frame (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--mismatch",
+        action="store_true",
+        help="also score every (true D_o, assumed D_i) pair: mismatch.png",
+    )
+    parser.add_argument(
+        "--strides",
+        type=_int_list,
+        default=[1],
+        help="motion strata: frame strides, e.g. 1,2,3 (by_stride in the JSON)",
+    )
+    parser.add_argument(
+        "--local-heights",
+        type=_int_list,
+        default=[],
+        help="resolution study: local input heights, e.g. 96,128,160",
+    )
+    parser.add_argument(
+        "--live", action="store_true", help="run the real edge -> link -> server path instead"
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=100.0,
+        help="with --live: link round trip (default: %(default)s)",
+    )
+    parser.add_argument("--clips", type=int, help="with --live: only the first N clips")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    if args.live:
+        from splitcast.live_eval import LiveRequest, evaluate_live
+
+        out = args.out or Path("out/eval-live")
+        result = evaluate_live(
+            LiveRequest(args.checkpoint, args.data, out, args.rtt_ms, max(args.delays), args.clips)
+        )
+        latency = result["latency_ms"]
+        print(
+            f"live at {args.rtt_ms:g} ms RTT: dedelayed mIoU {result['live_miou']:.2f} "
+            f"(offline replay of the same decisions {result['offline_replay_miou']:.2f}), "
+            f"fused {result['fused_fraction']:.0%}, median D_o {result['d_o_median']}, "
+            f"edge p50 fused {latency['fused_p50']} ms / local-only {latency['local_only_p50']} ms"
+        )
+        print(f"wrote {out / 'live.json'}")
+        return
+    from splitcast.evaluate import EvaluationRequest, evaluate_offline, format_table
+
+    out = args.out or Path("out/eval")
+    request = EvaluationRequest(
+        checkpoint=args.checkpoint,
+        data=args.data,
+        out=out,
+        delays=args.delays,
+        every=args.every,
+        mismatch=args.mismatch,
+        strides=args.strides,
+        local_heights=args.local_heights,
+    )
+    results = evaluate_offline(request)
+    print(format_table(results))
+    print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'miou_vs_delay.png'}")

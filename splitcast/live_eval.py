@@ -1,0 +1,155 @@
+"""`splitcast evaluate --live`: play a split through the real edge -> link -> server path in
+real time and score what the edge actually output.
+
+Each clip is one edge session (a fresh stream, so the server's FIFO never mixes clips). The
+edge logs, for every frame, whether it fused, the true delay D_o, the D_i the features were
+conditioned on and the frames the server used; scoring uses the same target frames as the
+offline evaluation. The same decisions are then replayed offline (same context frames, same
+D_i, same frame t, local-only where the edge was local-only), so the difference between the
+two figures is what the transport itself costs (fp16 features, timing), not the scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from splitcast.data.clips import open_clips
+from splitcast.data.metrics import ConfusionMatrix
+from splitcast.edge.loop import EdgeOptions, run_edge
+from splitcast.edge.sources import ClipSource
+from splitcast.launch import start_link, start_server
+from splitcast.models.checkpoint import load_system
+from splitcast.models.evaluation import OfflineEvaluator, ScheduledFrame
+from splitcast.reports import write_json
+
+
+@dataclass
+class LiveRequest:
+    checkpoint: str = "default"
+    data: Path = Path("out/data/val")
+    out: Path = Path("out/eval-live")
+    rtt_ms: float = 100.0
+    max_delay: float = 10.0
+    clips: int | None = None
+    server_threads: int = 1
+    edge_threads: int = 1
+    progress: bool = True
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def evaluate_live(request: LiveRequest) -> dict[str, Any]:
+    """Run the split through server, link and edge; write live.json; return the figures."""
+    dataset = open_clips(request.data)
+    clips = dataset.clips[: request.clips] if request.clips else dataset.clips
+    meta = dataset.meta
+    system = load_system(request.checkpoint)
+    offline = OfflineEvaluator(system, dataset)
+    targets = {clip.name: set(offline.targets(clip, request.max_delay, 1, 1)) for clip in clips}
+    live = ConfusionMatrix(meta.num_classes, meta.ignore_index, meta.classes)
+    schedule: dict[str, dict[int, ScheduledFrame]] = {}
+    records: list[dict[str, Any]] = []
+    uplink_bytes = downlink_bytes = sent = received = 0
+    torch.set_num_threads(request.edge_threads)
+    request.out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        server = stack.enter_context(
+            start_server(
+                request.checkpoint,
+                threads=request.server_threads,
+                log_path=request.out / "server.log",
+            )
+        )
+        target = server.address
+        if request.rtt_ms > 0:
+            target = stack.enter_context(
+                start_link(server.address, request.rtt_ms / 2, log_path=request.out / "link.log")
+            ).address
+        for clip in tqdm(
+            clips, desc=f"live {request.rtt_ms:g} ms", unit="clip", disable=not request.progress
+        ):
+            label_size = clip.label(clip.labelled[0]).shape if clip.labelled else None
+            wanted = targets[clip.name]
+            plan: dict[int, ScheduledFrame] = {}
+
+            def collect(
+                record: dict[str, Any], class_ids: np.ndarray, clip=clip, wanted=wanted, plan=plan
+            ) -> None:
+                records.append({"clip": clip.name, **record})
+                frame = record["frame"]
+                if frame not in wanted:
+                    return
+                live.update(class_ids, clip.label(frame))
+                plan[frame] = (
+                    ScheduledFrame(record["context_frames"], record["d_i"])
+                    if record["fused"]
+                    else ScheduledFrame(None, None)
+                )
+
+            summary = run_edge(
+                ClipSource(clip, meta.fps),
+                EdgeOptions(
+                    model=request.checkpoint,
+                    server=target,
+                    realtime=True,
+                    wait_for_server_s=30.0,
+                    output_size=label_size,
+                    on_output=collect,
+                    progress=False,
+                ),
+            )
+            schedule[clip.name] = plan
+            link = summary.link
+            uplink_bytes += link["uplink_bytes"]
+            downlink_bytes += link["downlink_bytes"]
+            sent += link["frames_sent"]
+            received += link["features_received"]
+            time.sleep(0.05)
+    replay = offline.run_schedule(schedule, progress=request.progress)
+    scored = [r for r in records if r["frame"] in targets[r["clip"]]]
+    d_o = [r["d_o"] for r in scored if r["fused"]]
+    fused_latency = [r["latency_ms"] for r in records if r["fused"]]
+    local_latency = [r["latency_ms"] for r in records if not r["fused"]]
+    result = {
+        "rtt_ms": request.rtt_ms,
+        "fps": meta.fps,
+        "clips": len(clips),
+        "frames_scored": len(scored),
+        "live_miou": round(live.miou(), 2),
+        "offline_replay_miou": replay,
+        "fused_fraction": round(sum(r["fused"] for r in scored) / max(1, len(scored)), 4),
+        "d_o_distribution": {str(k): v for k, v in sorted(Counter(d_o).items())},
+        "d_o_median": _percentile(d_o, 50),
+        "d_i_distribution": {
+            str(k): v for k, v in sorted(Counter(r["d_i"] for r in scored if r["fused"]).items())
+        },
+        "latency_ms": {
+            "fused_p50": _percentile(fused_latency, 50),
+            "fused_p99": _percentile(fused_latency, 99),
+            "local_only_p50": _percentile(local_latency, 50),
+            "local_only_p99": _percentile(local_latency, 99),
+            "all_p50": _percentile([r["latency_ms"] for r in records], 50),
+            "all_p99": _percentile([r["latency_ms"] for r in records], 99),
+        },
+        "uplink_bytes_per_frame": uplink_bytes / max(1, sent),
+        "downlink_bytes_per_frame": downlink_bytes / max(1, received),
+        "frames_sent": sent,
+        "features_received": received,
+    }
+    write_json(request.out / "live.json", result)
+    with (request.out / "frames.jsonl").open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    return result
