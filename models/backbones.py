@@ -157,24 +157,27 @@ def conv_pyramid(widths: tuple[int, int, int]) -> PyramidBackbone:
 
 
 class LocalStages(nn.Module):
-    """An encoder split at stride 8: `stem` -> (fusion) -> `stage16` -> `stage32`.
+    """An encoder split at strides 4 and 8: `stem4` -> `stem8` -> (fusion) -> `stage16` ->
+    `stage32`; `channels` are the four outputs' widths.
 
-    `frozen` names the leading parts of the stem whose pretrained weights stay fixed during
-    training (their batch-norm statistics too).
+    `frozen` names the leading part whose pretrained weights stay fixed during training (their
+    batch-norm statistics too).
     """
 
     def __init__(
         self,
-        stem: nn.Module,
+        stem4: nn.Module,
+        stem8: nn.Module,
         stage16: nn.Module,
         stage32: nn.Module,
-        channels: tuple[int, int, int],
+        channels: tuple[int, int, int, int],
         mean: tuple[float, ...],
         std: tuple[float, ...],
         frozen: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.stem = stem
+        self.stem4 = stem4
+        self.stem8 = stem8
         self.stage16 = stage16
         self.stage32 = stage32
         self.channels = channels
@@ -194,14 +197,15 @@ def efficientnet_lite_stages(variant: str, pretrained: bool) -> LocalStages:
         load_efficientnet_lite(model, variant)
     blocks = model.blocks
     early = nn.Sequential(model.conv_stem, model.bn1, blocks[0], blocks[1])
-    stem = nn.Sequential(early, blocks[2])
     channels = (
+        blocks[1][-1].conv_pwl.out_channels,
         blocks[2][-1].conv_pwl.out_channels,
         blocks[4][-1].conv_pwl.out_channels,
         blocks[6][-1].conv_pwl.out_channels,
     )
     return LocalStages(
-        stem,
+        early,
+        blocks[2],
         nn.Sequential(blocks[3], blocks[4]),
         nn.Sequential(blocks[5], blocks[6]),
         channels,
@@ -214,7 +218,10 @@ def efficientnet_lite_stages(variant: str, pretrained: bool) -> LocalStages:
 def conv_stages(widths: tuple[int, int, int]) -> LocalStages:
     """Small random-init convolutional stages (the `tiny` configuration)."""
     body = _ConvPyramidBody(widths)
-    return LocalStages(body.to8, body.to16, body.to32, widths, (0.5,) * 3, (0.5,) * 3)
+    channels = (widths[0] // 2, *widths)
+    return LocalStages(
+        body.to8[:2], body.to8[2:], body.to16, body.to32, channels, (0.5,) * 3, (0.5,) * 3
+    )
 
 
 def transformer_stages(
@@ -223,12 +230,14 @@ def transformer_stages(
     """MSTransformer2D-like stages: a convolutional stem to stride 8, then ViT blocks at strides
     16 and 32 (the `paper` configuration's local model)."""
     c8, c16, c32 = widths
-    stem = nn.Sequential(
+    stem4 = nn.Sequential(
         ConvNormAct(3, 32, stride=2),
         ResidualBlock(32),
         ConvNormAct(32, 48, stride=2),
         ResidualBlock(48),
         ResidualBlock(48),
+    )
+    stem8 = nn.Sequential(
         ConvNormAct(48, c8, stride=2),
         ResidualBlock(c8, expand=4),
         ResidualBlock(c8, expand=4),
@@ -242,4 +251,4 @@ def transformer_stages(
         ConvNormAct(c16, c32, stride=2),
         *(TransformerBlock2d(c32, heads[1]) for _ in range(depths[1])),
     )
-    return LocalStages(stem, stage16, stage32, widths, IMAGENET_MEAN, IMAGENET_STD)
+    return LocalStages(stem4, stem8, stage16, stage32, (48, *widths), IMAGENET_MEAN, IMAGENET_STD)

@@ -156,8 +156,8 @@ class OfflineEvaluator:
                 local_frames = torch.stack(
                     [_to_tensor(fit(clip.frame(t), self.local_size)) for t in chunk]
                 )
-                x8 = system.local.encode(local_frames)
-                local_only = system.local.decode(x8, None, self.local_size)
+                features = system.local.encode(local_frames)
+                local_only = system.local.decode(features, None, self.local_size)
                 oracle = torch.stack([state.image_only[t] for t in chunk])
                 for column, d in enumerate(delays):
                     context = self._context(state, chunk, d, stride)
@@ -177,7 +177,7 @@ class OfflineEvaluator:
                     score(matrices["remote_predictive"][column], predictive)
                     score(
                         matrices["dedelayed"][column],
-                        system.local.decode(x8, downlink, self.local_size),
+                        system.local.decode(features, downlink, self.local_size),
                     )
                 if grid is not None and mismatch is not None:
                     for row, true_delay in enumerate(mismatch):
@@ -188,7 +188,7 @@ class OfflineEvaluator:
                             )
                             score(
                                 grid[row][column],
-                                system.local.decode(x8, downlink, self.local_size),
+                                system.local.decode(features, downlink, self.local_size),
                             )
         if count == 0:
             raise DataError(

@@ -1,9 +1,9 @@
 """The on-device (local) segmentation model with early fusion of downlink features.
 
 The encoder's stride-8 output receives the remote model's downlink features by element-wise
-addition; deeper stages, an FPN-style decoder and a segmentation head follow.
-`downlink=None` skips the addition, which is exactly the local-only model (adding zeros gives
-the same result bit for bit).
+addition; deeper stages and an FPN-style decoder (strides 32 -> 16 -> 8 -> 4) with a
+segmentation head follow. `downlink=None` skips the addition, which is exactly the
+local-only model (adding zeros gives the same result bit for bit).
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ from splitcast.models.backbones import LocalStages
 from splitcast.models.layers import ConvNormAct, resize
 
 FUSION_STRIDE = 8
+Features = tuple[torch.Tensor, torch.Tensor]
 
 
 class LocalModel(nn.Module):
-    """Staged encoder + FPN decoder; fusion point at stride 8."""
+    """Staged encoder + FPN decoder; fusion point at stride 8, logits at stride 4."""
 
     def __init__(self, stages: LocalStages, num_classes: int, decoder_width: int = 64) -> None:
         super().__init__()
         self.stages = stages
-        c8, c16, c32 = stages.channels
+        c4, c8, c16, c32 = stages.channels
         self.fusion_channels = c8
+        self.lateral4 = nn.Conv2d(c4, decoder_width, 1)
         self.lateral8 = nn.Conv2d(c8, decoder_width, 1)
         self.lateral16 = nn.Conv2d(c16, decoder_width, 1)
         self.lateral32 = nn.Conv2d(c32, decoder_width, 1)
@@ -37,20 +39,23 @@ class LocalModel(nn.Module):
         height, width = size
         return (self.fusion_channels, height // FUSION_STRIDE, width // FUSION_STRIDE)
 
-    def encode(self, frame: torch.Tensor) -> torch.Tensor:
-        """Stride-8 features before fusion (shared by the fused and local-only passes)."""
-        return self.stages.stem(self.stages.normalize(frame))
+    def encode(self, frame: torch.Tensor) -> Features:
+        """Stride-4 and stride-8 features before fusion (shared by fused and local-only)."""
+        x4 = self.stages.stem4(self.stages.normalize(frame))
+        return x4, self.stages.stem8(x4)
 
     def decode(
-        self, x8: torch.Tensor, downlink: torch.Tensor | None, size: tuple[int, int]
+        self, features: Features, downlink: torch.Tensor | None, size: tuple[int, int]
     ) -> torch.Tensor:
-        """Fuse, run the deeper stages and the decoder; logits [B, classes, *size]."""
+        """Fuse at stride 8, run the deeper stages and the decoder; logits [B, classes, *size]."""
+        x4, x8 = features
         if downlink is not None:
             x8 = x8 + downlink
         x16 = self.stages.stage16(x8)
         x32 = self.stages.stage32(x16)
         top = resize(self.lateral32(x32), x16.shape[-2:]) + self.lateral16(x16)
         merged = resize(top, x8.shape[-2:]) + self.lateral8(x8)
+        merged = resize(merged, x4.shape[-2:]) + self.lateral4(x4)
         return resize(self.head(merged), size)
 
     def forward(self, frame: torch.Tensor, downlink: torch.Tensor | None = None) -> torch.Tensor:

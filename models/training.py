@@ -111,10 +111,10 @@ class LossModel(nn.Module):
         local_size = tuple(batch.local.shape[-2:])
         context, now = self.encodings(batch)
         downlink, predictive = self.remote.predict(context, batch.delay, local_size)
-        x8 = self.local.encode(batch.local)
+        features = self.local.encode(batch.local)
         return {
-            "fused": resize(self.local.decode(x8, downlink, local_size), size),
-            "local": resize(self.local.decode(x8, None, local_size), size),
+            "fused": resize(self.local.decode(features, downlink, local_size), size),
+            "local": resize(self.local.decode(features, None, local_size), size),
             "predictive": resize(predictive, size),
             "image_only": resize(self.remote.image_only_from_encoding(now, local_size), size),
         }

