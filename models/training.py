@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -49,7 +50,7 @@ class TrainOptions:
     data: Path
     out: Path
     val_data: Path | None = None
-    epochs: int = 4
+    epochs: int = 2
     batch_size: int = 8
     lr: float = 2e-3
     pretrained_lr_scale: float = 0.3
@@ -59,6 +60,7 @@ class TrainOptions:
     delays: tuple[float, float] = (0.0, 5.0)
     loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSSES, 1.0))
     freeze_remote_backbone: bool = True
+    class_weighting: str = "inverse-sqrt"
     cache_dir: Path | None = None
     val_delays: tuple[float, ...] = (0.0, 3.0, 5.0)
     val_every: int = 4
@@ -85,13 +87,20 @@ def _distributed() -> tuple[int, int]:
 class LossModel(nn.Module):
     """Computes the four losses for a batch; one module so DDP sees every trained weight."""
 
-    def __init__(self, system: SplitSystem, weights: dict[str, float], ignore_index: int) -> None:
+    def __init__(
+        self,
+        system: SplitSystem,
+        weights: dict[str, float],
+        ignore_index: int,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.remote = system.remote
         self.local = system.local
         self.config = system.config
         self.weights = weights
         self.ignore_index = ignore_index
+        self.register_buffer("class_weights", class_weights, persistent=False)
 
     def encodings(self, batch: Batch | CachedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Remote encodings [B, C, K, h, w] of the context and [B, C, h, w] of frame t."""
@@ -122,11 +131,44 @@ class LossModel(nn.Module):
     def forward(self, batch: Batch | CachedBatch) -> tuple[torch.Tensor, dict[str, float]]:
         outputs = self.outputs(batch)
         parts = {
-            name: F.cross_entropy(logits, batch.label, ignore_index=self.ignore_index)
+            name: F.cross_entropy(
+                logits, batch.label, weight=self.class_weights, ignore_index=self.ignore_index
+            )
             for name, logits in outputs.items()
         }
         total = sum(self.weights.get(name, 0.0) * loss for name, loss in parts.items())
         return total, {name: float(loss.detach()) for name, loss in parts.items()}
+
+
+def class_weights(clips: ClipDataset, scheme: str, progress: bool = False) -> torch.Tensor | None:
+    """Per-class loss weights from the training labels' class frequencies.
+
+    `inverse-sqrt`: (median frequency / frequency) ** 0.5, clipped to [0.2, 10]: rare classes
+    (poles, signs, people, walls) would otherwise barely move the loss, and the model would
+    learn never to predict them. Classes absent from the labels get weight 0. `none`: plain
+    cross-entropy.
+    """
+    if scheme == "none":
+        return None
+    if scheme != "inverse-sqrt":
+        raise ValueError(f"unknown class weighting {scheme!r}; choose inverse-sqrt or none")
+    meta = clips.meta
+    counts = np.zeros(meta.num_classes, dtype=np.int64)
+    for clip in tqdm(clips.clips, desc="class frequencies", unit="clip", disable=not progress):
+        for index in clip.labelled:
+            label = clip.label(index)
+            counts += np.bincount(label[label != meta.ignore_index], minlength=meta.num_classes)[
+                : meta.num_classes
+            ]
+    present = counts > 0
+    if not present.any():
+        raise DataError("the training labels hold no class ids")
+    frequency = counts / counts.sum()
+    median = np.median(frequency[present])
+    weights = np.where(
+        present, np.clip((median / np.maximum(frequency, 1e-12)) ** 0.5, 0.2, 10.0), 0.0
+    )
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _freeze(system: SplitSystem, freeze_remote_backbone: bool) -> list[nn.Module]:
@@ -190,7 +232,10 @@ class Trainer:
         self.train_set = self._dataset(train_clips, train=True)
         val_path = options.val_data or _sibling_val(options.data)
         self.val_set = self._dataset(open_clips(val_path), train=False) if val_path else None
-        self.model = LossModel(self.system, options.loss_weights, self.meta.ignore_index)
+        weights = class_weights(
+            train_clips, options.class_weighting, options.progress and self.rank == 0
+        )
+        self.model = LossModel(self.system, options.loss_weights, self.meta.ignore_index, weights)
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.system, options), lr=options.lr, weight_decay=options.weight_decay

@@ -60,7 +60,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for the checkpoint and logs"
     )
-    parser.add_argument("--epochs", type=int, default=4, help="(default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=2, help="(default: %(default)s)")
     parser.add_argument(
         "--batch-size", type=int, default=8, help="per process (default: %(default)s)"
     )
@@ -93,6 +93,12 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--cache-dir",
         type=Path,
         help="where cached remote-backbone outputs live (default: 'cache' next to --data)",
+    )
+    parser.add_argument(
+        "--class-weighting",
+        choices=("inverse-sqrt", "none"),
+        default="inverse-sqrt",
+        help="loss weight per class from the training labels' frequencies (default: %(default)s)",
     )
     parser.add_argument("--warmup-steps", type=int, default=100, help="(default: %(default)s)")
     parser.add_argument(
@@ -129,6 +135,7 @@ def _run_train(args: argparse.Namespace) -> None:
         loss_weights=args.loss_weights,
         freeze_remote_backbone=not args.train_remote_backbone,
         cache_dir=args.cache_dir,
+        class_weighting=args.class_weighting,
         warmup_steps=args.warmup_steps,
         workers=args.workers,
         seed=args.seed,

@@ -1,0 +1,104 @@
+"""Evaluation bookkeeping on a tiny split, and one live run through the real transport."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from splitcast.data.build import build_split
+from splitcast.data.clips import open_clips
+from splitcast.data.metrics import ConfusionMatrix
+from splitcast.data.scene.generator import SceneSettings
+from splitcast.evaluate import EvaluationRequest, evaluate_offline
+from splitcast.live_eval import LiveRequest, evaluate_live
+from splitcast.models.checkpoint import save_checkpoint
+from splitcast.models.evaluation import METHODS
+from splitcast.models.layers import resize
+from splitcast.models.registry import build
+
+DELAYS = [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    build_split(
+        root / "val", "val", clips=2, frames=14, settings=SceneSettings(height=96), progress=False
+    )
+    save_checkpoint(build("tiny"), root / "ckpt", {"note": "untrained tiny"})
+    return root / "val", root / "ckpt"
+
+
+def test_offline_results_files_and_bookkeeping(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, checkpoint = setup
+    request = EvaluationRequest(
+        checkpoint=str(checkpoint), data=data, out=tmp_path, delays=DELAYS, mismatch=True,
+        mismatch_every=1, strides=[1, 2], progress=False,
+    )  # fmt: skip
+    results = evaluate_offline(request)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved) >= {
+        "fps",
+        "delays",
+        "rtt_ms",
+        "miou",
+        "per_class_iou",
+        "checkpoint",
+        "data",
+        "config",
+    }
+    assert saved["rtt_ms"] == [0.0, 33.3, 66.7, 100.0]
+    miou = results["miou"]
+    assert set(miou) == set(METHODS) and all(len(v) == len(DELAYS) for v in miou.values())
+    assert len(set(miou["local_only"])) == 1 and len(set(miou["oracle"])) == 1
+    assert miou["remote_stale_image"][0] == miou["oracle"][0]
+    assert miou["remote_stale_video"][0] == miou["remote_predictive"][0]
+    diagonal = [results["mismatch"]["matrix"][i][i] for i in range(len(DELAYS))]
+    assert diagonal == miou["dedelayed"]
+    assert set(results["by_stride"]) == {"1", "2"}
+    rows = list(csv.reader((tmp_path / "results.csv").open()))
+    assert rows[0][:2] == ["delay_ticks", "delay_ms"] and len(rows) == len(DELAYS) + 1
+    assert (tmp_path / "miou_vs_delay.png").stat().st_size > 10_000
+    assert (tmp_path / "mismatch.png").stat().st_size > 10_000
+
+
+def test_local_only_matches_an_independent_computation(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, checkpoint = setup
+    results = evaluate_offline(
+        EvaluationRequest(str(checkpoint), data, tmp_path, DELAYS, progress=False)
+    )
+    system = build("tiny")
+    dataset = open_clips(data)
+    matrix = ConfusionMatrix(19)
+    with torch.inference_mode():
+        for clip in dataset.clips:
+            for t in range(6, clip.num_frames):  # targets valid for d = 3 with K = 4
+                rgb = torch.from_numpy(clip.frame(t)).permute(2, 0, 1).float()[None] / 255
+                frame = resize(rgb, system.config.local_size)
+                logits = resize(system.local(frame), clip.frame(t).shape[:2])
+                matrix.update(
+                    logits.argmax(1), torch.from_numpy(clip.label(t).astype(np.int64))[None]
+                )
+    assert results["targets"] == 2 * (14 - 6)
+    assert abs(results["miou"]["local_only"][0] - matrix.miou()) < 0.5
+
+
+@pytest.mark.slow
+def test_live_run_scores_the_edge_outputs(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, checkpoint = setup
+    result = evaluate_live(
+        LiveRequest(str(checkpoint), data, tmp_path, rtt_ms=100.0, max_delay=3.0, progress=False)
+    )
+    assert result["frames_scored"] == 2 * (14 - 6)
+    assert 0.0 < result["fused_fraction"] <= 1.0
+    assert result["d_o_median"] >= 3
+    assert result["downlink_bytes_per_frame"] > 0 and result["uplink_bytes_per_frame"] > 0
+    assert abs(result["live_miou"] - result["offline_replay_miou"]) < 1.5
+    assert json.loads((tmp_path / "live.json").read_text())["clips"] == 2
