@@ -172,6 +172,7 @@ def class_weights(clips: ClipDataset, scheme: str, progress: bool = False) -> to
 
 
 def _freeze(system: SplitSystem, freeze_remote_backbone: bool) -> list[nn.Module]:
+    """Stop gradients to frozen parts; returns them (they stay in eval mode)."""
     frozen = []
     if freeze_remote_backbone:
         frozen.append(system.remote.backbone)
@@ -264,29 +265,22 @@ class Trainer:
         )
         if not options.freeze_remote_backbone:
             return frames
+        backbone = self.system.remote.backbone
         cache_root = options.cache_dir or options.data.parent / "cache"
-        if self.rank == 0:
-            cache = build_cache(
-                clips,
-                self.system.remote.backbone,
-                config.remote_size,
-                config.uplink_format,
-                config.uplink_quality,
-                cache_root,
-                progress=options.progress,
-            )
-        if self.world > 1:
-            dist.barrier()
-        if self.rank != 0:
-            cache = build_cache(
-                clips,
-                self.system.remote.backbone,
-                config.remote_size,
-                config.uplink_format,
-                config.uplink_quality,
-                cache_root,
-                progress=False,
-            )
+        # Rank 0 encodes; the others wait, then open the finished cache.
+        for turn in range(2 if self.world > 1 else 1):
+            if turn == 1:
+                dist.barrier()
+            if (self.rank == 0) == (turn == 0):
+                cache = build_cache(
+                    clips,
+                    backbone,
+                    config.remote_size,
+                    config.uplink_format,
+                    config.uplink_quality,
+                    cache_root,
+                    progress=options.progress and self.rank == 0,
+                )
         return CachedClipDataset(frames, cache, flip=train, jitter=0.2 if train else 0.0)
 
     def _loader(self, dataset: Any, shuffle: bool, epoch: int) -> DataLoader:
