@@ -35,6 +35,13 @@ class RemoteRuntime:
         k = self.config.context_frames
         return StreamContext(self.system.remote.stream_init(), deque(maxlen=k))
 
+    def warm_up(self, steps: int = 2) -> None:
+        """First calls allocate and pick kernels; do that before any client waits on them."""
+        context = self.new_stream()
+        blank = np.zeros((*self.config.remote_size, 3), dtype=np.uint8)
+        for sequence in range(steps):
+            self.step(context, sequence, blank, 0.0)
+
     @torch.inference_mode()
     def step(
         self, context: StreamContext, sequence: int, image_rgb: np.ndarray, delay_ticks: float
@@ -45,7 +52,7 @@ class RemoteRuntime:
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         delay = torch.tensor([delay_ticks], dtype=torch.float32)
         remote = self.system.remote
-        downlink, _ = remote.stream_step(context.state, frame, delay, self.config.local_size)
+        downlink = remote.stream_downlink(context.state, frame, delay, self.config.local_size)
         context.sequences.append(sequence)
         missing = self.config.context_frames - len(context.sequences)
         used = [context.sequences[0]] * missing + list(context.sequences)

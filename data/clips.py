@@ -120,7 +120,7 @@ def check_label(
 def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"missing frame {path}") from None
     except OSError as exc:
@@ -134,7 +134,7 @@ def read_label(path: Path) -> np.ndarray:
                 raise DataError(
                     f"label {path} must be a single-channel PNG of class ids, got mode {image.mode}"
                 )
-            return np.asarray(image, dtype=np.uint8)
+            return np.array(image, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"missing label {path}") from None
     except OSError as exc:

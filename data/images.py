@@ -81,7 +81,7 @@ def decode_image(data: bytes, fmt: str, width: int, height: int) -> np.ndarray:
             f"declared {width}x{height} but the image is {actual_size[0]}x{actual_size[1]}",
         )
     try:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
     except Exception as exc:  # truncated or corrupt entropy-coded data
         raise ImageDecodeError(
             "undecodable_image", f"{fmt} data is truncated or corrupt: {exc}"

@@ -33,7 +33,7 @@ MAX_VIDEO_WIDTH = 960
 class EdgeOptions:
     """How the edge runs; defaults work offline on a laptop."""
 
-    model: str = "tiny"
+    model: str = "default"
     server: str | None = None
     realtime: bool = True
     max_staleness_frames: int = 10

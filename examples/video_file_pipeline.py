@@ -13,6 +13,8 @@ import json
 from contextlib import ExitStack
 from pathlib import Path
 
+import torch
+
 from splitcast.edge.loop import EdgeOptions, run_edge
 from splitcast.edge.sources import VideoFileSource
 from splitcast.launch import start_link, start_server
@@ -27,9 +29,10 @@ def main() -> None:
     args = parser.parse_args()
 
     source = VideoFileSource(args.video, max_frames=args.frames)
+    torch.set_num_threads(1)  # the server runs on this machine too; leave it the other cores
     args.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        server = stack.enter_context(start_server("tiny", threads=1))
+        server = stack.enter_context(start_server("default"))
         target = server.address
         if args.rtt_ms > 0:
             target = stack.enter_context(start_link(target, args.rtt_ms / 2)).address

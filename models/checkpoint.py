@@ -76,6 +76,7 @@ def save_checkpoint(
     partial = folder / f"{WEIGHTS_FILE}.partial"
     save_file(tensors, str(partial))
     version = hashlib.sha256(partial.read_bytes()).hexdigest()[:12]
+    partial.chmod(0o644)
     partial.rename(folder / WEIGHTS_FILE)
     config = system.config.to_dict() | {"version": version}
     record = {
@@ -86,6 +87,21 @@ def save_checkpoint(
     }
     (folder / META_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return version
+
+
+def export_checkpoint(source: str | Path, destination: Path, half: bool = True) -> str:
+    """Copy a trained checkpoint (e.g. into the package as `default`), in float16 by default
+    to keep it small; returns the new version."""
+    system, meta = load_checkpoint(source)
+    record = {
+        k: v for k, v in meta.items() if k not in ("config", "packaged_prefixes", "git_revision")
+    }
+    record["exported_from"] = {
+        "path": str(source),
+        "version": meta["config"]["version"],
+        "git_revision": meta.get("git_revision"),
+    }
+    return save_checkpoint(system, destination, record, half=half)
 
 
 def checkpoint_folder(name_or_path: str | Path) -> Path:

@@ -231,7 +231,7 @@ register_config(
     )
 )
 register_config(
-    ModelConfig(name="lite", architecture="lite", remote_size=(256, 512), local_size=(160, 320))
+    ModelConfig(name="lite", architecture="lite", remote_size=(256, 512), local_size=(128, 256))
 )
 register_config(
     ModelConfig(

@@ -141,12 +141,22 @@ class RemoteModel(nn.Module):
 
         Returns (downlink [B, D, Hl/8, Wl/8], predictive logits [B, classes, h, w]).
         """
+        folded = self._fold(encodings, delay)
+        return self._downlink(folded, local_size), self.logits_head(folded)
+
+    def predict_downlink(
+        self, encodings: torch.Tensor, delay: torch.Tensor, local_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Only the downlink features of `predict`: what a server sends (no logits head)."""
+        return self._downlink(self._fold(encodings, delay), local_size)
+
+    def _fold(self, encodings: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
         tokens = encodings + self.delay_embedding(delay)[:, :, None, None, None]
-        folded = self.temporal(tokens).flatten(1, 2)
-        logits = self.logits_head(folded)
+        return self.temporal(tokens).flatten(1, 2)
+
+    def _downlink(self, folded: torch.Tensor, local_size: tuple[int, int]) -> torch.Tensor:
         grid = (local_size[0] // FUSION_STRIDE, local_size[1] // FUSION_STRIDE)
-        downlink = self.downlink_out(resize(self.downlink_trunk(folded), grid))
-        return downlink, logits
+        return self.downlink_out(resize(self.downlink_trunk(folded), grid))
 
     def forward(
         self, frames: torch.Tensor, delay: torch.Tensor, local_size: tuple[int, int]
@@ -182,11 +192,24 @@ class RemoteModel(nn.Module):
         delay: torch.Tensor,
         local_size: tuple[int, int],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode the new `frame` once, push it into the FIFO and predict.
+        """Encode the new `frame` once, push it into the FIFO and predict (see `predict`).
 
         Until K frames have arrived, the oldest encoding is repeated to fill the context.
         """
+        return self.predict(self._push(state, frame), delay, local_size)
+
+    def stream_downlink(
+        self,
+        state: StreamState,
+        frame: torch.Tensor,
+        delay: torch.Tensor,
+        local_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """`stream_step` without the logits head: the server's per-frame call."""
+        return self.predict_downlink(self._push(state, frame), delay, local_size)
+
+    def _push(self, state: StreamState, frame: torch.Tensor) -> torch.Tensor:
         state.encodings.append(self.encode(frame))
         missing = self.context_frames - len(state.encodings)
         window = [state.encodings[0]] * missing + list(state.encodings)
-        return self.predict(torch.stack(window, dim=2), delay, local_size)
+        return torch.stack(window, dim=2)

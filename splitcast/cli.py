@@ -59,7 +59,10 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="port (0 = any free port; default: %(default)s)",
     )
     parser.add_argument(
-        "--model", default="tiny", help="model configuration name (default: %(default)s)"
+        "--model",
+        default="default",
+        help="packaged checkpoint (default), checkpoint folder or configuration name "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--threads",
@@ -93,7 +96,10 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         help="stop after this many frames (moving scene default: 150)",
     )
     parser.add_argument(
-        "--model", default="tiny", help="model configuration name (default: %(default)s)"
+        "--model",
+        default="default",
+        help="packaged checkpoint (default), checkpoint folder or configuration name "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--fast",
@@ -193,7 +199,10 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         "--source", default=MOVING_SCENE, help=f"video file, or '{MOVING_SCENE}' (default)"
     )
     parser.add_argument(
-        "--model", default="tiny", help="model configuration name (default: %(default)s)"
+        "--model",
+        default="default",
+        help="packaged checkpoint (default), checkpoint folder or configuration name "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("out"), help="output directory (default: %(default)s)"
@@ -242,6 +251,7 @@ def _run_serve(args: argparse.Namespace) -> None:
 
     _set_threads(args.threads)
     runtime = RemoteRuntime(load_system(args.model))
+    runtime.warm_up()
     config = runtime.config
 
     async def serve() -> None:

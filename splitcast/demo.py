@@ -18,7 +18,7 @@ def run_demo(source: FrameSource, out_dir: Path, rtt_ms: float, model: str) -> E
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         server = stack.enter_context(
-            start_server(model, threads=1, log_path=out_dir / "server.log")
+            start_server(model, log_path=out_dir / "server.log")
         )
         target = server.address
         if rtt_ms > 0:

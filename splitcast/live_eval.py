@@ -27,7 +27,7 @@ from splitcast.data.clips import open_clips
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.edge.loop import EdgeOptions, run_edge
 from splitcast.edge.sources import ClipSource
-from splitcast.launch import start_link, start_server
+from splitcast.launch import SHARED_MACHINE_SERVER_THREADS, start_link, start_server
 from splitcast.models.checkpoint import load_system
 from splitcast.models.evaluation import OfflineEvaluator, ScheduledFrame
 from splitcast.reports import write_json
@@ -41,7 +41,7 @@ class LiveRequest:
     rtt_ms: float = 100.0
     max_delay: float = 10.0
     clips: int | None = None
-    server_threads: int = 1
+    server_threads: int = SHARED_MACHINE_SERVER_THREADS
     edge_threads: int = 1
     progress: bool = True
 

@@ -19,6 +19,7 @@ from splitcast.launch import ChildProcess, start_link, start_server
 
 def _run(target: str | None, frames: int, log_path: Path, **overrides: object) -> EdgeSummary:
     options = EdgeOptions(
+        model="tiny",
         server=target,
         realtime=True,
         wait_for_server_s=30.0 if target else 0.0,

@@ -20,7 +20,7 @@ from splitcast.models.checkpoint import (
     load_system,
     save_checkpoint,
 )
-from splitcast.models.registry import build, load_config
+from splitcast.models.registry import build, get_config
 from splitcast.models.training import Trainer, TrainOptions
 
 CONFIG_YAML = """
@@ -42,11 +42,14 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(
-    splits: Path, out: Path, *extra: str, runner: list[str] | None = None
+    splits: Path,
+    out: Path,
+    *extra: str,
+    config: str = "tiny",
+    runner: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     command = [
-        *(runner or [sys.executable, "-m", "splitcast"]), "train",
-        "--config", str(splits / "tiny-test.yaml"),
+        *(runner or [sys.executable, "-m", "splitcast"]), "train", "--config", config,
         "--data", str(splits / "train"), "--out", str(out), "--batch-size", "4", "--workers", "0",
         "--warmup-steps", "5", "--lr", "5e-3", *extra,
     ]  # fmt: skip
@@ -54,7 +57,7 @@ def _train(
 
 
 def _val_miou(splits: Path, out: Path, system_weights: dict[str, torch.Tensor] | None) -> float:
-    config = load_config(splits / "tiny-test.yaml")
+    config = get_config("tiny")
     options = TrainOptions(
         config,
         splits / "val",
@@ -82,7 +85,7 @@ def test_training_learns_and_writes_a_safe_checkpoint(splits: Path, tmp_path: Pa
     result = _train(splits, tmp_path / "run", "--epochs", "3")
     assert result.returncode == 0, result.stderr[-2000:]
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
-    assert meta["config"]["name"] == "tiny-test" and len(meta["history"]) == 3
+    assert meta["config"]["name"] == "tiny" and len(meta["history"]) == 3
     assert set(meta["history"][-1]["val_miou"]) == {"d=0", "d=3", "d=5"}
     assert "git_revision" in meta and meta["data"]["val"].endswith("val")
     trained = _val_miou(splits, tmp_path, load_file(str(tmp_path / "run" / "model.safetensors")))
@@ -94,11 +97,13 @@ def test_training_learns_and_writes_a_safe_checkpoint(splits: Path, tmp_path: Pa
 
 
 def test_resume_continues_where_training_stopped(splits: Path, tmp_path: Path) -> None:
-    first = _train(splits, tmp_path / "run", "--epochs", "2", "--max-steps", "12")
+    config = str(splits / "tiny-test.yaml")
+    first = _train(splits, tmp_path / "run", "--epochs", "2", "--max-steps", "12", config=config)
     assert first.returncode == 0, first.stderr[-2000:]
-    resumed = _train(splits, tmp_path / "run", "--epochs", "2", "--resume")
+    resumed = _train(splits, tmp_path / "run", "--epochs", "2", "--resume", config=config)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["config"]["name"] == "tiny-test"
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[1]["step"] > history[0]["step"]
 
