@@ -28,7 +28,7 @@ from splitcast.data.images import fit
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
-from splitcast.models.layers import resize
+from splitcast.models.layers import class_ids
 from splitcast.models.registry import SplitSystem
 
 METHODS = (
@@ -52,10 +52,13 @@ class ScheduledFrame:
 
 @dataclass
 class _ClipState:
-    """Per-clip tensors computed once and shared by every delay."""
+    """Per-clip results computed once and shared by every delay: frame encodings, and class
+    ids at label resolution of the remote image-only model per frame and of the delay-unaware
+    video model per context (both depend only on which frames the remote saw)."""
 
     encodings: dict[int, torch.Tensor]
-    image_only: dict[int, torch.Tensor]
+    image_only_ids: dict[int, torch.Tensor]
+    stale_video_ids: dict[tuple[int, ...], torch.Tensor]
 
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -96,27 +99,42 @@ class OfflineEvaluator:
         return valid_targets(clip, max_delay, self.config.context_frames, stride)[::every]
 
     @torch.inference_mode()
-    def _state(self, clip: Clip, indices: set[int]) -> _ClipState:
+    def _state(
+        self,
+        clip: Clip,
+        frames: set[int],
+        image_only: set[int] = frozenset(),
+        contexts: set[tuple[int, ...]] = frozenset(),
+    ) -> _ClipState:
+        """Encode `frames`; class ids of the image-only model on `image_only` frames and of
+        the delay-0 video model on `contexts`."""
         remote = self.system.remote
         config = self.config
+        label_size = tuple(clip.label(clip.labelled[0]).shape) if clip.labelled else None
         encodings: dict[int, torch.Tensor] = {}
-        ordered = sorted(indices)
-        for chunk in _chunks(ordered, self.batch_size):
-            frames = [
+        for chunk in _chunks(
+            sorted(frames | image_only | {i for c in contexts for i in c}), self.batch_size
+        ):
+            rgb = [
                 uplink_round_trip(
                     clip.frame(i), config.remote_size, config.uplink_format, config.uplink_quality
                 )
                 for i in chunk
             ]
-            encoded = remote.encode(torch.stack([_to_tensor(f) for f in frames]))
+            encoded = remote.encode(torch.stack([_to_tensor(f) for f in rgb]))
             encodings.update(zip(chunk, encoded, strict=True))
-        image_only = {}
-        for chunk in _chunks(ordered, self.batch_size):
+        image_only_ids: dict[int, torch.Tensor] = {}
+        for chunk in _chunks(sorted(image_only), self.batch_size):
             logits = remote.image_only_from_encoding(
                 torch.stack([encodings[i] for i in chunk]), self.local_size
             )
-            image_only.update(zip(chunk, logits, strict=True))
-        return _ClipState(encodings, image_only)
+            image_only_ids.update(zip(chunk, class_ids(logits, label_size), strict=True))
+        stale_video_ids: dict[tuple[int, ...], torch.Tensor] = {}
+        for chunk in _chunks(sorted(contexts), self.batch_size):
+            stacked = torch.stack([torch.stack([encodings[i] for i in c], dim=1) for c in chunk])
+            logits = remote.predict(stacked, torch.zeros(len(chunk)), self.local_size)[1]
+            stale_video_ids.update(zip(chunk, class_ids(logits, label_size), strict=True))
+        return _ClipState(encodings, image_only_ids, stale_video_ids)
 
     @torch.inference_mode()
     def run(
@@ -127,9 +145,15 @@ class OfflineEvaluator:
         mismatch: Sequence[float] | None = None,
         progress: bool = True,
     ) -> dict[str, Any]:
-        """mIoU per method per delay (and the D_o x D_i matrix when `mismatch` lists delays)."""
+        """mIoU per method per delay (and the D_o x D_i matrix when `mismatch` lists delays).
+
+        Methods that do not depend on the delay (local_only, oracle) are scored once per target
+        and reported in every column; that is exact because every column has the same targets.
+        """
         max_delay = max([*delays, *(mismatch or [])])
-        matrices = {m: [self._matrix() for _ in delays] for m in METHODS}
+        per_delay = ("remote_stale_image", "remote_stale_video", "remote_predictive", "dedelayed")
+        matrices = {m: [self._matrix() for _ in delays] for m in per_delay}
+        fixed = {"local_only": self._matrix(), "oracle": self._matrix()}
         grid = [[self._matrix() for _ in mismatch] for _ in mismatch] if mismatch else None
         count = 0
         system, k = self.system, self.config.context_frames
@@ -140,66 +164,65 @@ class OfflineEvaluator:
             if not targets:
                 continue
             count += len(targets)
-            needed = set(targets)
-            for t in targets:
-                for d in {*delays, *(mismatch or [])}:
-                    needed.update(context_indices(t, d, k, stride))
-            state = self._state(clip, needed)
+            contexts = {
+                (t, d): context_indices(t, d, k, stride)
+                for t in targets
+                for d in {*delays, *(mismatch or [])}
+            }
+            state = self._state(
+                clip,
+                {i for c in contexts.values() for i in c},
+                image_only=set(targets) | {c[-1] for c in contexts.values()},
+                contexts={tuple(contexts[t, d]) for t in targets for d in delays},
+            )
             for chunk in _chunks(targets, self.batch_size):
                 labels = torch.from_numpy(np.stack([clip.label(t) for t in chunk])).long()
-
-                def score(
-                    matrix: ConfusionMatrix, logits: torch.Tensor, labels: torch.Tensor = labels
-                ) -> None:
-                    matrix.update(resize(logits, tuple(labels.shape[-2:])).argmax(1), labels)
-
+                size = tuple(labels.shape[-2:])
                 local_frames = torch.stack(
                     [_to_tensor(fit(clip.frame(t), self.local_size)) for t in chunk]
                 )
                 features = system.local.encode(local_frames)
                 local_only = system.local.decode(features, None, self.local_size)
-                oracle = torch.stack([state.image_only[t] for t in chunk])
+                fixed["local_only"].update(class_ids(local_only, size), labels)
+                fixed["oracle"].update(
+                    torch.stack([state.image_only_ids[t] for t in chunk]), labels
+                )
                 for column, d in enumerate(delays):
-                    context = self._context(state, chunk, d, stride)
+                    used = [contexts[t, d] for t in chunk]
+                    context = self._stack(state, used)
                     delay = torch.full((len(chunk),), float(d))
                     downlink, predictive = system.remote.predict(context, delay, self.local_size)
-                    _, stale_video = system.remote.predict(
-                        context, torch.zeros_like(delay), self.local_size
+                    matrices["remote_stale_image"][column].update(
+                        torch.stack([state.image_only_ids[c[-1]] for c in used]), labels
                     )
-                    newest = [context_indices(t, d, k, stride)[-1] for t in chunk]
-                    score(matrices["local_only"][column], local_only)
-                    score(matrices["oracle"][column], oracle)
-                    score(
-                        matrices["remote_stale_image"][column],
-                        torch.stack([state.image_only[i] for i in newest]),
+                    matrices["remote_stale_video"][column].update(
+                        torch.stack([state.stale_video_ids[tuple(c)] for c in used]), labels
                     )
-                    score(matrices["remote_stale_video"][column], stale_video)
-                    score(matrices["remote_predictive"][column], predictive)
-                    score(
-                        matrices["dedelayed"][column],
-                        system.local.decode(features, downlink, self.local_size),
+                    matrices["remote_predictive"][column].update(
+                        class_ids(predictive, size), labels
                     )
+                    fused = system.local.decode(features, downlink, self.local_size)
+                    matrices["dedelayed"][column].update(class_ids(fused, size), labels)
                 if grid is not None and mismatch is not None:
                     for row, true_delay in enumerate(mismatch):
-                        context = self._context(state, chunk, true_delay, stride)
+                        context = self._stack(state, [contexts[t, true_delay] for t in chunk])
                         for column, assumed in enumerate(mismatch):
-                            downlink, _ = system.remote.predict(
+                            downlink = system.remote.predict_downlink(
                                 context, torch.full((len(chunk),), float(assumed)), self.local_size
                             )
-                            score(
-                                grid[row][column],
-                                system.local.decode(features, downlink, self.local_size),
-                            )
+                            fused = system.local.decode(features, downlink, self.local_size)
+                            grid[row][column].update(class_ids(fused, size), labels)
         if count == 0:
             raise DataError(
                 f"no clip has a labelled frame far enough in for delay {max_delay:g} "
                 f"at stride {stride}"
             )
+        columns = {m: [fixed[m]] * len(delays) for m in fixed} | matrices
         result: dict[str, Any] = {
             "targets": count,
-            "miou": {m: [round(x.miou(), 2) for x in matrices[m]] for m in METHODS},
+            "miou": {m: [round(x.miou(), 2) for x in columns[m]] for m in METHODS},
             "per_class_iou": {
-                m: [{k: round(v, 2) for k, v in x.per_class().items()} for x in matrices[m]]
+                m: [{k: round(v, 2) for k, v in x.per_class().items()} for x in columns[m]]
                 for m in METHODS
             },
         }
@@ -231,18 +254,10 @@ class OfflineEvaluator:
                     )
                 logits = system.local(local, downlink)
                 label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
-                matrix.update(resize(logits, tuple(label.shape[-2:])).argmax(1), label)
+                matrix.update(class_ids(logits, tuple(label.shape[-2:])), label)
         return round(matrix.miou(), 2)
 
-    def _context(
-        self, state: _ClipState, chunk: Sequence[int], delay: float, stride: int
-    ) -> torch.Tensor:
-        k = self.config.context_frames
-        return torch.stack(
-            [
-                torch.stack(
-                    [state.encodings[i] for i in context_indices(t, delay, k, stride)], dim=1
-                )
-                for t in chunk
-            ]
-        )
+    @staticmethod
+    def _stack(state: _ClipState, contexts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Encodings [B, C, K, h, w] of each context's frames, oldest first."""
+        return torch.stack([torch.stack([state.encodings[i] for i in c], dim=1) for c in contexts])

@@ -10,33 +10,13 @@ import signal
 import sys
 from pathlib import Path
 
+from splitcast.arguments import non_negative_float, positive_int, quality
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import add_evaluate_command
 from splitcast.train_cli import add_train_command
 
 DEFAULT_PORT = 50051
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def _quality(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"quality must be 1..100, got {text}")
-    return value
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
@@ -66,12 +46,12 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         help="torch CPU threads for the model (default: torch's choice)",
     )
     parser.add_argument(
         "--max-message-mb",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         help="largest uplink message accepted, MiB (default: %(default)s)",
     )
@@ -92,7 +72,7 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--frames",
-        type=_positive_int,
+        type=positive_int,
         help="stop after this many frames (moving scene default: 150)",
     )
     parser.add_argument(
@@ -121,20 +101,20 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--quality",
-        type=_quality,
+        type=quality,
         default=90,
         help="JPEG/WebP quality 1-100 (default: %(default)s)",
     )
     parser.add_argument(
         "--initial-delay",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=0.0,
         metavar="TICKS",
         help="D_i to request before any delay is measured (default: %(default)s)",
     )
     parser.add_argument(
         "--wait-for-server",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=0.0,
         metavar="SECONDS",
         help="wait up to this long for the server before the first frame (default: %(default)s)",
@@ -143,7 +123,7 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--log", type=Path, help="write the per-frame JSON-lines log here")
     parser.add_argument("--summary", type=Path, help="write the run summary JSON here")
     parser.add_argument(
-        "--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)"
+        "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
     )
     parser.set_defaults(run=_run_edge)
 
@@ -163,13 +143,13 @@ def _add_link(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--upstream", required=True, help="HOST:PORT of the server")
     parser.add_argument(
         "--delay-ms",
-        type=_non_negative_float,
+        type=non_negative_float,
         required=True,
         help="one-way delay added edge->server (and server->edge unless --downlink-delay-ms)",
     )
     parser.add_argument(
         "--downlink-delay-ms",
-        type=_non_negative_float,
+        type=non_negative_float,
         help="one-way delay server->edge (default: --delay-ms)",
     )
     parser.set_defaults(run=_run_link)
@@ -185,13 +165,13 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rtt-ms",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=100.0,
         help="round-trip delay of the link (default: %(default)s)",
     )
     parser.add_argument(
         "--frames",
-        type=_positive_int,
+        type=positive_int,
         default=150,
         help="frames of the moving scene (default: %(default)s)",
     )

@@ -17,9 +17,7 @@ def run_demo(source: FrameSource, out_dir: Path, rtt_ms: float, model: str) -> E
     """Run the whole loop once in real time; writes demo.mp4, demo.jsonl and summary.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        server = stack.enter_context(
-            start_server(model, log_path=out_dir / "server.log")
-        )
+        server = stack.enter_context(start_server(model, log_path=out_dir / "server.log"))
         target = server.address
         if rtt_ms > 0:
             link = stack.enter_context(

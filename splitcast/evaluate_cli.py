@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from splitcast.arguments import non_negative_float, positive_int
+
 
 def _number_list(text: str) -> list[float]:
     """`0-10` (whole numbers in a range) or `0,3,5.5` (explicit)."""
@@ -54,12 +56,22 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "--out", type=Path, help="output folder (default: out/eval, or out/eval-live with --live)"
     )
     parser.add_argument(
-        "--every", type=int, default=1, help="score every N-th target frame (default: %(default)s)"
+        "--every",
+        type=positive_int,
+        default=1,
+        help="score every N-th target frame (default: %(default)s)",
     )
     parser.add_argument(
         "--mismatch",
         action="store_true",
         help="also score every (true D_o, assumed D_i) pair: mismatch.png",
+    )
+    parser.add_argument(
+        "--mismatch-every",
+        type=positive_int,
+        default=4,
+        help="with --mismatch: score every N-th target frame; the grid costs one remote "
+        "prediction per (D_o, D_i) pair (default: %(default)s)",
     )
     parser.add_argument(
         "--strides",
@@ -78,11 +90,11 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rtt-ms",
-        type=float,
+        type=non_negative_float,
         default=100.0,
         help="with --live: link round trip (default: %(default)s)",
     )
-    parser.add_argument("--clips", type=int, help="with --live: only the first N clips")
+    parser.add_argument("--clips", type=positive_int, help="with --live: only the first N clips")
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -113,6 +125,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         delays=args.delays,
         every=args.every,
         mismatch=args.mismatch,
+        mismatch_every=args.mismatch_every,
         strides=args.strides,
         local_heights=args.local_heights,
     )

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from skimage import data as photos
 
 from splitcast.models.backbones import efficientnet_lite_classifier
+from splitcast.models.layers import FrameWiseConv3d, class_ids, resize
 from splitcast.models.registry import available, build, count_parameters, get_config
 
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -33,14 +34,15 @@ def test_stream_step_matches_batch_forward_after_warm_up(name: str) -> None:
     frames = torch.rand(1, 3, config.context_frames + 2, *config.remote_size, generator=generator)
     delay = torch.tensor([2.5])
     with torch.inference_mode():
-        state = system.remote.stream_init()
+        state, serving = system.remote.stream_init(), system.remote.stream_init()
         for index in range(frames.shape[2]):
-            streamed = system.remote.stream_step(
-                state, frames[:, :, index], delay, config.local_size
-            )
+            frame = frames[:, :, index]
+            streamed = system.remote.stream_step(state, frame, delay, config.local_size)
+            downlink = system.remote.stream_downlink(serving, frame, delay, config.local_size)
         batch = system.remote(frames[:, :, -config.context_frames :], delay, config.local_size)
     for a, b in zip(streamed, batch, strict=True):
         assert (a - b).abs().max().item() <= 1e-4
+    assert torch.equal(downlink, streamed[0])
 
 
 @pytest.mark.parametrize("name", ["tiny", "lite"])
@@ -115,3 +117,19 @@ def test_paper_configuration_sizes_and_a_training_step_at_reduced_size() -> None
     loss.backward()
     assert system.remote.temporal.attention[0].qkv.weight.grad is not None
     assert next(system.local.stages.stem4.parameters()).grad is not None
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_frame_wise_3d_convolution_equals_conv3d(batch: int) -> None:
+    generator = torch.Generator().manual_seed(2)
+    frame_wise = FrameWiseConv3d(16, 8, 3, bias=True)
+    reference = torch.nn.Conv3d(16, 8, 3, padding=1)
+    reference.load_state_dict(frame_wise.state_dict())
+    clips = torch.rand(batch, 16, 4, 10, 12, generator=generator)
+    with torch.inference_mode():
+        assert (frame_wise(clips) - reference(clips)).abs().max().item() <= 1e-5
+
+
+def test_class_ids_equal_resize_then_argmax() -> None:
+    logits = torch.rand(2, 19, 16, 32, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(class_ids(logits, (64, 128)), resize(logits, (64, 128)).argmax(1))
