@@ -28,6 +28,7 @@ lint: $(STAMP)
 # Benchmarks print figures measured side by side in one run (not timed unit tests).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sampler.py
+	$(BIN)/python benchmarks/bench_relay.py
 
 # Regenerate the gRPC stubs from proto/splitcast/v1/*.proto (tests/test_proto.py fails when stale).
 proto: $(STAMP)

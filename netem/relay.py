@@ -1,23 +1,82 @@
-"""A user-space TCP relay that delays traffic in each direction (the kernel here has no netem).
+"""A user-space TCP relay that shapes traffic in each direction (the kernel here has no netem).
 
-Every chunk read from one side is released to the other side `delay` seconds after it was
-read. Release times never decrease, so bytes leave in the order they arrived. Reading pauses
-while too many bytes wait in a direction, so a peer that stops reading pushes back on the
-sender the way TCP does, instead of growing memory without bound.
+Every chunk read from one side first waits for the wire (bandwidth cap or Mahimahi trace,
+shared by all connections of that direction), then travels its sampled one-way delay (base
+plus jitter, see `splitcast.netem.shaping`). Release times within a connection never
+decrease, so bytes are never reordered: when jitter exceeds the mean, a chunk that drew a
+short delay waits behind the one before it, as in a real TCP stream. Reading pauses while
+more than `queue_bytes` wait in a direction (a bounded bottleneck queue), so a slow link or a
+peer that stops reading pushes back on the sender the way TCP does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from splitcast.netem.shaping import (
+    DelaySampler,
+    DelaySpec,
+    RateWire,
+    TraceWire,
+    UnlimitedWire,
+)
 
 log = logging.getLogger("splitcast.netem")
 
 CHUNK_BYTES = 64 * 1024
-MAX_BUFFERED_BYTES = 16 * 1024 * 1024
+DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """Conditions of one direction: delay and jitter, bandwidth or a delivery trace, queue."""
+
+    delay: DelaySpec = field(default_factory=DelaySpec)
+    rate_mbit: float | None = None
+    trace: Path | None = None
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
+
+
+class _Direction:
+    """A direction's shared state: its wire and its delay sampler, plus the per-chunk log."""
+
+    def __init__(self, name: str, spec: DirectionSpec, seed: int, log: IO[str] | None) -> None:
+        self.name = name
+        self.spec = spec
+        self.sampler = DelaySampler(spec.delay, seed)
+        if spec.trace is not None:
+            self.wire: UnlimitedWire | RateWire | TraceWire = TraceWire.load(spec.trace)
+        elif spec.rate_mbit is not None:
+            self.wire = RateWire(spec.rate_mbit)
+        else:
+            self.wire = UnlimitedWire()
+        self._log = log
+
+    def schedule(self, arrival_s: float, size: int, not_before_s: float) -> float:
+        """Release time of a chunk read at `arrival_s`, never before `not_before_s`."""
+        on_wire = self.wire.transmit(arrival_s, size)
+        sampled = self.sampler.next_s()
+        release = max(not_before_s, on_wire + sampled)
+        if self._log is not None:
+            self._log.write(
+                json.dumps(
+                    {
+                        "direction": self.name,
+                        "bytes": size,
+                        "sampled_delay_ms": round(sampled * 1000, 3),
+                        "applied_delay_ms": round((release - arrival_s) * 1000, 3),
+                    }
+                )
+                + "\n"
+            )
+        return release
 
 
 @dataclass(frozen=True)
@@ -41,11 +100,11 @@ class _DelayedPipe:
     """One direction of a connection: read, hold until the release time, write in order."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: _Direction
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.delay_s = delay_s
+        self.direction = direction
         self._queue: deque[tuple[float, bytes]] = deque()
         self._buffered = 0
         self._changed = asyncio.Event()
@@ -64,13 +123,13 @@ class _DelayedPipe:
         loop = asyncio.get_running_loop()
         last_release = 0.0
         while True:
-            while self._buffered >= MAX_BUFFERED_BYTES:
+            while self._buffered >= self.direction.spec.queue_bytes:
                 self._changed.clear()
                 await self._changed.wait()
             data = await self.reader.read(CHUNK_BYTES)
             if not data:
                 return
-            last_release = max(last_release, loop.time() + self.delay_s)
+            last_release = self.direction.schedule(loop.time(), len(data), last_release)
             self._queue.append((last_release, data))
             self._buffered += len(data)
             self._changed.set()
@@ -86,9 +145,7 @@ class _DelayedPipe:
                     await self._changed.wait()
                     continue
                 release, data = self._queue[0]
-                wait = release - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                await _sleep_until(loop, release)
                 self._queue.popleft()
                 self._buffered -= len(data)
                 self._changed.set()
@@ -98,23 +155,30 @@ class _DelayedPipe:
             self.writer.close()
 
 
+async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    """Sleep to within a fraction of a millisecond of `deadline`: the event loop's timers wake
+    up to 1 ms late (epoll rounds timeouts up), so the last millisecond is spent yielding."""
+    while (wait := deadline - loop.time()) > 0:
+        await asyncio.sleep(wait - 0.001 if wait > 0.001 else 0)
+
+
 class DelayRelay:
-    """Relays TCP connections from `listen` to `upstream`, adding a one-way delay each way."""
+    """Relays TCP connections from `listen` to `upstream`, shaping each direction."""
 
     def __init__(
         self,
         listen: Endpoint,
         upstream: Endpoint,
-        uplink_delay_ms: float,
-        downlink_delay_ms: float | None = None,
+        uplink: DirectionSpec,
+        downlink: DirectionSpec | None = None,
+        seed: int = 0,
+        log_path: Path | None = None,
     ) -> None:
-        if uplink_delay_ms < 0 or (downlink_delay_ms is not None and downlink_delay_ms < 0):
-            raise ValueError("delays must be >= 0 ms")
         self.listen = listen
         self.upstream = upstream
-        self.uplink_delay_s = uplink_delay_ms / 1000.0
-        downlink = uplink_delay_ms if downlink_delay_ms is None else downlink_delay_ms
-        self.downlink_delay_s = downlink / 1000.0
+        self._log = log_path.open("w", encoding="utf-8") if log_path else None
+        self.uplink = _Direction("uplink", uplink, seed, self._log)
+        self.downlink = _Direction("downlink", downlink or uplink, seed + 1, self._log)
         self.port: int | None = None
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -134,6 +198,8 @@ class DelayRelay:
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._log is not None:
+            self._log.close()
 
     async def _handle(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
@@ -151,12 +217,14 @@ class DelayRelay:
             client_writer.close()
             return
         pipes = (
-            _DelayedPipe(client_reader, server_writer, self.uplink_delay_s),
-            _DelayedPipe(server_reader, client_writer, self.downlink_delay_s),
+            _DelayedPipe(client_reader, server_writer, self.uplink),
+            _DelayedPipe(server_reader, client_writer, self.downlink),
         )
         tasks = [asyncio.create_task(pipe.run()) for pipe in pipes]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            log.debug("relay closing: connection from the edge cut")
         finally:
             for task in tasks:
                 task.cancel()

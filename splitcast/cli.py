@@ -14,6 +14,7 @@ from splitcast.arguments import non_negative_float, positive_int, quality
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import add_evaluate_command
+from splitcast.netem.shaping import DISTRIBUTIONS
 from splitcast.train_cli import add_train_command
 
 DEFAULT_PORT = 50051
@@ -131,9 +132,11 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
 def _add_link(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "link",
-        help="relay TCP between edge and server, adding delay each way",
-        description="A user-space TCP relay adding a fixed one-way delay in each direction while "
-        "keeping byte order. Point the edge at --listen and the relay at the server.",
+        help="relay TCP between edge and server with delay, jitter and bandwidth each way",
+        description="A user-space TCP relay shaping each direction: one-way delay, jitter "
+        "(uniform, normal, pareto, paretonormal; optionally correlated), a bandwidth cap with a "
+        "bounded queue or a Mahimahi delivery trace. Bytes are never reordered. Point the edge "
+        "at --listen and the relay at the server.",
     )
     parser.add_argument(
         "--listen",
@@ -152,6 +155,45 @@ def _add_link(commands: argparse._SubParsersAction) -> None:
         type=non_negative_float,
         help="one-way delay server->edge (default: --delay-ms)",
     )
+    parser.add_argument(
+        "--jitter-ms",
+        type=non_negative_float,
+        default=0.0,
+        help="standard deviation of the jitter, both ways (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--jitter-dist",
+        choices=DISTRIBUTIONS,
+        default="normal",
+        help="jitter distribution (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--correlation",
+        type=non_negative_float,
+        default=0.0,
+        help="correlation of successive jitter draws, 0 to <1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate-mbit", type=non_negative_float, help="bandwidth cap edge->server (Mbit/s)"
+    )
+    parser.add_argument(
+        "--downlink-rate-mbit",
+        type=non_negative_float,
+        help="bandwidth cap server->edge (default: --rate-mbit)",
+    )
+    parser.add_argument(
+        "--trace", type=Path, help="Mahimahi delivery trace edge->server (replaces --rate-mbit)"
+    )
+    parser.add_argument("--downlink-trace", type=Path, help="Mahimahi delivery trace server->edge")
+    parser.add_argument(
+        "--queue-kb",
+        type=positive_int,
+        default=4096,
+        help="bytes that may wait in each direction before the relay stops reading "
+        "(default: %(default)s KiB)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="jitter seed (default: %(default)s)")
+    parser.add_argument("--log", type=Path, help="JSON lines: the delay applied to each chunk")
     parser.set_defaults(run=_run_link)
 
 
@@ -278,21 +320,33 @@ def _run_edge(args: argparse.Namespace) -> None:
 
 
 def _run_link(args: argparse.Namespace) -> None:
-    from splitcast.netem.relay import DelayRelay, Endpoint
+    from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint
+    from splitcast.netem.shaping import DelaySpec
 
+    def direction(delay_ms: float, rate_mbit: float | None, trace: Path | None) -> DirectionSpec:
+        jitter = DelaySpec(delay_ms, args.jitter_ms, args.jitter_dist, args.correlation)
+        return DirectionSpec(jitter, rate_mbit, trace, args.queue_kb * 1024)
+
+    downlink_delay = args.delay_ms if args.downlink_delay_ms is None else args.downlink_delay_ms
     relay = DelayRelay(
         Endpoint.parse(args.listen),
         Endpoint.parse(args.upstream),
-        args.delay_ms,
-        args.downlink_delay_ms,
+        direction(args.delay_ms, args.rate_mbit, args.trace),
+        direction(
+            downlink_delay,
+            args.rate_mbit if args.downlink_rate_mbit is None else args.downlink_rate_mbit,
+            args.downlink_trace,
+        ),
+        seed=args.seed,
+        log_path=args.log,
     )
 
     async def run() -> None:
         port = await relay.start()
         print(
             f"splitcast link: listening on {relay.listen.host}:{port} -> {relay.upstream} "
-            f"(+{relay.uplink_delay_s * 1000:g} ms up, "
-            f"+{relay.downlink_delay_s * 1000:g} ms down)",
+            f"(+{args.delay_ms:g} ms up, +{downlink_delay:g} ms down, "
+            f"jitter {args.jitter_ms:g} ms {args.jitter_dist})",
             flush=True,
         )
         await _until_terminated()

@@ -51,6 +51,15 @@ def test_unknown_model_is_a_readable_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_bad_link_shaping_settings_are_readable_errors(tmp_path: Path) -> None:
+    base = ("link", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--delay-ms", "5")
+    missing = splitcast(*base, "--trace", str(tmp_path / "none.trace"))
+    assert missing.returncode == 2 and "trace file not found" in missing.stderr
+    correlated = splitcast(*base, "--correlation", "1.5")
+    assert correlated.returncode == 2 and "correlation must be in [0, 1)" in correlated.stderr
+    assert "Traceback" not in missing.stderr + correlated.stderr
+
+
 def test_bad_link_address_is_a_readable_error() -> None:
     result = splitcast(
         "link", "--listen", "nowhere", "--upstream", "127.0.0.1:1", "--delay-ms", "5"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from splitcast.netem.relay import DelayRelay, Endpoint, RelayThread
+from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint, RelayThread
+from splitcast.netem.shaping import DelaySpec
 
 
 @pytest.fixture
@@ -41,6 +44,10 @@ def echo_server() -> Iterator[Endpoint]:
     listener.close()
 
 
+def _delay(ms: float) -> DirectionSpec:
+    return DirectionSpec(DelaySpec(ms))
+
+
 def _recv_exactly(conn: socket.socket, size: int) -> bytes:
     chunks = []
     while size:
@@ -52,7 +59,7 @@ def _recv_exactly(conn: socket.socket, size: int) -> bytes:
 
 
 def test_round_trip_of_small_messages_is_the_configured_rtt(echo_server: Endpoint) -> None:
-    relay = DelayRelay(Endpoint("127.0.0.1", 0), echo_server, uplink_delay_ms=50.0)
+    relay = DelayRelay(Endpoint("127.0.0.1", 0), echo_server, _delay(50.0))
     with (
         RelayThread(relay) as running,
         socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
@@ -76,9 +83,7 @@ def test_round_trip_of_small_messages_is_the_configured_rtt(echo_server: Endpoin
 
 def test_bytes_keep_their_order_under_load(echo_server: Endpoint) -> None:
     payload = bytes(i % 251 for i in range(3_000_000))
-    relay = DelayRelay(
-        Endpoint("127.0.0.1", 0), echo_server, uplink_delay_ms=5.0, downlink_delay_ms=20.0
-    )
+    relay = DelayRelay(Endpoint("127.0.0.1", 0), echo_server, _delay(5.0), _delay(20.0))
     with (
         RelayThread(relay) as running,
         socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
@@ -94,9 +99,7 @@ def test_unreachable_upstream_closes_the_client_connection() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
-    relay = DelayRelay(
-        Endpoint("127.0.0.1", 0), Endpoint("127.0.0.1", dead_port), uplink_delay_ms=10.0
-    )
+    relay = DelayRelay(Endpoint("127.0.0.1", 0), Endpoint("127.0.0.1", dead_port), _delay(10.0))
     with (
         RelayThread(relay) as running,
         socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
@@ -110,3 +113,107 @@ def test_endpoint_parsing() -> None:
     assert Endpoint.parse("[::1]:80") == Endpoint("::1", 80)
     with pytest.raises(ValueError, match="HOST:PORT"):
         Endpoint.parse("localhost")
+
+
+class _Sink:
+    """A TCP server that reads everything and records when each chunk arrived."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = Endpoint("127.0.0.1", self.listener.getsockname()[1])
+        self.arrivals: list[tuple[float, bytes]] = []
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            while data := conn.recv(1 << 20):
+                self.arrivals.append((time.perf_counter(), data))
+        self.done.set()
+
+    def received(self) -> bytes:
+        return b"".join(data for _, data in self.arrivals)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def sink() -> Iterator[_Sink]:
+    server = _Sink()
+    yield server
+    server.close()
+
+
+def _relay_to(sink: _Sink, uplink: DirectionSpec, **options: object) -> RelayThread:
+    return RelayThread(DelayRelay(Endpoint("127.0.0.1", 0), sink.endpoint, uplink, **options))
+
+
+def test_one_way_delay_per_message_at_50_ms(sink: _Sink) -> None:
+    with (
+        _relay_to(sink, _delay(50.0)) as running,
+        socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
+    ):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = []
+        for _ in range(40):
+            sent.append(time.perf_counter())
+            conn.sendall(b"x" * 64)
+            time.sleep(0.02)
+        time.sleep(0.1)
+    arrivals = [t for t, data in sink.arrivals for _ in range(len(data) // 64)]
+    one_way = [(a - s) * 1000 for a, s in zip(arrivals, sent, strict=True)]
+    median = statistics.median(one_way)
+    print(f"one-way at 50 ms: median {median:.2f} ms, max {max(one_way):.2f} ms")
+    assert abs(median - 50.0) <= 1.0
+
+
+def test_jitter_larger_than_the_mean_never_reorders_bytes(sink: _Sink, tmp_path: Path) -> None:
+    jittery = DirectionSpec(DelaySpec(5.0, 20.0, "paretonormal"))
+    payload = b"".join(i.to_bytes(4, "big") for i in range(20_000))
+    with (
+        _relay_to(sink, jittery, seed=3, log_path=tmp_path / "link.jsonl") as running,
+        socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
+    ):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(payload), 400):
+            conn.sendall(payload[start : start + 400])
+            time.sleep(0.001)
+        conn.shutdown(socket.SHUT_WR)
+        assert sink.done.wait(10)
+    assert sink.received() == payload
+    chunks = [json.loads(line) for line in (tmp_path / "link.jsonl").open()]
+    sampled = [c["sampled_delay_ms"] for c in chunks]
+    assert min(sampled) == 0.0 and max(sampled) > 40.0  # the jitter really exceeded the mean
+    assert all(c["applied_delay_ms"] >= c["sampled_delay_ms"] - 1e-3 for c in chunks)
+
+
+def _bulk_rate_mbit(sink: _Sink, spec: DirectionSpec, size: int) -> float:
+    payload = bytes(i % 251 for i in range(size))
+    with (
+        _relay_to(sink, spec) as running,
+        socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
+    ):
+        start = time.perf_counter()
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        assert sink.done.wait(30)
+    assert sink.received() == payload
+    return size * 8 / (sink.arrivals[-1][0] - start) / 1e6
+
+
+def test_bandwidth_cap_of_20_mbit(sink: _Sink) -> None:
+    rate = _bulk_rate_mbit(sink, DirectionSpec(rate_mbit=20.0), 6_000_000)
+    print(f"bulk transfer through a 20 Mbit/s cap: {rate:.2f} Mbit/s")
+    assert abs(rate / 20.0 - 1) <= 0.05
+
+
+def test_mahimahi_trace_replay_reproduces_its_throughput(sink: _Sink, tmp_path: Path) -> None:
+    trace = tmp_path / "cell.up"
+    trace.write_text("".join(f"{ms}\n" * (2 if ms % 2 == 0 else 1) for ms in range(1, 21)))
+    expected = 30 * 1500 * 8 / 0.020 / 1e6  # 30 packets every 20 ms: 18 Mbit/s
+    rate = _bulk_rate_mbit(sink, DirectionSpec(trace=trace), 3_000_000)
+    print(f"trace replay: {rate:.2f} Mbit/s, trace mean {expected:.2f} Mbit/s")
+    assert abs(rate / expected - 1) <= 0.05

@@ -1,0 +1,179 @@
+"""What one direction of an emulated link does to each chunk of bytes: how long it waits for
+the wire (bandwidth, or a Mahimahi delivery trace) and how long it then travels (base delay
+plus jitter). Pure timing arithmetic, deterministic under a seed; the relay applies it.
+
+Jitter distributions are standardised to mean 0 and standard deviation 1 and then scaled by
+`jitter_ms`, so `--jitter-ms` means the same spread whatever the shape:
+- `uniform`: flat on [-sqrt(3), sqrt(3)];
+- `normal`: Gaussian;
+- `pareto`: Lomax (Pareto II) with shape 3, shifted to mean 0: a long tail of late chunks;
+- `paretonormal`: 0.5 x normal + sqrt(0.75) x pareto (Gaussian body, heavy right tail).
+With `correlation` c each draw is c x previous + sqrt(1 - c^2) x fresh (an AR(1) process, so
+the spread stays `jitter_ms`; the marginal is exact for `normal` only). A chunk's delay is
+never negative.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+PARETO_SHAPE = 3.0
+MAHIMAHI_PACKET_BYTES = 1500
+
+
+class ShapingError(ValueError):
+    """A link setting or trace that cannot be used."""
+
+
+def standard_jitter(distribution: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """`size` draws with mean 0 and standard deviation 1 of the named distribution."""
+    if distribution == "uniform":
+        return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size)
+    if distribution == "normal":
+        return rng.standard_normal(size)
+    if distribution == "pareto":
+        return _standard_pareto(rng, size)
+    if distribution == "paretonormal":
+        normal = rng.standard_normal(size)
+        return 0.5 * normal + math.sqrt(0.75) * _standard_pareto(rng, size)
+    raise ShapingError(f"unknown jitter distribution {distribution!r}; choose {DISTRIBUTIONS}")
+
+
+def _standard_pareto(rng: np.random.Generator, size: int) -> np.ndarray:
+    # numpy's pareto(a) is Lomax with scale 1: mean 1/(a-1), variance a/((a-1)^2 (a-2)).
+    a = PARETO_SHAPE
+    mean = 1.0 / (a - 1.0)
+    std = math.sqrt(a / ((a - 1.0) ** 2 * (a - 2.0)))
+    return (rng.pareto(a, size) - mean) / std
+
+
+@dataclass(frozen=True)
+class DelaySpec:
+    """Base one-way delay and jitter of one direction."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    distribution: str = "normal"
+    correlation: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.delay_ms >= 0 or not self.jitter_ms >= 0:
+            raise ShapingError("delay and jitter must be >= 0 ms")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ShapingError(
+                f"unknown jitter distribution {self.distribution!r}; choose {DISTRIBUTIONS}"
+            )
+        if not 0.0 <= self.correlation < 1.0:
+            raise ShapingError(f"correlation must be in [0, 1), got {self.correlation}")
+
+
+class DelaySampler:
+    """Draws each chunk's one-way delay (seconds) from a `DelaySpec`."""
+
+    def __init__(self, spec: DelaySpec, seed: int = 0) -> None:
+        self.spec = spec
+        self._rng = np.random.default_rng(seed)
+        self._previous = 0.0
+
+    def next_s(self) -> float:
+        spec = self.spec
+        if spec.jitter_ms == 0:
+            return spec.delay_ms / 1000.0
+        fresh = float(standard_jitter(spec.distribution, self._rng, 1)[0])
+        c = spec.correlation
+        value = c * self._previous + math.sqrt(1.0 - c * c) * fresh
+        self._previous = value
+        return max(0.0, spec.delay_ms + spec.jitter_ms * value) / 1000.0
+
+
+class UnlimitedWire:
+    """No bandwidth limit: a chunk is on the wire the moment it arrives."""
+
+    def transmit(self, arrival_s: float, size: int) -> float:
+        return arrival_s
+
+
+class RateWire:
+    """A fixed bit rate: chunks are serialised one after another (first come, first served)."""
+
+    def __init__(self, rate_mbit: float) -> None:
+        if not rate_mbit > 0:
+            raise ShapingError(f"bandwidth must be > 0 Mbit/s, got {rate_mbit}")
+        self.bytes_per_s = rate_mbit * 1e6 / 8.0
+        self._free_at = 0.0
+
+    def transmit(self, arrival_s: float, size: int) -> float:
+        """Time the last byte of a `size`-byte chunk arriving at `arrival_s` is sent."""
+        start = max(arrival_s, self._free_at)
+        self._free_at = start + size / self.bytes_per_s
+        return self._free_at
+
+
+class TraceWire:
+    """Mahimahi packet-delivery trace: each line is a millisecond at which one 1500-byte
+    packet may leave; the trace repeats after its last line. Time 0 is the first chunk."""
+
+    def __init__(self, opportunities_ms: list[int]) -> None:
+        if not opportunities_ms:
+            raise ShapingError("the trace has no delivery opportunities")
+        self._times_s = np.asarray(sorted(opportunities_ms), dtype=np.float64) / 1000.0
+        self._period_s = max(self._times_s[-1], 0.001)
+        self._next = 0
+        self._cycle = 0
+        self._left_in_packet = 0
+        self._packet_s = 0.0
+        self._origin: float | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> TraceWire:
+        if not path.is_file():
+            raise ShapingError(f"trace file not found: {path}")
+        values: list[int] = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            text = line.strip()
+            if not text:
+                continue
+            if not text.isdigit():
+                raise ShapingError(f"{path}:{number}: expected a whole millisecond, got {text!r}")
+            values.append(int(text))
+        return cls(values)
+
+    def mean_rate_mbit(self) -> float:
+        return len(self._times_s) * MAHIMAHI_PACKET_BYTES * 8 / self._period_s / 1e6
+
+    def _opportunity_s(self) -> float:
+        return self._cycle * self._period_s + self._times_s[self._next]
+
+    def _advance(self) -> None:
+        self._next += 1
+        if self._next == len(self._times_s):
+            self._next = 0
+            self._cycle += 1
+
+    def transmit(self, arrival_s: float, size: int) -> float:
+        """Time the last byte of the chunk leaves. A packet's unused capacity serves later
+        chunks only if they arrive before its opportunity; otherwise it is lost, as in
+        Mahimahi."""
+        if self._origin is None:
+            self._origin = arrival_s
+        now = arrival_s - self._origin
+        if self._left_in_packet and now > self._packet_s:
+            self._left_in_packet = 0
+        sent = now
+        while size > 0:
+            if self._left_in_packet == 0:
+                while self._opportunity_s() < now:
+                    self._advance()
+                self._packet_s = self._opportunity_s()
+                self._left_in_packet = MAHIMAHI_PACKET_BYTES
+                self._advance()
+            used = min(size, self._left_in_packet)
+            self._left_in_packet -= used
+            size -= used
+            sent = self._packet_s
+        return self._origin + max(sent, now)
