@@ -14,16 +14,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 from splitcast.netem.shaping import (
     DelaySampler,
     DelaySpec,
     RateWire,
+    ShapingError,
     TraceWire,
     UnlimitedWire,
 )
@@ -35,6 +39,26 @@ DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class LossSpec:
+    """Packet loss as a TCP stream experiences it. Over TCP a lost segment is not a gap in the
+    data but a stall: the bytes arrive one retransmission timeout late, and everything behind
+    them waits too (head-of-line blocking). `stall_probability` is the chance that a relayed
+    chunk suffers one such stall of `rto_ms` (Linux's minimum RTO is 200 ms). Sustained loss
+    or a handover can also break the connection: `drops_per_minute` cuts it at a Poisson rate,
+    and the client has to reconnect."""
+
+    stall_probability: float = 0.0
+    rto_ms: float = 200.0
+    drops_per_minute: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.stall_probability <= 1.0:
+            raise ShapingError(f"stall probability must be in [0, 1], got {self.stall_probability}")
+        if not self.rto_ms >= 0 or not self.drops_per_minute >= 0:
+            raise ShapingError("RTO and drop rate must be >= 0")
+
+
+@dataclass(frozen=True)
 class DirectionSpec:
     """Conditions of one direction: delay and jitter, bandwidth or a delivery trace, queue."""
 
@@ -42,6 +66,7 @@ class DirectionSpec:
     rate_mbit: float | None = None
     trace: Path | None = None
     queue_bytes: int = DEFAULT_QUEUE_BYTES
+    loss: LossSpec = field(default_factory=LossSpec)
 
 
 class _Direction:
@@ -51,6 +76,7 @@ class _Direction:
         self.name = name
         self.spec = spec
         self.sampler = DelaySampler(spec.delay, seed)
+        self._loss_rng = np.random.default_rng([seed, 1])
         if spec.trace is not None:
             self.wire: UnlimitedWire | RateWire | TraceWire = TraceWire.load(spec.trace)
         elif spec.rate_mbit is not None:
@@ -63,7 +89,9 @@ class _Direction:
         """Release time of a chunk read at `arrival_s`, never before `not_before_s`."""
         on_wire = self.wire.transmit(arrival_s, size)
         sampled = self.sampler.next_s()
-        release = max(not_before_s, on_wire + sampled)
+        loss = self.spec.loss
+        stalled = loss.stall_probability > 0 and self._loss_rng.random() < loss.stall_probability
+        release = max(not_before_s, on_wire + sampled + (loss.rto_ms / 1000 if stalled else 0))
         if self._log is not None:
             self._log.write(
                 json.dumps(
@@ -72,11 +100,17 @@ class _Direction:
                         "bytes": size,
                         "sampled_delay_ms": round(sampled * 1000, 3),
                         "applied_delay_ms": round((release - arrival_s) * 1000, 3),
+                        "stalled": bool(stalled),
                     }
                 )
                 + "\n"
             )
         return release
+
+    def drops(self, interval_s: float) -> bool:
+        """Whether the connection breaks during `interval_s` (Poisson, drops_per_minute)."""
+        rate = self.spec.loss.drops_per_minute / 60.0
+        return rate > 0 and self._loss_rng.random() < -math.expm1(-rate * interval_s)
 
 
 @dataclass(frozen=True)
@@ -94,6 +128,10 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class _LinkDropped(Exception):
+    """The emulated link broke the connection (LossSpec.drops_per_minute)."""
 
 
 class _DelayedPipe:
@@ -114,14 +152,18 @@ class _DelayedPipe:
         sender = asyncio.create_task(self._send())
         try:
             await self._receive()
+        except _LinkDropped:
+            sender.cancel()
+            raise
         finally:
             self._eof = True
             self._changed.set()
-            await sender
+            await asyncio.gather(sender, return_exceptions=True)
 
     async def _receive(self) -> None:
         loop = asyncio.get_running_loop()
         last_release = 0.0
+        last_read = loop.time()
         while True:
             while self._buffered >= self.direction.spec.queue_bytes:
                 self._changed.clear()
@@ -129,6 +171,9 @@ class _DelayedPipe:
             data = await self.reader.read(CHUNK_BYTES)
             if not data:
                 return
+            if self.direction.drops(loop.time() - last_read):
+                raise _LinkDropped(self.direction.name)
+            last_read = loop.time()
             last_release = self.direction.schedule(loop.time(), len(data), last_release)
             self._queue.append((last_release, data))
             self._buffered += len(data)
@@ -222,7 +267,10 @@ class DelayRelay:
         )
         tasks = [asyncio.create_task(pipe.run()) for pipe in pipes]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if isinstance(task.exception(), _LinkDropped):
+                    log.info("emulated link dropped a connection (%s)", task.exception())
         except asyncio.CancelledError:
             log.debug("relay closing: connection from the edge cut")
         finally:

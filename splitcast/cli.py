@@ -135,8 +135,9 @@ def _add_link(commands: argparse._SubParsersAction) -> None:
         help="relay TCP between edge and server with delay, jitter and bandwidth each way",
         description="A user-space TCP relay shaping each direction: one-way delay, jitter "
         "(uniform, normal, pareto, paretonormal; optionally correlated), a bandwidth cap with a "
-        "bounded queue or a Mahimahi delivery trace. Bytes are never reordered. Point the edge "
-        "at --listen and the relay at the server.",
+        "bounded queue or a Mahimahi delivery trace, and loss as TCP feels it (RTO stalls, "
+        "connection drops). Bytes are never reordered. Point the edge at --listen and the "
+        "relay at the server.",
     )
     parser.add_argument(
         "--listen",
@@ -192,7 +193,28 @@ def _add_link(commands: argparse._SubParsersAction) -> None:
         help="bytes that may wait in each direction before the relay stops reading "
         "(default: %(default)s KiB)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="jitter seed (default: %(default)s)")
+    parser.add_argument(
+        "--stall-prob",
+        type=non_negative_float,
+        default=0.0,
+        help="chance that a chunk is lost once and arrives one RTO late, both ways "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rto-ms",
+        type=non_negative_float,
+        default=200.0,
+        help="retransmission timeout of a stall (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drops-per-min",
+        type=non_negative_float,
+        default=0.0,
+        help="rate at which the link breaks a connection, each way (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="jitter and loss seed (default: %(default)s)"
+    )
     parser.add_argument("--log", type=Path, help="JSON lines: the delay applied to each chunk")
     parser.set_defaults(run=_run_link)
 
@@ -320,12 +342,14 @@ def _run_edge(args: argparse.Namespace) -> None:
 
 
 def _run_link(args: argparse.Namespace) -> None:
-    from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint
+    from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint, LossSpec
     from splitcast.netem.shaping import DelaySpec
+
+    loss = LossSpec(args.stall_prob, args.rto_ms, args.drops_per_min)
 
     def direction(delay_ms: float, rate_mbit: float | None, trace: Path | None) -> DirectionSpec:
         jitter = DelaySpec(delay_ms, args.jitter_ms, args.jitter_dist, args.correlation)
-        return DirectionSpec(jitter, rate_mbit, trace, args.queue_kb * 1024)
+        return DirectionSpec(jitter, rate_mbit, trace, args.queue_kb * 1024, loss)
 
     downlink_delay = args.delay_ms if args.downlink_delay_ms is None else args.downlink_delay_ms
     relay = DelayRelay(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint, RelayThread
+from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint, LossSpec, RelayThread
 from splitcast.netem.shaping import DelaySpec
 
 
@@ -217,3 +217,38 @@ def test_mahimahi_trace_replay_reproduces_its_throughput(sink: _Sink, tmp_path: 
     rate = _bulk_rate_mbit(sink, DirectionSpec(trace=trace), 3_000_000)
     print(f"trace replay: {rate:.2f} Mbit/s, trace mean {expected:.2f} Mbit/s")
     assert abs(rate / expected - 1) <= 0.05
+
+
+def test_a_loss_stall_delays_the_chunk_by_one_rto(sink: _Sink) -> None:
+    lossy = DirectionSpec(DelaySpec(10.0), loss=LossSpec(stall_probability=1.0, rto_ms=100.0))
+    with (
+        _relay_to(sink, lossy) as running,
+        socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
+    ):
+        start = time.perf_counter()
+        conn.sendall(b"x" * 64)
+        conn.shutdown(socket.SHUT_WR)
+        assert sink.done.wait(5)
+    assert 109.0 <= (sink.arrivals[0][0] - start) * 1000 <= 130.0
+
+
+def test_connection_drops_cut_the_stream(echo_server: Endpoint) -> None:
+    flaky = DirectionSpec(DelaySpec(1.0), loss=LossSpec(drops_per_minute=6_000.0))  # 100/s
+    relay = DelayRelay(Endpoint("127.0.0.1", 0), echo_server, flaky)
+    closed = False
+    with (
+        RelayThread(relay) as running,
+        socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
+    ):
+        conn.settimeout(0.5)
+        deadline = time.monotonic() + 5.0
+        while not closed and time.monotonic() < deadline:
+            try:
+                conn.sendall(b"y" * 32)
+                closed = conn.recv(4096) == b""
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+            except TimeoutError:
+                continue
+            time.sleep(0.005)
+    assert closed
