@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint, RelayThread
-from splitcast.netem.shaping import DelaySpec
+from splitcast.netem.relay import DelayRelay, Endpoint, RelayThread
+from splitcast.netem.shaping import DelaySpec, DirectionSpec
 
 MESSAGE = b"m" * 64
 

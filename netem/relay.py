@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -25,9 +25,8 @@ import numpy as np
 
 from splitcast.netem.shaping import (
     DelaySampler,
-    DelaySpec,
+    DirectionSpec,
     RateWire,
-    ShapingError,
     TraceWire,
     UnlimitedWire,
 )
@@ -35,38 +34,6 @@ from splitcast.netem.shaping import (
 log = logging.getLogger("splitcast.netem")
 
 CHUNK_BYTES = 64 * 1024
-DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """Packet loss as a TCP stream experiences it. Over TCP a lost segment is not a gap in the
-    data but a stall: the bytes arrive one retransmission timeout late, and everything behind
-    them waits too (head-of-line blocking). `stall_probability` is the chance that a relayed
-    chunk suffers one such stall of `rto_ms` (Linux's minimum RTO is 200 ms). Sustained loss
-    or a handover can also break the connection: `drops_per_minute` cuts it at a Poisson rate,
-    and the client has to reconnect."""
-
-    stall_probability: float = 0.0
-    rto_ms: float = 200.0
-    drops_per_minute: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.stall_probability <= 1.0:
-            raise ShapingError(f"stall probability must be in [0, 1], got {self.stall_probability}")
-        if not self.rto_ms >= 0 or not self.drops_per_minute >= 0:
-            raise ShapingError("RTO and drop rate must be >= 0")
-
-
-@dataclass(frozen=True)
-class DirectionSpec:
-    """Conditions of one direction: delay and jitter, bandwidth or a delivery trace, queue."""
-
-    delay: DelaySpec = field(default_factory=DelaySpec)
-    rate_mbit: float | None = None
-    trace: Path | None = None
-    queue_bytes: int = DEFAULT_QUEUE_BYTES
-    loss: LossSpec = field(default_factory=LossSpec)
 
 
 class _Direction:

@@ -16,7 +16,7 @@ never negative.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 PARETO_SHAPE = 3.0
 MAHIMAHI_PACKET_BYTES = 1500
+DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
 
 
 class ShapingError(ValueError):
@@ -70,6 +71,37 @@ class DelaySpec:
             )
         if not 0.0 <= self.correlation < 1.0:
             raise ShapingError(f"correlation must be in [0, 1), got {self.correlation}")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Packet loss as a TCP stream experiences it. Over TCP a lost segment is not a gap in the
+    data but a stall: the bytes arrive one retransmission timeout late, and everything behind
+    them waits too (head-of-line blocking). `stall_probability` is the chance that a relayed
+    chunk suffers one such stall of `rto_ms` (Linux's minimum RTO is 200 ms). Sustained loss
+    or a handover can also break the connection: `drops_per_minute` cuts it at a Poisson rate,
+    and the client has to reconnect."""
+
+    stall_probability: float = 0.0
+    rto_ms: float = 200.0
+    drops_per_minute: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.stall_probability <= 1.0:
+            raise ShapingError(f"stall probability must be in [0, 1], got {self.stall_probability}")
+        if not self.rto_ms >= 0 or not self.drops_per_minute >= 0:
+            raise ShapingError("RTO and drop rate must be >= 0")
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """Conditions of one direction: delay and jitter, bandwidth or a delivery trace, queue."""
+
+    delay: DelaySpec = field(default_factory=DelaySpec)
+    rate_mbit: float | None = None
+    trace: Path | None = None
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
+    loss: LossSpec = field(default_factory=LossSpec)
 
 
 class DelaySampler:

@@ -14,7 +14,7 @@ from splitcast.arguments import non_negative_float, positive_int, quality
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import add_evaluate_command
-from splitcast.netem.shaping import DISTRIBUTIONS
+from splitcast.netem.shaping import DISTRIBUTIONS, DirectionSpec
 from splitcast.train_cli import add_train_command
 
 DEFAULT_PORT = 50051
@@ -146,10 +146,15 @@ def _add_link(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--upstream", required=True, help="HOST:PORT of the server")
     parser.add_argument(
+        "--profile",
+        help="start from a named profile (lan, wifi, lte, 5g, satellite) or FILE.yaml[:NAME]; "
+        "the flags below override it",
+    )
+    parser.add_argument(
         "--delay-ms",
         type=non_negative_float,
-        required=True,
-        help="one-way delay added edge->server (and server->edge unless --downlink-delay-ms)",
+        help="one-way delay edge->server (and server->edge unless --downlink-delay-ms); "
+        "required without --profile",
     )
     parser.add_argument(
         "--downlink-delay-ms",
@@ -157,22 +162,15 @@ def _add_link(commands: argparse._SubParsersAction) -> None:
         help="one-way delay server->edge (default: --delay-ms)",
     )
     parser.add_argument(
-        "--jitter-ms",
-        type=non_negative_float,
-        default=0.0,
-        help="standard deviation of the jitter, both ways (default: %(default)s)",
+        "--jitter-ms", type=non_negative_float, help="standard deviation of the jitter (default: 0)"
     )
     parser.add_argument(
-        "--jitter-dist",
-        choices=DISTRIBUTIONS,
-        default="normal",
-        help="jitter distribution (default: %(default)s)",
+        "--jitter-dist", choices=DISTRIBUTIONS, help="jitter distribution (default: normal)"
     )
     parser.add_argument(
         "--correlation",
         type=non_negative_float,
-        default=0.0,
-        help="correlation of successive jitter draws, 0 to <1 (default: %(default)s)",
+        help="correlation of successive jitter draws, 0 to <1 (default: 0)",
     )
     parser.add_argument(
         "--rate-mbit", type=non_negative_float, help="bandwidth cap edge->server (Mbit/s)"
@@ -189,28 +187,21 @@ def _add_link(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--queue-kb",
         type=positive_int,
-        default=4096,
         help="bytes that may wait in each direction before the relay stops reading "
-        "(default: %(default)s KiB)",
+        "(default: 4096 KiB)",
     )
     parser.add_argument(
         "--stall-prob",
         type=non_negative_float,
-        default=0.0,
-        help="chance that a chunk is lost once and arrives one RTO late, both ways "
-        "(default: %(default)s)",
+        help="chance that a chunk is lost once and arrives one RTO late (default: 0)",
     )
     parser.add_argument(
-        "--rto-ms",
-        type=non_negative_float,
-        default=200.0,
-        help="retransmission timeout of a stall (default: %(default)s)",
+        "--rto-ms", type=non_negative_float, help="retransmission timeout of a stall (default: 200)"
     )
     parser.add_argument(
         "--drops-per-min",
         type=non_negative_float,
-        default=0.0,
-        help="rate at which the link breaks a connection, each way (default: %(default)s)",
+        help="rate at which the link breaks a connection (default: 0)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="jitter and loss seed (default: %(default)s)"
@@ -342,25 +333,61 @@ def _run_edge(args: argparse.Namespace) -> None:
 
 
 def _run_link(args: argparse.Namespace) -> None:
-    from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint, LossSpec
-    from splitcast.netem.shaping import DelaySpec
+    from dataclasses import replace
 
-    loss = LossSpec(args.stall_prob, args.rto_ms, args.drops_per_min)
+    from splitcast.netem.profiles import load_profile
+    from splitcast.netem.relay import DelayRelay, Endpoint
+    from splitcast.netem.shaping import ShapingError
 
-    def direction(delay_ms: float, rate_mbit: float | None, trace: Path | None) -> DirectionSpec:
-        jitter = DelaySpec(delay_ms, args.jitter_ms, args.jitter_dist, args.correlation)
-        return DirectionSpec(jitter, rate_mbit, trace, args.queue_kb * 1024, loss)
+    if args.profile:
+        profile = load_profile(args.profile)
+        uplink, downlink, name = profile.uplink, profile.downlink, f"profile {profile.name}"
+    elif args.delay_ms is None:
+        raise ShapingError("give --delay-ms or --profile")
+    else:
+        uplink = downlink = DirectionSpec()
+        name = "custom"
 
-    downlink_delay = args.delay_ms if args.downlink_delay_ms is None else args.downlink_delay_ms
+    def given(**values: object) -> dict[str, object]:
+        return {key: value for key, value in values.items() if value is not None}
+
+    def override(
+        spec: DirectionSpec, delay_ms: float | None, rate: float | None, trace: Path | None
+    ) -> DirectionSpec:
+        delay = replace(
+            spec.delay,
+            **given(
+                delay_ms=delay_ms,
+                jitter_ms=args.jitter_ms,
+                distribution=args.jitter_dist,
+                correlation=args.correlation,
+            ),
+        )
+        loss = replace(
+            spec.loss,
+            **given(
+                stall_probability=args.stall_prob,
+                rto_ms=args.rto_ms,
+                drops_per_minute=args.drops_per_min,
+            ),
+        )
+        queue = args.queue_kb * 1024 if args.queue_kb else None
+        return replace(
+            spec,
+            delay=delay,
+            loss=loss,
+            **given(rate_mbit=rate, trace=trace, queue_bytes=queue),
+        )
+
+    down_delay = args.delay_ms if args.downlink_delay_ms is None else args.downlink_delay_ms
+    down_rate = args.rate_mbit if args.downlink_rate_mbit is None else args.downlink_rate_mbit
+    uplink = override(uplink, args.delay_ms, args.rate_mbit, args.trace)
+    downlink = override(downlink, down_delay, down_rate, args.downlink_trace)
     relay = DelayRelay(
         Endpoint.parse(args.listen),
         Endpoint.parse(args.upstream),
-        direction(args.delay_ms, args.rate_mbit, args.trace),
-        direction(
-            downlink_delay,
-            args.rate_mbit if args.downlink_rate_mbit is None else args.downlink_rate_mbit,
-            args.downlink_trace,
-        ),
+        uplink,
+        downlink,
         seed=args.seed,
         log_path=args.log,
     )
@@ -369,14 +396,27 @@ def _run_link(args: argparse.Namespace) -> None:
         port = await relay.start()
         print(
             f"splitcast link: listening on {relay.listen.host}:{port} -> {relay.upstream} "
-            f"(+{args.delay_ms:g} ms up, +{downlink_delay:g} ms down, "
-            f"jitter {args.jitter_ms:g} ms {args.jitter_dist})",
+            f"({name}: {_describe(uplink)} up, {_describe(downlink)} down)",
             flush=True,
         )
         await _until_terminated()
         await relay.close()
 
     asyncio.run(run())
+
+
+def _describe(spec: DirectionSpec) -> str:
+    delay = spec.delay
+    parts = [f"+{delay.delay_ms:g} ms"]
+    if delay.jitter_ms:
+        parts.append(f"jitter {delay.jitter_ms:g} ms {delay.distribution}")
+    if spec.trace:
+        parts.append(f"trace {spec.trace.name}")
+    elif spec.rate_mbit:
+        parts.append(f"{spec.rate_mbit:g} Mbit/s")
+    if spec.loss.stall_probability:
+        parts.append(f"stalls {spec.loss.stall_probability:g}")
+    return ", ".join(parts)
 
 
 def _run_demo(args: argparse.Namespace) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from splitcast.netem.relay import DelayRelay, DirectionSpec, Endpoint, LossSpec, RelayThread
-from splitcast.netem.shaping import DelaySpec
+from splitcast.netem.relay import DelayRelay, Endpoint, RelayThread
+from splitcast.netem.shaping import DelaySpec, DirectionSpec, LossSpec
 
 
 @pytest.fixture

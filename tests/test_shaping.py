@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from splitcast.netem.profiles import built_in_profiles, load_profile
 from splitcast.netem.shaping import (
     DelaySampler,
     DelaySpec,
@@ -99,3 +100,21 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "bad").write_text("1\nfast\n")
     with pytest.raises(ShapingError, match="bad:2"):
         TraceWire.load(tmp_path / "bad")
+
+
+def test_built_in_and_user_profiles(tmp_path: Path) -> None:
+    assert built_in_profiles() == ["lan", "wifi", "lte", "5g", "satellite"]
+    lte = load_profile("lte")
+    assert lte.uplink.rate_mbit == 10 and lte.downlink.rate_mbit == 40
+    assert lte.uplink.delay.distribution == "paretonormal" and lte.uplink.loss.rto_ms == 200
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("rural:\n  uplink: {delay_ms: 60, rate_mbit: 2}\n  downlink: {delay_ms: 50}\n")
+    rural = load_profile(str(mine))
+    assert rural.name == "rural" and rural.uplink.delay.delay_ms == 60
+    assert rural.downlink.rate_mbit is None
+    assert load_profile(f"{mine}:rural") == rural
+    with pytest.raises(ShapingError, match="unknown link profile 'moon'"):
+        load_profile("moon")
+    (tmp_path / "typo.yaml").write_text("x:\n  uplink: {delay: 5}\n")
+    with pytest.raises(ShapingError, match="unknown settings \\['delay'\\]"):
+        load_profile(str(tmp_path / "typo.yaml"))
