@@ -24,6 +24,8 @@ from typing import IO
 import numpy as np
 
 from splitcast.netem.shaping import (
+    ConditionTrace,
+    ConditionWire,
     DelaySampler,
     DirectionSpec,
     RateWire,
@@ -34,6 +36,7 @@ from splitcast.netem.shaping import (
 log = logging.getLogger("splitcast.netem")
 
 CHUNK_BYTES = 64 * 1024
+Wire = UnlimitedWire | RateWire | TraceWire | ConditionWire
 
 
 class _Direction:
@@ -44,8 +47,11 @@ class _Direction:
         self.spec = spec
         self.sampler = DelaySampler(spec.delay, seed)
         self._loss_rng = np.random.default_rng([seed, 1])
-        if spec.trace is not None:
-            self.wire: UnlimitedWire | RateWire | TraceWire = TraceWire.load(spec.trace)
+        self.conditions = ConditionTrace.load(spec.conditions) if spec.conditions else None
+        if self.conditions is not None:
+            self.wire: Wire = ConditionWire(self.conditions)
+        elif spec.trace is not None:
+            self.wire = TraceWire.load(spec.trace)
         elif spec.rate_mbit is not None:
             self.wire = RateWire(spec.rate_mbit)
         else:
@@ -55,7 +61,8 @@ class _Direction:
     def schedule(self, arrival_s: float, size: int, not_before_s: float) -> float:
         """Release time of a chunk read at `arrival_s`, never before `not_before_s`."""
         on_wire = self.wire.transmit(arrival_s, size)
-        sampled = self.sampler.next_s()
+        base_ms = self.conditions.at(arrival_s).delay_ms if self.conditions else None
+        sampled = self.sampler.next_s(base_ms)
         loss = self.spec.loss
         stalled = loss.stall_probability > 0 and self._loss_rng.random() < loss.stall_probability
         release = max(not_before_s, on_wire + sampled + (loss.rto_ms / 1000 if stalled else 0))

@@ -95,13 +95,16 @@ class LossSpec:
 
 @dataclass(frozen=True)
 class DirectionSpec:
-    """Conditions of one direction: delay and jitter, bandwidth or a delivery trace, queue."""
+    """Conditions of one direction: delay and jitter, bandwidth or a delivery trace, queue,
+    loss; `conditions` (a CSV of recorded delay and bandwidth over time) replaces the base
+    delay and the bandwidth while the jitter and loss settings still apply."""
 
     delay: DelaySpec = field(default_factory=DelaySpec)
     rate_mbit: float | None = None
     trace: Path | None = None
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     loss: LossSpec = field(default_factory=LossSpec)
+    conditions: Path | None = None
 
 
 class DelaySampler:
@@ -112,15 +115,17 @@ class DelaySampler:
         self._rng = np.random.default_rng(seed)
         self._previous = 0.0
 
-    def next_s(self) -> float:
+    def next_s(self, base_ms: float | None = None) -> float:
+        """The next delay; `base_ms` replaces the spec's base delay (condition traces)."""
         spec = self.spec
+        base = spec.delay_ms if base_ms is None else base_ms
         if spec.jitter_ms == 0:
-            return spec.delay_ms / 1000.0
+            return base / 1000.0
         fresh = float(standard_jitter(spec.distribution, self._rng, 1)[0])
         c = spec.correlation
         value = c * self._previous + math.sqrt(1.0 - c * c) * fresh
         self._previous = value
-        return max(0.0, spec.delay_ms + spec.jitter_ms * value) / 1000.0
+        return max(0.0, base + spec.jitter_ms * value) / 1000.0
 
 
 class UnlimitedWire:
@@ -209,3 +214,74 @@ class TraceWire:
             size -= used
             sent = self._packet_s
         return self._origin + max(sent, now)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Link state from `start_s` on: base one-way delay and bandwidth (None = unlimited)."""
+
+    start_s: float
+    delay_ms: float
+    rate_mbit: float | None
+
+
+class ConditionTrace:
+    """Recorded conditions as a CSV with the header `time_s,delay_ms,bandwidth_mbit`: each row
+    holds from its time until the next row's; the last row holds to the end of the run. An
+    empty or 0 bandwidth means unlimited. Time 0 is the first chunk."""
+
+    def __init__(self, rows: list[Condition]) -> None:
+        if not rows or rows[0].start_s != 0:
+            raise ShapingError("a condition trace must start with a row at time_s 0")
+        self.rows = rows
+        self._starts = np.array([row.start_s for row in rows])
+        self._origin: float | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> ConditionTrace:
+        if not path.is_file():
+            raise ShapingError(f"condition trace not found: {path}")
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not lines or [h.strip() for h in lines[0].split(",")] != [
+            "time_s",
+            "delay_ms",
+            "bandwidth_mbit",
+        ]:
+            raise ShapingError(f"{path}: the first line must be time_s,delay_ms,bandwidth_mbit")
+        rows: list[Condition] = []
+        for number, line in enumerate(lines[1:], 2):
+            try:
+                time_text, delay_text, rate_text = (v.strip() for v in line.split(","))
+                start, delay = float(time_text), float(delay_text)
+                rate = float(rate_text) if rate_text else 0.0
+            except ValueError:
+                raise ShapingError(
+                    f"{path}:{number}: expected three numbers, got {line!r}"
+                ) from None
+            if delay < 0 or rate < 0 or (rows and start <= rows[-1].start_s):
+                raise ShapingError(
+                    f"{path}:{number}: times must increase, delay and bandwidth be >= 0"
+                )
+            rows.append(Condition(start, delay, rate or None))
+        return cls(rows)
+
+    def at(self, now_s: float) -> Condition:
+        """Conditions at absolute time `now_s` (the first call sets time 0)."""
+        if self._origin is None:
+            self._origin = now_s
+        index = int(np.searchsorted(self._starts, now_s - self._origin, side="right")) - 1
+        return self.rows[max(index, 0)]
+
+
+class ConditionWire:
+    """Serialises chunks at the bandwidth a `ConditionTrace` gives when each one starts."""
+
+    def __init__(self, trace: ConditionTrace) -> None:
+        self.trace = trace
+        self._free_at = 0.0
+
+    def transmit(self, arrival_s: float, size: int) -> float:
+        start = max(arrival_s, self._free_at)
+        rate = self.trace.at(start).rate_mbit
+        self._free_at = start if rate is None else start + size * 8 / (rate * 1e6)
+        return self._free_at

@@ -185,6 +185,13 @@ def _add_link(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--downlink-trace", type=Path, help="Mahimahi delivery trace server->edge")
     parser.add_argument(
+        "--conditions",
+        type=Path,
+        help="CSV time_s,delay_ms,bandwidth_mbit of recorded conditions edge->server "
+        "(replaces the base delay and bandwidth)",
+    )
+    parser.add_argument("--downlink-conditions", type=Path, help="the same for server->edge")
+    parser.add_argument(
         "--queue-kb",
         type=positive_int,
         help="bytes that may wait in each direction before the relay stops reading "
@@ -342,8 +349,8 @@ def _run_link(args: argparse.Namespace) -> None:
     if args.profile:
         profile = load_profile(args.profile)
         uplink, downlink, name = profile.uplink, profile.downlink, f"profile {profile.name}"
-    elif args.delay_ms is None:
-        raise ShapingError("give --delay-ms or --profile")
+    elif args.delay_ms is None and args.conditions is None:
+        raise ShapingError("give --delay-ms, --conditions or --profile")
     else:
         uplink = downlink = DirectionSpec()
         name = "custom"
@@ -352,7 +359,11 @@ def _run_link(args: argparse.Namespace) -> None:
         return {key: value for key, value in values.items() if value is not None}
 
     def override(
-        spec: DirectionSpec, delay_ms: float | None, rate: float | None, trace: Path | None
+        spec: DirectionSpec,
+        delay_ms: float | None,
+        rate: float | None,
+        trace: Path | None,
+        conditions: Path | None,
     ) -> DirectionSpec:
         delay = replace(
             spec.delay,
@@ -376,13 +387,15 @@ def _run_link(args: argparse.Namespace) -> None:
             spec,
             delay=delay,
             loss=loss,
-            **given(rate_mbit=rate, trace=trace, queue_bytes=queue),
+            **given(rate_mbit=rate, trace=trace, queue_bytes=queue, conditions=conditions),
         )
 
     down_delay = args.delay_ms if args.downlink_delay_ms is None else args.downlink_delay_ms
     down_rate = args.rate_mbit if args.downlink_rate_mbit is None else args.downlink_rate_mbit
-    uplink = override(uplink, args.delay_ms, args.rate_mbit, args.trace)
-    downlink = override(downlink, down_delay, down_rate, args.downlink_trace)
+    uplink = override(uplink, args.delay_ms, args.rate_mbit, args.trace, args.conditions)
+    downlink = override(
+        downlink, down_delay, down_rate, args.downlink_trace, args.downlink_conditions
+    )
     relay = DelayRelay(
         Endpoint.parse(args.listen),
         Endpoint.parse(args.upstream),
@@ -410,7 +423,9 @@ def _describe(spec: DirectionSpec) -> str:
     parts = [f"+{delay.delay_ms:g} ms"]
     if delay.jitter_ms:
         parts.append(f"jitter {delay.jitter_ms:g} ms {delay.distribution}")
-    if spec.trace:
+    if spec.conditions:
+        parts.append(f"conditions {spec.conditions.name}")
+    elif spec.trace:
         parts.append(f"trace {spec.trace.name}")
     elif spec.rate_mbit:
         parts.append(f"{spec.rate_mbit:g} Mbit/s")

@@ -252,3 +252,24 @@ def test_connection_drops_cut_the_stream(echo_server: Endpoint) -> None:
                 continue
             time.sleep(0.005)
     assert closed
+
+
+def test_condition_trace_changes_the_delay_mid_stream(sink: _Sink, tmp_path: Path) -> None:
+    csv = tmp_path / "conditions.csv"
+    csv.write_text("time_s,delay_ms,bandwidth_mbit\n0,20,\n0.6,60,\n")
+    with (
+        _relay_to(sink, DirectionSpec(conditions=csv)) as running,
+        socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
+    ):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = []
+        for _ in range(60):
+            sent.append(time.perf_counter())
+            conn.sendall(b"z" * 64)
+            time.sleep(0.02)
+        conn.shutdown(socket.SHUT_WR)
+        assert sink.done.wait(5)
+    arrivals = [t for t, data in sink.arrivals for _ in range(len(data) // 64)]
+    one_way = [(a - s) * 1000 for a, s in zip(arrivals, sent, strict=True)]
+    first, last = statistics.median(one_way[:20]), statistics.median(one_way[-20:])
+    assert abs(first - 20) <= 3 and abs(last - 60) <= 3

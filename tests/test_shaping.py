@@ -11,6 +11,8 @@ from scipy import stats
 
 from splitcast.netem.profiles import built_in_profiles, load_profile
 from splitcast.netem.shaping import (
+    ConditionTrace,
+    ConditionWire,
     DelaySampler,
     DelaySpec,
     RateWire,
@@ -118,3 +120,20 @@ def test_built_in_and_user_profiles(tmp_path: Path) -> None:
     (tmp_path / "typo.yaml").write_text("x:\n  uplink: {delay: 5}\n")
     with pytest.raises(ShapingError, match="unknown settings \\['delay'\\]"):
         load_profile(str(tmp_path / "typo.yaml"))
+
+
+def test_condition_trace_replays_delay_and_bandwidth(tmp_path: Path) -> None:
+    csv = tmp_path / "drive.csv"
+    csv.write_text("time_s,delay_ms,bandwidth_mbit\n0,20,8\n1.5,80,\n")
+    trace = ConditionTrace.load(csv)
+    assert trace.at(10.0).delay_ms == 20 and trace.at(11.0).rate_mbit == 8
+    assert trace.at(11.5).delay_ms == 80 and trace.at(99.0).rate_mbit is None
+    wire = ConditionWire(ConditionTrace.load(csv))
+    assert wire.transmit(0.0, 1000) == pytest.approx(0.001)  # 8 Mbit/s: 1 ms per kB
+    assert wire.transmit(2.0, 10**6) == pytest.approx(2.0)  # unlimited after 1.5 s
+    (tmp_path / "late.csv").write_text("time_s,delay_ms,bandwidth_mbit\n1,20,8\n")
+    with pytest.raises(ShapingError, match="time_s 0"):
+        ConditionTrace.load(tmp_path / "late.csv")
+    (tmp_path / "bad.csv").write_text("time_s,delay_ms,bandwidth_mbit\n0,fast,8\n")
+    with pytest.raises(ShapingError, match=r"bad\.csv:2"):
+        ConditionTrace.load(tmp_path / "bad.csv")
