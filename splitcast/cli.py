@@ -15,6 +15,7 @@ from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import add_evaluate_command
 from splitcast.netem.shaping import DISTRIBUTIONS, DirectionSpec
+from splitcast.netem_cli import add_netem_command
 from splitcast.train_cli import add_train_command
 
 DEFAULT_PORT = 50051
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_train_command(commands)
     add_evaluate_command(commands)
+    add_netem_command(commands)
     return parser
 
 
@@ -456,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     from splitcast.launch import LaunchError
     from splitcast.models.backbones import WeightsError
     from splitcast.models.checkpoint import CheckpointError
+    from splitcast.netem.kernel import KernelPathError
 
     try:
         args.run(args)
@@ -466,12 +469,14 @@ def main(argv: list[str] | None = None) -> int:
         LaunchError,
         CheckpointError,
         WeightsError,
+        KernelPathError,
         KeyError,
         ValueError,
         OSError,
     ) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        subcommand = getattr(args, "data_command", None) or getattr(args, "netem_command", None)
+        command = " ".join(filter(None, (args.command, subcommand)))
         print(f"splitcast {command}: error: {message}", file=sys.stderr)
         return 2
     return 0
