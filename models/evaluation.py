@@ -44,10 +44,13 @@ METHODS = (
 @dataclass(frozen=True)
 class ScheduledFrame:
     """What the live edge did at one frame: fused features computed from `context` (frame
-    indices, oldest first) conditioned on `delay`, or ran local-only (`context` None)."""
+    indices, oldest first) conditioned on `delay`, or ran local-only (`context` None).
+    `latest_source` is the newest frame the server had answered for by then (fused or not),
+    which is what a remote-only system would be showing."""
 
     context: list[int] | None
     delay: float | None
+    latest_source: int | None = None
 
 
 @dataclass
@@ -233,29 +236,41 @@ class OfflineEvaluator:
     @torch.inference_mode()
     def run_schedule(
         self, schedule: dict[str, dict[int, ScheduledFrame]], progress: bool = True
-    ) -> float:
-        """mIoU of replaying the live edge's decisions offline, frame by frame."""
-        matrix = self._matrix()
+    ) -> dict[str, float]:
+        """Replay a live run's decisions offline, frame by frame: `dedelayed` (the same fusion
+        decisions), `local_only` (same frames, never fused) and `remote_stale` (the remote
+        image-only answer for `latest_source`; the local output until the first answer)."""
+        matrices = {name: self._matrix() for name in ("dedelayed", "local_only", "remote_stale")}
         system = self.system
         clips = [clip for clip in self.dataset.clips if schedule.get(clip.name)]
         for clip in tqdm(clips, desc="offline replay", unit="clip", disable=not progress):
             plan = schedule[clip.name]
             needed = {i for frame in plan.values() if frame.context for i in frame.context}
-            state = self._state(clip, needed)
+            sources = {f.latest_source for f in plan.values() if f.latest_source is not None}
+            state = self._state(clip, needed, image_only=sources)
             for t, frame in sorted(plan.items()):
+                label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
+                size = tuple(label.shape[-2:])
                 local = _to_tensor(fit(clip.frame(t), self.local_size)).unsqueeze(0)
-                downlink = None
+                features = system.local.encode(local)
+                local_ids = class_ids(system.local.decode(features, None, self.local_size), size)
+                matrices["local_only"].update(local_ids, label)
+                fused_ids = local_ids
                 if frame.context is not None:
-                    context = torch.stack(
-                        [state.encodings[i] for i in frame.context], dim=1
-                    ).unsqueeze(0)
-                    downlink, _ = system.remote.predict(
+                    context = self._stack(state, [frame.context])
+                    downlink = system.remote.predict_downlink(
                         context, torch.tensor([float(frame.delay)]), self.local_size
                     )
-                logits = system.local(local, downlink)
-                label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
-                matrix.update(class_ids(logits, tuple(label.shape[-2:])), label)
-        return round(matrix.miou(), 2)
+                    fused = system.local.decode(features, downlink, self.local_size)
+                    fused_ids = class_ids(fused, size)
+                matrices["dedelayed"].update(fused_ids, label)
+                stale_ids = (
+                    local_ids
+                    if frame.latest_source is None
+                    else state.image_only_ids[frame.latest_source].unsqueeze(0)
+                )
+                matrices["remote_stale"].update(stale_ids, label)
+        return {name: round(matrix.miou(), 2) for name, matrix in matrices.items()}
 
     @staticmethod
     def _stack(state: _ClipState, contexts: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 from splitcast.arguments import non_negative_float, positive_int, quality
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
-from splitcast.evaluate_cli import add_evaluate_command
+from splitcast.evaluate_cli import add_evaluate_command, add_sweep_command
 from splitcast.netem.shaping import DISTRIBUTIONS, DirectionSpec
 from splitcast.netem_cli import add_netem_command
 from splitcast.train_cli import add_train_command
@@ -268,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_train_command(commands)
     add_evaluate_command(commands)
+    add_sweep_command(commands)
     add_netem_command(commands)
     return parser
 

@@ -132,3 +132,42 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     results = evaluate_offline(request)
     print(format_table(results))
     print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'miou_vs_delay.png'}")
+
+
+def add_sweep_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "sweep",
+        help="live evaluation through server, relay and edge at several round trips",
+        description="For each RTT, run the split's clips in real time through `splitcast serve`, "
+        "`splitcast link` and the edge; write sweep.json, sweep.csv and sweep.png: mIoU of "
+        "Dedelayed (the edge's actual outputs), local-only and the stale remote answer (same "
+        "frames, replayed offline) versus the measured delay, edge latency and downlink kbit/s.",
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=_number_list,
+        default=[0.0, 33.0, 67.0, 100.0, 167.0, 333.0],
+        help="round trips to run, e.g. 0,33,100 (default: 0,33,67,100,167,333)",
+    )
+    parser.add_argument(
+        "--profile", help="link profile for jitter, bandwidth and loss (see `splitcast link`)"
+    )
+    parser.add_argument("--checkpoint", default="default", help="(default: %(default)s)")
+    parser.add_argument(
+        "--data", type=Path, default=Path("out/data/val"), help="(default: %(default)s)"
+    )
+    parser.add_argument("--clips", type=positive_int, help="only the first N clips")
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/sweep"), help="(default: %(default)s)"
+    )
+    parser.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> None:
+    from splitcast.live_eval import LiveRequest
+    from splitcast.sweep import SweepRequest, format_rows, run_sweep
+
+    live = LiveRequest(args.checkpoint, args.data, args.out, clips=args.clips)
+    rows = run_sweep(SweepRequest(args.rtt_ms, live, args.profile))
+    print(format_rows(rows))
+    print(f"wrote {args.out / 'sweep.json'}, {args.out / 'sweep.csv'}, {args.out / 'sweep.png'}")

@@ -121,8 +121,9 @@ def start_server(
     return ChildProcess([*args, *(extra or [])], log_path)
 
 
-def start_link(upstream: str, delay_ms: float, log_path: Path | None = None) -> ChildProcess:
-    return ChildProcess(
-        ["link", "--listen", "127.0.0.1:0", "--upstream", upstream, "--delay-ms", f"{delay_ms:g}"],
-        log_path,
-    )
+def start_link(
+    upstream: str, delay_ms: float, log_path: Path | None = None, extra: list[str] | None = None
+) -> ChildProcess:
+    """A relay adding `delay_ms` each way; `extra` adds `splitcast link` flags (a profile...)."""
+    args = ["link", "--listen", "127.0.0.1:0", "--upstream", upstream]
+    return ChildProcess([*args, "--delay-ms", f"{delay_ms:g}", *(extra or [])], log_path)

@@ -15,7 +15,7 @@ import json
 import time
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class LiveRequest:
     rtt_ms: float = 100.0
     max_delay: float = 10.0
     clips: int | None = None
+    link_args: list[str] = field(default_factory=list)
     server_threads: int = SHARED_MACHINE_SERVER_THREADS
     edge_threads: int = 1
     progress: bool = True
@@ -62,6 +63,7 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
     schedule: dict[str, dict[int, ScheduledFrame]] = {}
     records: list[dict[str, Any]] = []
     uplink_bytes = downlink_bytes = sent = received = 0
+    seconds = 0.0
     torch.set_num_threads(request.edge_threads)
     request.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -75,7 +77,12 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
         target = server.address
         if request.rtt_ms > 0:
             target = stack.enter_context(
-                start_link(server.address, request.rtt_ms / 2, log_path=request.out / "link.log")
+                start_link(
+                    server.address,
+                    request.rtt_ms / 2,
+                    log_path=request.out / "link.log",
+                    extra=request.link_args,
+                )
             ).address
         for clip in tqdm(
             clips, desc=f"live {request.rtt_ms:g} ms", unit="clip", disable=not request.progress
@@ -92,10 +99,11 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
                 if frame not in wanted:
                     return
                 live.update(class_ids, clip.label(frame))
-                plan[frame] = (
-                    ScheduledFrame(record["context_frames"], record["d_i"])
-                    if record["fused"]
-                    else ScheduledFrame(None, None)
+                fused = record["fused"]
+                plan[frame] = ScheduledFrame(
+                    record["context_frames"] if fused else None,
+                    record["d_i"] if fused else None,
+                    record["source_frame"],
                 )
 
             summary = run_edge(
@@ -112,6 +120,7 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
             )
             schedule[clip.name] = plan
             link = summary.link
+            seconds += summary.duration_s
             uplink_bytes += link["uplink_bytes"]
             downlink_bytes += link["downlink_bytes"]
             sent += link["frames_sent"]
@@ -128,7 +137,12 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
         "clips": len(clips),
         "frames_scored": len(scored),
         "live_miou": round(live.miou(), 2),
-        "offline_replay_miou": replay,
+        "offline_replay_miou": replay["dedelayed"],
+        "offline_local_only_miou": replay["local_only"],
+        "offline_remote_stale_miou": replay["remote_stale"],
+        "feature_age_ms_p50": _percentile(
+            [r["rtt_ms"] for r in scored if r["rtt_ms"] is not None], 50
+        ),
         "fused_fraction": round(sum(r["fused"] for r in scored) / max(1, len(scored)), 4),
         "d_o_distribution": {str(k): v for k, v in sorted(Counter(d_o).items())},
         "d_o_median": _percentile(d_o, 50),
@@ -145,6 +159,8 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
         },
         "uplink_bytes_per_frame": uplink_bytes / max(1, sent),
         "downlink_bytes_per_frame": downlink_bytes / max(1, received),
+        "uplink_kbps": round(uplink_bytes * 8 / seconds / 1000, 1) if seconds else 0.0,
+        "downlink_kbps": round(downlink_bytes * 8 / seconds / 1000, 1) if seconds else 0.0,
         "frames_sent": sent,
         "features_received": received,
     }

@@ -20,6 +20,7 @@ from splitcast.models.checkpoint import save_checkpoint
 from splitcast.models.evaluation import METHODS
 from splitcast.models.layers import resize
 from splitcast.models.registry import build
+from splitcast.sweep import SweepRequest, run_sweep
 
 DELAYS = [0.0, 1.0, 2.0, 3.0]
 
@@ -102,3 +103,15 @@ def test_live_run_scores_the_edge_outputs(setup: tuple[Path, Path], tmp_path: Pa
     assert result["downlink_bytes_per_frame"] > 0 and result["uplink_bytes_per_frame"] > 0
     assert abs(result["live_miou"] - result["offline_replay_miou"]) < 1.5
     assert json.loads((tmp_path / "live.json").read_text())["clips"] == 2
+
+
+@pytest.mark.slow
+def test_sweep_writes_a_table_and_a_plot(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, checkpoint = setup
+    live = LiveRequest(str(checkpoint), data, tmp_path, max_delay=3.0, progress=False)
+    rows = run_sweep(SweepRequest([0.0, 100.0], live))
+    assert [row["rtt_ms"] for row in rows] == [0.0, 100.0]
+    assert rows[1]["feature_age_ms_p50"] > rows[0]["feature_age_ms_p50"] + 50
+    assert all(0 <= row["dedelayed"] <= 100 and row["downlink_kbps"] > 0 for row in rows)
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 3

@@ -129,10 +129,9 @@ def test_two_process_torchrun_training_completes(splits: Path, tmp_path: Path) -
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free rendezvous port on this host (--master_port 0 hangs)
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "0",
         "-m",
         "splitcast",
     ]
