@@ -1,4 +1,4 @@
-"""The `splitcast` command line: serve, edge, link, demo."""
+"""The `splitcast` command line: serve, edge, link, demo, data, train, evaluate, sweep, netem."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pytest
 
 from splitcast.cli import build_parser
 
-COMMANDS = {"serve", "edge", "link", "demo", "data", "train", "evaluate"}
+COMMANDS = {"serve", "edge", "link", "demo", "data", "train", "evaluate", "netem", "sweep"}
 
 
 def splitcast(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

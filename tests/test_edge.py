@@ -95,7 +95,9 @@ def test_a_server_that_never_answers_does_not_slow_the_edge(
     )
     assert stuck.frames == 90 and stuck.skipped == 0
     assert stuck.fused == 0
-    assert stuck.latency_p50_ms <= 1.10 * alone.latency_p50_ms
+    # Only the silent-server run encodes and sends frames (a background thread sharing the
+    # two cores), hence the 1 ms allowance; waiting on the server would cost tens of ms.
+    assert stuck.latency_p50_ms <= 1.10 * alone.latency_p50_ms + 1.0
     assert all(record["mode"] == "local_only" for record in _records(tmp_path / "stuck.jsonl"))
 
 

@@ -25,8 +25,19 @@ from splitcast.netem.kernel import (
     show,
 )
 
+
+def _can_make_namespaces() -> bool:
+    """Root with iproute2 and a kernel/container that allows network namespaces."""
+    if os.geteuid() != 0 or shutil.which("tc") is None:
+        return False
+    probe = f"sccap{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    return made.returncode == 0
+
+
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("tc") is None, reason="needs root and iproute2"
+    not _can_make_namespaces(), reason="needs root, iproute2 and network namespaces"
 )
 
 RECEIVER = """
