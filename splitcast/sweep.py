@@ -65,8 +65,8 @@ def run_sweep(request: SweepRequest) -> list[dict[str, Any]]:
                 "dedelayed": result["live_miou"],
                 "local_only": result["offline_local_only_miou"],
                 "remote_stale": result["offline_remote_stale_miou"],
-                "edge_p50_ms": latency["all_p50"],
-                "edge_p99_ms": latency["all_p99"],
+                "edge_p50_ms": round(latency["all_p50"], 1),
+                "edge_p99_ms": round(latency["all_p99"], 1),
                 "uplink_kbps": result["uplink_kbps"],
                 "downlink_kbps": result["downlink_kbps"],
             }
