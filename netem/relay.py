@@ -36,6 +36,7 @@ from splitcast.netem.shaping import (
 log = logging.getLogger("splitcast.netem")
 
 CHUNK_BYTES = 64 * 1024
+SPIN_S = 0.002
 Wire = UnlimitedWire | RateWire | TraceWire | ConditionWire
 
 
@@ -58,28 +59,33 @@ class _Direction:
             self.wire = UnlimitedWire()
         self._log = log
 
-    def schedule(self, arrival_s: float, size: int, not_before_s: float) -> float:
-        """Release time of a chunk read at `arrival_s`, never before `not_before_s`."""
+    def schedule(
+        self, arrival_s: float, size: int, not_before_s: float
+    ) -> tuple[float, dict[str, object] | None]:
+        """Release time of a chunk read at `arrival_s`, never before `not_before_s`, and its
+        log record (None without a log) for `sent` to complete."""
         on_wire = self.wire.transmit(arrival_s, size)
         base_ms = self.conditions.at(arrival_s).delay_ms if self.conditions else None
         sampled = self.sampler.next_s(base_ms)
         loss = self.spec.loss
         stalled = loss.stall_probability > 0 and self._loss_rng.random() < loss.stall_probability
         release = max(not_before_s, on_wire + sampled + (loss.rto_ms / 1000 if stalled else 0))
-        if self._log is not None:
-            self._log.write(
-                json.dumps(
-                    {
-                        "direction": self.name,
-                        "bytes": size,
-                        "sampled_delay_ms": round(sampled * 1000, 3),
-                        "applied_delay_ms": round((release - arrival_s) * 1000, 3),
-                        "stalled": bool(stalled),
-                    }
-                )
-                + "\n"
-            )
-        return release
+        if self._log is None:
+            return release, None
+        record: dict[str, object] = {
+            "direction": self.name,
+            "bytes": size,
+            "sampled_delay_ms": round(sampled * 1000, 3),
+            "applied_delay_ms": round((release - arrival_s) * 1000, 3),
+            "stalled": bool(stalled),
+        }
+        return release, record
+
+    def sent(self, record: dict[str, object] | None, measured_s: float) -> None:
+        """Log a chunk once written, with the delay measured from its read to its write."""
+        if self._log is not None and record is not None:
+            record["measured_delay_ms"] = round(measured_s * 1000, 3)
+            self._log.write(json.dumps(record) + "\n")
 
     def drops(self, interval_s: float) -> bool:
         """Whether the connection breaks during `interval_s` (Poisson, drops_per_minute)."""
@@ -117,7 +123,7 @@ class _DelayedPipe:
         self.reader = reader
         self.writer = writer
         self.direction = direction
-        self._queue: deque[tuple[float, bytes]] = deque()
+        self._queue: deque[tuple[float, bytes, float, dict[str, object] | None]] = deque()
         self._buffered = 0
         self._changed = asyncio.Event()
         self._eof = False
@@ -148,8 +154,8 @@ class _DelayedPipe:
             if self.direction.drops(loop.time() - last_read):
                 raise _LinkDropped(self.direction.name)
             last_read = loop.time()
-            last_release = self.direction.schedule(loop.time(), len(data), last_release)
-            self._queue.append((last_release, data))
+            last_release, record = self.direction.schedule(last_read, len(data), last_release)
+            self._queue.append((last_release, data, last_read, record))
             self._buffered += len(data)
             self._changed.set()
 
@@ -163,12 +169,13 @@ class _DelayedPipe:
                     self._changed.clear()
                     await self._changed.wait()
                     continue
-                release, data = self._queue[0]
+                release, data, arrival, record = self._queue[0]
                 await _sleep_until(loop, release)
                 self._queue.popleft()
                 self._buffered -= len(data)
                 self._changed.set()
                 self.writer.write(data)
+                self.direction.sent(record, loop.time() - arrival)
                 await self.writer.drain()
         finally:
             self.writer.close()
@@ -176,9 +183,10 @@ class _DelayedPipe:
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
     """Sleep to within a fraction of a millisecond of `deadline`: the event loop's timers wake
-    up to 1 ms late (epoll rounds timeouts up), so the last millisecond is spent yielding."""
+    up one to two milliseconds late (epoll rounds timeouts up to whole milliseconds, then the
+    thread has to be scheduled), so the last two milliseconds are spent yielding."""
     while (wait := deadline - loop.time()) > 0:
-        await asyncio.sleep(wait - 0.001 if wait > 0.001 else 0)
+        await asyncio.sleep(wait - SPIN_S if wait > SPIN_S else 0)
 
 
 class DelayRelay:

@@ -81,7 +81,10 @@ def test_latency_with_a_300ms_link_matches_a_0ms_link(server: ChildProcess, tmp_
     )
     assert min(fused[0]) > 0.8 and min(fused[300]) > 0.8, "both runs must actually fuse features"
     assert min(delays[300]) >= 9.0, "a 300 ms link is at least 9 frames of delay at 30 fps"
-    assert abs(high - low) <= 0.10 * low
+    # 10 % of a ~9 ms step is under a millisecond, below this 2-core machine's run-to-run
+    # noise with a server and a relay beside the edge; waiting on a 300 ms link would add
+    # hundreds of milliseconds, so allow 10 % or 1 ms, whichever is larger.
+    assert abs(high - low) <= max(0.10 * low, 1.0)
 
 
 def test_a_server_that_never_answers_does_not_slow_the_edge(
