@@ -25,11 +25,10 @@ class LocalRuntime:
         output_size: tuple[int, int] | None = None,
     ) -> np.ndarray:
         """Class ids uint8 at `output_size` (default: the local input size); `downlink=None`
-        means local-only. Logits are resized before the argmax, as offline evaluation does;
-        the argmax runs in numpy, about 4x faster than torch's over the channel axis on CPU."""
+        means local-only. Logits are resized before the argmax, as offline evaluation does."""
         pixels = torch.from_numpy(fit(rgb, self.local_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         logits = self.model(frame, downlink)
         if output_size is not None and tuple(output_size) != tuple(logits.shape[-2:]):
             logits = resize(logits, output_size)
-        return logits[0].numpy().argmax(0).astype(np.uint8)
+        return logits[0].argmax(0).to(torch.uint8).numpy()
