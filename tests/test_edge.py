@@ -81,11 +81,11 @@ def test_latency_with_a_300ms_link_matches_a_0ms_link(server: ChildProcess, tmp_
     )
     assert min(fused[0]) > 0.8 and min(fused[300]) > 0.8, "both runs must actually fuse features"
     assert min(delays[300]) >= 9.0, "a 300 ms link is at least 9 frames of delay at 30 fps"
-    # On two cores the server's step competes with the edge's: with a 0 ms link it runs
-    # during the edge's step, with a 300 ms link (4.5 frames each way) half a frame later, so
-    # the 0 ms run is often the slower one (seen: 13.3-14.2 vs 10.9-11.4 ms in a full run).
-    # Waiting on the link would add hundreds of milliseconds; allow 10 % or 3 ms.
-    assert abs(high - low) <= max(0.10 * low, 3.0)
+    # Waiting on the link would make the 300 ms run slower; it must not be more than 10 %
+    # slower. It is often faster: on two cores the server's step runs during the edge's step
+    # with a 0 ms link and half a frame later with a 300 ms one (seen: 13.4-14.1 ms vs
+    # 10.4-11.1 ms), a CPU-sharing effect, not waiting.
+    assert high <= 1.10 * low
 
 
 def test_a_server_that_never_answers_does_not_slow_the_edge(
