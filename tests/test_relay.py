@@ -151,23 +151,25 @@ def _relay_to(sink: _Sink, uplink: DirectionSpec, **options: object) -> RelayThr
     return RelayThread(DelayRelay(Endpoint("127.0.0.1", 0), sink.endpoint, uplink, **options))
 
 
-def test_one_way_delay_per_message_at_50_ms(sink: _Sink, tmp_path: Path) -> None:
-    log = tmp_path / "link.jsonl"
-    with (
-        _relay_to(sink, _delay(50.0), log_path=log) as running,
-        socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
-    ):
+def _one_way_ms(sink: _Sink, relay: RelayThread, messages: int) -> list[float]:
+    """Send 64-byte messages every 20 ms through `relay` to `sink`; their one-way delays."""
+    with relay as running, socket.create_connection(("127.0.0.1", running.relay.port)) as conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sent = []
-        for _ in range(40):
+        for _ in range(messages):
             sent.append(time.perf_counter())
             conn.sendall(b"x" * 64)
             time.sleep(0.02)
         conn.shutdown(socket.SHUT_WR)
         assert sink.done.wait(5)
-    measured = [json.loads(line)["measured_delay_ms"] for line in log.open()]
     arrivals = [t for t, data in sink.arrivals for _ in range(len(data) // 64)]
-    end_to_end = [(a - s) * 1000 for a, s in zip(arrivals, sent, strict=True)]
+    return [(a - s) * 1000 for a, s in zip(arrivals, sent, strict=True)]
+
+
+def test_one_way_delay_per_message_at_50_ms(sink: _Sink, tmp_path: Path) -> None:
+    log = tmp_path / "link.jsonl"
+    end_to_end = _one_way_ms(sink, _relay_to(sink, _delay(50.0), log_path=log), 40)
+    measured = [json.loads(line)["measured_delay_ms"] for line in log.open()]
     median, total = statistics.median(measured), statistics.median(end_to_end)
     print(f"one-way at 50 ms: relay read-to-write median {median:.2f} ms, "
           f"sender-to-receiver median {total:.2f} ms (includes loopback and wake-ups)")  # fmt: skip
@@ -262,19 +264,6 @@ def test_connection_drops_cut_the_stream(echo_server: Endpoint) -> None:
 def test_condition_trace_changes_the_delay_mid_stream(sink: _Sink, tmp_path: Path) -> None:
     csv = tmp_path / "conditions.csv"
     csv.write_text("time_s,delay_ms,bandwidth_mbit\n0,20,\n0.6,60,\n")
-    with (
-        _relay_to(sink, DirectionSpec(conditions=csv)) as running,
-        socket.create_connection(("127.0.0.1", running.relay.port)) as conn,
-    ):
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sent = []
-        for _ in range(60):
-            sent.append(time.perf_counter())
-            conn.sendall(b"z" * 64)
-            time.sleep(0.02)
-        conn.shutdown(socket.SHUT_WR)
-        assert sink.done.wait(5)
-    arrivals = [t for t, data in sink.arrivals for _ in range(len(data) // 64)]
-    one_way = [(a - s) * 1000 for a, s in zip(arrivals, sent, strict=True)]
+    one_way = _one_way_ms(sink, _relay_to(sink, DirectionSpec(conditions=csv)), 60)
     first, last = statistics.median(one_way[:20]), statistics.median(one_way[-20:])
     assert abs(first - 20) <= 3 and abs(last - 60) <= 3
