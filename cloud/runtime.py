@@ -25,10 +25,11 @@ class StreamContext:
 class RemoteRuntime:
     """Remote model + downlink codec. Not thread-safe: the server calls it from one thread."""
 
-    def __init__(self, system: SplitSystem) -> None:
+    def __init__(self, system: SplitSystem, codec: str | None = None) -> None:
+        """`codec`: the downlink codec's name (default: the configuration's)."""
         self.system = system
         self.config = system.config
-        self.codec = get_codec(system.config.codec)
+        self.codec = get_codec(codec or system.config.codec, system.bottleneck)
         self.feature_shape = system.local.downlink_shape(system.config.local_size)
 
     def new_stream(self) -> StreamContext:

@@ -84,7 +84,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             remote_input=pb.Size(height=config.remote_size[0], width=config.remote_size[1]),
             local_input=pb.Size(height=config.local_size[0], width=config.local_size[1]),
             feature_shape=list(self.runtime.feature_shape),
-            codec=config.codec,
+            codec=self.runtime.codec.name,
             fps=config.fps,
             context_frames=config.context_frames,
             num_classes=config.num_classes,

@@ -19,7 +19,7 @@ import torch
 
 from splitcast.data.images import encode_image, fit
 from splitcast.edge.slots import FeatureSlot, OutgoingFrame, ReceivedFeatures, UplinkSlot
-from splitcast.models.codec import CodecError, EncodedTensor, get_codec
+from splitcast.models.codec import Codec, CodecError, EncodedTensor
 from splitcast.models.registry import ModelConfig
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
@@ -57,18 +57,25 @@ class LinkStats:
     frame_errors: int = 0
     decode_errors: int = 0
     server_dropped: int = 0
+    codec: str = ""
     last_error: str = ""
 
 
-def decode_tensor(message: pb.Tensor) -> torch.Tensor:
-    """Decode a downlink tensor message to float32 [1, C, H, W]; raises CodecError."""
+def decode_tensor(message: pb.Tensor, codecs: dict[str, Codec]) -> torch.Tensor:
+    """Decode a downlink tensor message to float32 [1, C, H, W] with one of `codecs`; raises
+    CodecError."""
     dtype = _DTYPE_NAMES.get(message.dtype)
     if dtype is None:
         raise CodecError(f"unknown tensor dtype {message.dtype}")
+    codec = codecs.get(message.codec)
+    if codec is None:
+        raise CodecError(
+            f"features use codec {message.codec!r}; this edge decodes {', '.join(codecs)}"
+        )
     encoded = EncodedTensor(
         message.codec, tuple(message.shape), dtype, message.scale, message.payload
     )
-    return torch.from_numpy(get_codec(message.codec).decode(encoded)).unsqueeze(0)
+    return torch.from_numpy(codec.decode(encoded)).unsqueeze(0)
 
 
 class CloudConnection:
@@ -79,6 +86,7 @@ class CloudConnection:
         target: str,
         config: ModelConfig,
         feature_shape: tuple[int, int, int],
+        codecs: dict[str, Codec],
         image_format: str = "jpeg",
         quality: int = 90,
         connect_timeout_s: float = 2.0,
@@ -88,6 +96,7 @@ class CloudConnection:
         self.target = target
         self.config = config
         self.feature_shape = tuple(feature_shape)
+        self.codecs = codecs
         self.image_format = image_format
         self.quality = quality
         self.connect_timeout_s = connect_timeout_s
@@ -148,6 +157,11 @@ class CloudConnection:
                 f"server at {self.target} runs model {info.model_name} {info.model_version}, "
                 f"this edge runs {expected[0]} {expected[1]}"
             )
+        if info.codec not in self.codecs:
+            raise IncompatibleServer(
+                f"server at {self.target} sends {info.codec!r} features; this edge decodes "
+                f"{', '.join(self.codecs)}"
+            )
         if tuple(info.feature_shape) != self.feature_shape:
             raise IncompatibleServer(
                 f"server sends features of shape {list(info.feature_shape)}, "
@@ -159,6 +173,7 @@ class CloudConnection:
         remote_size = (info.remote_input.width, info.remote_input.height)
         responses = stub.Stream(self._requests(done, remote_size))
         self._call = responses
+        self.stats.codec = info.codec
         self.stats.connected = True
         self.stats.connects += 1
         try:
@@ -197,7 +212,7 @@ class CloudConnection:
             return
         features = message.features
         try:
-            tensor = decode_tensor(features.tensor)
+            tensor = decode_tensor(features.tensor, self.codecs)
         except CodecError as exc:
             self.stats.decode_errors += 1
             log.warning("features for frame %d unusable: %s", features.source_sequence, exc)

@@ -25,6 +25,7 @@ from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
 from splitcast.edge.slots import OutgoingFrame, ReceivedFeatures
 from splitcast.edge.sources import FrameSource
 from splitcast.models.checkpoint import load_system
+from splitcast.models.codec import codec_set
 
 MAX_VIDEO_WIDTH = 960
 
@@ -88,7 +89,12 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     connection = None
     if options.server:
         connection = CloudConnection(
-            options.server, config, feature_shape, options.image_format, options.quality
+            options.server,
+            config,
+            feature_shape,
+            codec_set(system.bottleneck),
+            options.image_format,
+            options.quality,
         )
         connection.start()
         _wait_connected(connection.stats, options.wait_for_server_s)

@@ -32,9 +32,13 @@ from splitcast.models.backbones import PyramidBackbone
 LEVELS = ("f8", "f16", "f32")
 
 
-def uplink_round_trip(rgb: np.ndarray, size: tuple[int, int], fmt: str, quality: int) -> np.ndarray:
-    """What the server decodes: the frame resized to `size` and coded as the edge codes it."""
-    return decode_image(encode_image(fit(rgb, size), fmt, quality), fmt, size[1], size[0])
+def uplink_round_trip(
+    rgb: np.ndarray, size: tuple[int, int], fmt: str, quality: int
+) -> tuple[np.ndarray, int]:
+    """What the server decodes: the frame resized to `size` and coded as the edge codes it,
+    and the number of bytes that took."""
+    data = encode_image(fit(rgb, size), fmt, quality)
+    return decode_image(data, fmt, size[1], size[0]), len(data)
 
 
 def _state_fingerprint(module: torch.nn.Module) -> str:
@@ -113,7 +117,7 @@ def build_cache(
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         images = [
-            uplink_round_trip(clip.frame(i), size, uplink_format, uplink_quality)
+            uplink_round_trip(clip.frame(i), size, uplink_format, uplink_quality)[0]
             for clip, i in chunk
         ]
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)

@@ -42,9 +42,19 @@ def packaged_prefixes(system: SplitSystem) -> list[str]:
 
 def system_state(system: SplitSystem) -> dict[str, torch.Tensor]:
     return {
-        **{f"remote.{k}": v for k, v in system.remote.state_dict().items()},
-        **{f"local.{k}": v for k, v in system.local.state_dict().items()},
+        f"{prefix}.{k}": v
+        for prefix, module in system.modules().items()
+        for k, v in module.state_dict().items()
     }
+
+
+def load_system_state(
+    system: SplitSystem, state: dict[str, torch.Tensor], strict: bool = True
+) -> None:
+    """Put a `system_state` dict (or a subset, with strict=False) into the system's modules."""
+    for prefix, module in system.modules().items():
+        part = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(f"{prefix}.")}
+        module.load_state_dict(part, strict=strict)
 
 
 def git_revision() -> str | None:
@@ -146,13 +156,7 @@ def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, An
             f"{weights} does not fit {config.name}: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    for prefix, module in (("remote.", system.remote), ("local.", system.local)):
-        part = {
-            k[len(prefix) :]: v.to(expected[k].dtype)
-            for k, v in stored.items()
-            if k.startswith(prefix)
-        }
-        module.load_state_dict(part, strict=False)
+    load_system_state(system, {k: v.to(expected[k].dtype) for k, v in stored.items()}, False)
     return system.eval(), meta
 
 

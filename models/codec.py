@@ -1,16 +1,30 @@
 """Downlink feature codecs: between the remote downlink head and the wire.
 
 A codec turns one frame's features (float32 array [C, H, W]) into bytes plus the metadata
-needed to decode them, and back. Decoding validates the payload against the declared shape, so
-a corrupt or truncated payload raises `CodecError` instead of yielding garbage.
+needed to decode them, and back. Decoding validates the payload against the declared shape
+(and, for the entropy-coded codec, a checksum of the decoded symbols), so a corrupt or truncated
+payload raises `CodecError` instead of yielding garbage.
+
+- `raw-fp16` / `raw-fp32`: the features as floats (the reference);
+- `int8-zstd`: per-channel scale, uniform 8-bit quantisation, zstandard;
+- `learned`: the checkpoint's `FeatureBottleneck` symbols, range-coded with `constriction`
+  using the integer frequency tables stored in the checkpoint.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
+import constriction
 import numpy as np
+import torch
+import zstandard
+
+from splitcast.models.bottleneck import FeatureBottleneck
+from splitcast.models.codec_names import CODEC_NAMES, STATELESS_CODECS
 
 MAX_FEATURE_VALUES = 64 * 1024 * 1024
 
@@ -78,16 +92,145 @@ def _checked_count(shape: tuple[int, ...]) -> int:
     return count
 
 
-_CODECS: dict[str, Codec] = {
-    "raw-fp16": RawCodec("raw-fp16", "float16"),
-    "raw-fp32": RawCodec("raw-fp32", "float32"),
-}
+class Int8ZstdCodec:
+    """Per-channel scale (max |x| / 127), 8-bit symmetric quantisation, zstandard.
+
+    Payload: the C float32 scales, then the int8 values, compressed together.
+    """
+
+    name = "int8-zstd"
+
+    def __init__(self, level: int = 3) -> None:
+        self._compressor = zstandard.ZstdCompressor(level=level)
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def encode(self, features: np.ndarray) -> EncodedTensor:
+        array = np.asarray(features, dtype=np.float32)
+        peak = np.abs(array.reshape(array.shape[0], -1)).max(axis=1)
+        scales = np.where(peak > 0, peak / 127.0, 1.0).astype("<f4")
+        values = np.clip(np.round(array / scales[:, None, None]), -127, 127).astype(np.int8)
+        raw = scales.tobytes() + values.tobytes()
+        return EncodedTensor(
+            self.name, tuple(array.shape), "int8", 1.0, self._compressor.compress(raw)
+        )
+
+    def decode(self, encoded: EncodedTensor) -> np.ndarray:
+        _check_codec(encoded, self.name)
+        count = _checked_count(encoded.shape)
+        if len(encoded.shape) != 3:
+            raise CodecError(f"int8-zstd needs a [C, H, W] shape, got {list(encoded.shape)}")
+        channels = encoded.shape[0]
+        expected = 4 * channels + count
+        try:
+            raw = self._decompressor.decompress(encoded.payload, max_output_size=expected)
+        except zstandard.ZstdError as exc:
+            raise CodecError(f"int8-zstd payload does not decompress: {exc}") from None
+        if len(raw) != expected:
+            raise CodecError(
+                f"int8-zstd payload holds {len(raw)} bytes, shape {list(encoded.shape)} "
+                f"needs {expected}"
+            )
+        scales = np.frombuffer(raw[: 4 * channels], dtype="<f4")
+        if not (np.isfinite(scales).all() and (scales > 0).all()):
+            raise CodecError("int8-zstd payload has invalid channel scales")
+        values = np.frombuffer(raw[4 * channels :], dtype=np.int8).reshape(encoded.shape)
+        return (values.astype(np.float32) * scales[:, None, None]).astype(np.float32)
 
 
-def get_codec(name: str) -> Codec:
-    try:
-        return _CODECS[name]
-    except KeyError:
-        raise CodecError(
-            f"unknown codec {name!r}; available: {', '.join(sorted(_CODECS))}"
-        ) from None
+class LearnedCodec:
+    """The checkpoint's bottleneck, range-coded with its integer frequency tables.
+
+    Payload: CRC-32 of the symbols (4 bytes, little-endian), then the range coder's 32-bit
+    words. The entropy models are built from the integer tables (exact in float64), so encoder
+    and decoder on any machine agree bit for bit.
+    """
+
+    name = "learned"
+
+    def __init__(self, bottleneck: FeatureBottleneck) -> None:
+        if not bottleneck.finalized:
+            raise CodecError(
+                "the bottleneck has no integer probability tables; call finalize_tables() "
+                "after training"
+            )
+        self.bottleneck = bottleneck.eval()
+        tables = bottleneck.tables.numpy().astype(np.float64)
+        self._models = [
+            constriction.stream.model.Categorical(row / row.sum(), perfect=False) for row in tables
+        ]
+
+    @torch.inference_mode()
+    def encode(self, features: np.ndarray) -> EncodedTensor:
+        symbols = self.bottleneck.symbols(torch.from_numpy(features).float().unsqueeze(0))[0]
+        return self.encode_symbols(symbols.numpy().astype(np.int32))
+
+    def encode_symbols(self, symbols: np.ndarray) -> EncodedTensor:
+        """Range-code integer symbols [width, h, w] (each in [0, alphabet))."""
+        encoder = constriction.stream.queue.RangeEncoder()
+        for channel, model in zip(symbols, self._models, strict=True):
+            encoder.encode(np.ascontiguousarray(channel.ravel(), dtype=np.int32), model)
+        words = encoder.get_compressed().astype("<u4")
+        checksum = struct.pack("<I", zlib.crc32(symbols.astype(np.uint8).tobytes()))
+        return EncodedTensor(
+            self.name, tuple(symbols.shape), "uint8", 1.0, checksum + words.tobytes()
+        )
+
+    def decode_symbols(self, encoded: EncodedTensor) -> np.ndarray:
+        """Integer symbols [width, h, w] from a payload; raises CodecError when it is corrupt."""
+        _check_codec(encoded, self.name)
+        count = _checked_count(encoded.shape)
+        bottleneck = self.bottleneck
+        if len(encoded.shape) != 3 or encoded.shape[0] != bottleneck.width:
+            raise CodecError(
+                f"learned payload shape {list(encoded.shape)} does not fit this model's "
+                f"{bottleneck.width}-channel bottleneck"
+            )
+        payload = encoded.payload
+        if len(payload) < 4 or len(payload) % 4:
+            raise CodecError(f"learned payload of {len(payload)} bytes is truncated")
+        (checksum,) = struct.unpack("<I", payload[:4])
+        words = np.frombuffer(payload[4:], dtype="<u4").astype(np.uint32)
+        per_channel = count // bottleneck.width
+        try:
+            decoder = constriction.stream.queue.RangeDecoder(words)
+            symbols = np.stack(
+                [decoder.decode(model, per_channel) for model in self._models]
+            ).reshape(encoded.shape)
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise CodecError(f"learned payload does not decode: {exc}") from None
+        if zlib.crc32(symbols.astype(np.uint8).tobytes()) != checksum:
+            raise CodecError("learned payload is corrupt (checksum of the symbols differs)")
+        return symbols
+
+    @torch.inference_mode()
+    def decode(self, encoded: EncodedTensor) -> np.ndarray:
+        symbols = torch.from_numpy(self.decode_symbols(encoded).astype(np.int64))
+        return self.bottleneck.reconstruct(symbols.unsqueeze(0))[0].numpy()
+
+
+def _check_codec(encoded: EncodedTensor, name: str) -> None:
+    if encoded.codec != name:
+        raise CodecError(f"payload is {encoded.codec}, this decoder reads {name}")
+
+
+def get_codec(name: str, bottleneck: FeatureBottleneck | None = None) -> Codec:
+    """A codec by name; `learned` needs the checkpoint's trained bottleneck."""
+    if name in ("raw-fp16", "raw-fp32"):
+        return RawCodec(name, "float16" if name == "raw-fp16" else "float32")
+    if name == "int8-zstd":
+        return Int8ZstdCodec()
+    if name == "learned":
+        if bottleneck is None:
+            raise CodecError(
+                "this checkpoint has no learned codec; train one with "
+                "`splitcast train --codec learned` or choose one of "
+                f"{', '.join(STATELESS_CODECS)}"
+            )
+        return LearnedCodec(bottleneck)
+    raise CodecError(f"unknown codec {name!r}; available: {', '.join(CODEC_NAMES)}")
+
+
+def codec_set(bottleneck: FeatureBottleneck | None) -> dict[str, Codec]:
+    """Every codec a receiver with this bottleneck (or none) can decode, by name."""
+    names = CODEC_NAMES if bottleneck is not None and bottleneck.finalized else STATELESS_CODECS
+    return {name: get_codec(name, bottleneck) for name in names}

@@ -10,7 +10,8 @@ delay d ticks at stride s, with the remote context ending at t - d*s:
 - `oracle`: the remote image-only model on frame t itself (what a zero-delay link gives).
 
 Remote frames pass through the uplink codec (the configuration's format and quality) first,
-as in live use. Logits are scored at label resolution.
+and downlink features through the downlink codec (encoded to bytes and decoded), as in live
+use; the evaluator counts the bytes of both. Logits are scored at label resolution.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from splitcast.data.images import fit
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
+from splitcast.models.codec import Codec
 from splitcast.models.layers import class_ids
 from splitcast.models.registry import SplitSystem
 
@@ -82,8 +84,14 @@ class OfflineEvaluator:
         dataset: ClipDataset,
         local_size: tuple[int, int] | None = None,
         batch_size: int = 8,
+        codec: Codec | None = None,
     ) -> None:
+        """`codec`: the downlink codec every fused feature map passes through (None: the
+        features as computed, no wire)."""
         self.system = system.eval()
+        self.codec = codec
+        self.downlink_bytes: list[int] = []
+        self.uplink_bytes: list[int] = []
         self.config = system.config
         self.dataset = dataset
         self.local_size = local_size or self.config.local_size
@@ -118,13 +126,14 @@ class OfflineEvaluator:
         for chunk in _chunks(
             sorted(frames | image_only | {i for c in contexts for i in c}), self.batch_size
         ):
-            rgb = [
+            coded = [
                 uplink_round_trip(
                     clip.frame(i), config.remote_size, config.uplink_format, config.uplink_quality
                 )
                 for i in chunk
             ]
-            encoded = remote.encode(torch.stack([_to_tensor(f) for f in rgb]))
+            self.uplink_bytes.extend(size for _, size in coded)
+            encoded = remote.encode(torch.stack([_to_tensor(rgb) for rgb, _ in coded]))
             encodings.update(zip(chunk, encoded, strict=True))
         image_only_ids: dict[int, torch.Tensor] = {}
         for chunk in _chunks(sorted(image_only), self.batch_size):
@@ -195,6 +204,7 @@ class OfflineEvaluator:
                     context = self._stack(state, used)
                     delay = torch.full((len(chunk),), float(d))
                     downlink, predictive = system.remote.predict(context, delay, self.local_size)
+                    downlink = self._transmit(downlink, count=True)
                     matrices["remote_stale_image"][column].update(
                         torch.stack([state.image_only_ids[c[-1]] for c in used]), labels
                     )
@@ -213,6 +223,7 @@ class OfflineEvaluator:
                             downlink = system.remote.predict_downlink(
                                 context, torch.full((len(chunk),), float(assumed)), self.local_size
                             )
+                            downlink = self._transmit(downlink)
                             fused = system.local.decode(features, downlink, self.local_size)
                             grid[row][column].update(class_ids(fused, size), labels)
         if count == 0:
@@ -261,6 +272,7 @@ class OfflineEvaluator:
                     downlink = system.remote.predict_downlink(
                         context, torch.tensor([float(frame.delay)]), self.local_size
                     )
+                    downlink = self._transmit(downlink)
                     fused = system.local.decode(features, downlink, self.local_size)
                     fused_ids = class_ids(fused, size)
                 matrices["dedelayed"].update(fused_ids, label)
@@ -271,6 +283,19 @@ class OfflineEvaluator:
                 )
                 matrices["remote_stale"].update(stale_ids, label)
         return {name: round(matrix.miou(), 2) for name, matrix in matrices.items()}
+
+    def _transmit(self, downlink: torch.Tensor, count: bool = False) -> torch.Tensor:
+        """Each item's features after encoding to bytes and decoding (with `count`, their
+        byte sizes are recorded)."""
+        if self.codec is None:
+            return downlink
+        decoded = []
+        for item in downlink.numpy():
+            encoded = self.codec.encode(item)
+            if count:
+                self.downlink_bytes.append(len(encoded.payload))
+            decoded.append(torch.from_numpy(self.codec.decode(encoded)))
+        return torch.stack(decoded)
 
     @staticmethod
     def _stack(state: _ClipState, contexts: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -26,6 +26,7 @@ from torch import nn
 
 from splitcast.data.classes import CITYSCAPES_CLASSES
 from splitcast.models import backbones
+from splitcast.models.bottleneck import FeatureBottleneck
 from splitcast.models.local import LocalModel
 from splitcast.models.remote import ConvTemporal, RemoteModel, ViT3D
 
@@ -65,16 +66,31 @@ class ModelConfig:
 
 @dataclass
 class SplitSystem:
-    """A configuration with its remote and local networks."""
+    """A configuration with its remote and local networks, and the learned downlink bottleneck
+    when the configuration has one (`params["bottleneck"]`)."""
 
     config: ModelConfig
     remote: RemoteModel
     local: LocalModel
+    bottleneck: FeatureBottleneck | None = None
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The networks by checkpoint prefix."""
+        parts: dict[str, nn.Module] = {"remote": self.remote, "local": self.local}
+        if self.bottleneck is not None:
+            parts["bottleneck"] = self.bottleneck
+        return parts
 
     def eval(self) -> SplitSystem:
-        self.remote.eval()
-        self.local.eval()
+        for module in self.modules().values():
+            module.eval()
         return self
+
+
+def with_bottleneck(config: ModelConfig, **settings: int) -> ModelConfig:
+    """`config` with a learned downlink bottleneck (`FeatureBottleneck` keyword arguments) as
+    its default codec."""
+    return replace(config, codec="learned", params={**config.params, "bottleneck": dict(settings)})
 
 
 Architecture = Callable[[ModelConfig, bool], tuple[RemoteModel, LocalModel]]
@@ -145,7 +161,13 @@ def build(
             f"registered: {', '.join(sorted(_ARCHITECTURES))}"
         ) from None
     remote, local = architecture(config, pretrained)
-    return SplitSystem(config, remote, local).eval()
+    settings = config.params.get("bottleneck")
+    bottleneck = None
+    if settings is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.params.get("seed", 0))
+            bottleneck = FeatureBottleneck(local.fusion_channels, **settings)
+    return SplitSystem(config, remote, local, bottleneck).eval()
 
 
 def count_parameters(module: nn.Module) -> int:

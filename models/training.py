@@ -7,6 +7,11 @@ local frame. Losses (weights configurable, all 1 by default):
 - predictive: the remote model's own delay-conditioned logits, against label t;
 - image_only: the remote model on frame t alone at d = 0 (the conventional baseline).
 
+With a learned downlink bottleneck the fused branch sees the features after quantisation, and
+the loss adds `rate_lambda` x the entropy model's estimated bits per frame. Training can start
+from a trained checkpoint (`init`), e.g. to add a bottleneck to a model trained without one,
+and can train the bottleneck alone (`train_only="codec"`), leaving every other weight as it was.
+
 With a frozen remote backbone (the `lite` default) its outputs are cached once per frame and
 training runs on the cache. Runs under torchrun as well (DDP; gloo on CPU, NCCL on GPU).
 """
@@ -34,11 +39,17 @@ from splitcast.data.clips import ClipDataset, DataError, open_clips
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import Augmentation, Batch, TemporalClipDataset, collate
 from splitcast.models.cache import CachedBatch, CachedClipDataset, build_cache, collate_cached
-from splitcast.models.checkpoint import save_checkpoint, system_state
+from splitcast.models.checkpoint import (
+    load_checkpoint,
+    load_system_state,
+    save_checkpoint,
+    system_state,
+)
 from splitcast.models.layers import resize
 from splitcast.models.registry import ModelConfig, SplitSystem, build
 
 LOSSES = ("fused", "local", "predictive", "image_only")
+TRAIN_ONLY = ("all", "codec")
 STATE_FILE = "training_state.pt"
 
 
@@ -69,6 +80,9 @@ class TrainOptions:
     max_steps: int | None = None
     resume: bool = False
     progress: bool = True
+    init: str | None = None
+    rate_lambda: float = 0.0
+    train_only: str = "all"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,12 +107,15 @@ class LossModel(nn.Module):
         weights: dict[str, float],
         ignore_index: int,
         class_weights: torch.Tensor | None = None,
+        rate_lambda: float = 0.0,
     ) -> None:
         super().__init__()
         self.remote = system.remote
         self.local = system.local
+        self.bottleneck = system.bottleneck
         self.config = system.config
         self.weights = weights
+        self.rate_lambda = rate_lambda
         self.ignore_index = ignore_index
         self.register_buffer("class_weights", class_weights, persistent=False)
 
@@ -114,22 +131,29 @@ class LossModel(nn.Module):
         grouped = flat.view(batch_size, steps, *flat.shape[1:])
         return grouped[:, :-1].transpose(1, 2), grouped[:, -1]
 
-    def outputs(self, batch: Batch | CachedBatch) -> dict[str, torch.Tensor]:
-        """Logits of every branch at the label size."""
+    def outputs(
+        self, batch: Batch | CachedBatch
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Logits of every branch at the label size, and the estimated downlink bits per item
+        when there is a bottleneck."""
         size = tuple(batch.label.shape[-2:])
         local_size = tuple(batch.local.shape[-2:])
         context, now = self.encodings(batch)
         downlink, predictive = self.remote.predict(context, batch.delay, local_size)
+        bits = None
+        if self.bottleneck is not None:
+            downlink, bits = self.bottleneck(downlink)
         features = self.local.encode(batch.local)
-        return {
+        logits = {
             "fused": resize(self.local.decode(features, downlink, local_size), size),
             "local": resize(self.local.decode(features, None, local_size), size),
             "predictive": resize(predictive, size),
             "image_only": resize(self.remote.image_only_from_encoding(now, local_size), size),
         }
+        return logits, bits
 
     def forward(self, batch: Batch | CachedBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = self.outputs(batch)
+        outputs, bits = self.outputs(batch)
         parts = {
             name: F.cross_entropy(
                 logits, batch.label, weight=self.class_weights, ignore_index=self.ignore_index
@@ -137,7 +161,11 @@ class LossModel(nn.Module):
             for name, logits in outputs.items()
         }
         total = sum(self.weights.get(name, 0.0) * loss for name, loss in parts.items())
-        return total, {name: float(loss.detach()) for name, loss in parts.items()}
+        report = {name: float(loss.detach()) for name, loss in parts.items()}
+        if bits is not None:
+            total = total + self.rate_lambda * bits.mean()
+            report["bits"] = float(bits.detach().mean())
+        return total, report
 
 
 def class_weights(clips: ClipDataset, scheme: str, progress: bool = False) -> torch.Tensor | None:
@@ -171,9 +199,16 @@ def class_weights(clips: ClipDataset, scheme: str, progress: bool = False) -> to
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _freeze(system: SplitSystem, freeze_remote_backbone: bool) -> list[nn.Module]:
+def _freeze(system: SplitSystem, freeze_remote_backbone: bool, train_only: str) -> list[nn.Module]:
     """Stop gradients to frozen parts; returns them (they stay in eval mode)."""
-    frozen = []
+    if train_only == "codec":
+        if system.bottleneck is None:
+            raise ValueError("--train-only codec needs a learned codec (--codec learned)")
+        frozen = [system.remote, system.local]
+    elif train_only != "all":
+        raise ValueError(f"unknown --train-only {train_only!r}; choose {', '.join(TRAIN_ONLY)}")
+    else:
+        frozen = []
     if freeze_remote_backbone:
         frozen.append(system.remote.backbone)
     if system.local.stages.frozen is not None:
@@ -189,7 +224,7 @@ def _param_groups(system: SplitSystem, options: TrainOptions) -> list[dict[str, 
     pretrained_modules = {id(p) for p in system.local.stages.parameters()} | {
         id(p) for p in system.remote.backbone.parameters()
     }
-    for module in (system.remote, system.local):
+    for module in system.modules().values():
         for param in module.parameters():
             if param.requires_grad:
                 (pretrained if id(param) in pretrained_modules else fresh).append(param)
@@ -227,16 +262,21 @@ class Trainer:
                 }
             )
         self.system = build(config, pretrained=True, num_classes=train_clips.meta.num_classes)
+        if options.init is not None:
+            source, _ = load_checkpoint(options.init)
+            load_system_state(self.system, system_state(source), strict=False)
         self.config = self.system.config
         self.meta = train_clips.meta
-        self.frozen = _freeze(self.system, options.freeze_remote_backbone)
+        self.frozen = _freeze(self.system, options.freeze_remote_backbone, options.train_only)
         self.train_set = self._dataset(train_clips, train=True)
         val_path = options.val_data or _sibling_val(options.data)
         self.val_set = self._dataset(open_clips(val_path), train=False) if val_path else None
         weights = class_weights(
             train_clips, options.class_weighting, options.progress and self.rank == 0
         )
-        self.model = LossModel(self.system, options.loss_weights, self.meta.ignore_index, weights)
+        self.model = LossModel(
+            self.system, options.loss_weights, self.meta.ignore_index, weights, options.rate_lambda
+        )
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.system, options), lr=options.lr, weight_decay=options.weight_decay
@@ -334,7 +374,7 @@ class Trainer:
             if self.step >= total:
                 break
             self._set_train_mode()
-            sums = dict.fromkeys(LOSSES, 0.0)
+            sums: dict[str, float] = {}
             count = 0
             bar = tqdm(
                 self._loader(self.train_set, True, epoch),
@@ -359,7 +399,7 @@ class Trainer:
                 self.step += 1
                 count += 1
                 for name, value in parts.items():
-                    sums[name] += value
+                    sums[name] = sums.get(name, 0.0) + value
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -413,7 +453,7 @@ class Trainer:
                     else collate,
                 )
                 for batch in loader:
-                    outputs = self.model.outputs(batch)
+                    outputs, _ = self.model.outputs(batch)
                     for name, matrix in matrices.items():
                         matrix.update(outputs[name].argmax(1), batch.label)
                 results[f"d={delay:g}"] = {name: round(m.miou(), 2) for name, m in matrices.items()}
@@ -432,6 +472,8 @@ class Trainer:
             "training": options.to_dict(),
             "history": self.history,
         }
+        if self.system.bottleneck is not None:
+            self.system.bottleneck.finalize_tables()
         save_checkpoint(self.system, options.out, meta)
         state = {
             "epoch": torch.tensor(epoch),
@@ -448,11 +490,7 @@ class Trainer:
         if not path.is_file():
             raise DataError(f"--resume: no {STATE_FILE} in {self.options.out}")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = state["model"]
-        for prefix, module in (("remote.", self.system.remote), ("local.", self.system.local)):
-            module.load_state_dict(
-                {k[len(prefix) :]: v for k, v in model.items() if k.startswith(prefix)}
-            )
+        load_system_state(self.system, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.step = int(state["step"])

@@ -14,6 +14,7 @@ from splitcast.arguments import non_negative_float, positive_int, quality
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import add_evaluate_command, add_sweep_command
+from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.netem.shaping import DISTRIBUTIONS, DirectionSpec
 from splitcast.netem_cli import add_netem_command
 from splitcast.train_cli import add_train_command
@@ -56,6 +57,11 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=8,
         help="largest uplink message accepted, MiB (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--codec",
+        choices=CODEC_NAMES,
+        help="downlink codec (default: the model's; 'learned' needs a checkpoint trained with one)",
     )
     parser.set_defaults(run=_run_serve)
 
@@ -295,7 +301,7 @@ def _run_serve(args: argparse.Namespace) -> None:
     from splitcast.models.checkpoint import load_system
 
     _set_threads(args.threads)
-    runtime = RemoteRuntime(load_system(args.model))
+    runtime = RemoteRuntime(load_system(args.model), args.codec)
     runtime.warm_up()
     config = runtime.config
 
@@ -305,7 +311,7 @@ def _run_serve(args: argparse.Namespace) -> None:
         )
         print(
             f"splitcast serve: listening on {args.host}:{port} (model {config.name} "
-            f"{config.version}, codec {config.codec}, K={config.context_frames}, "
+            f"{config.version}, codec {runtime.codec.name}, K={config.context_frames}, "
             f"{config.fps:g} fps)",
             flush=True,
         )

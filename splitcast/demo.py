@@ -57,6 +57,7 @@ def format_summary(summary: EdgeSummary) -> str:
         f"mean D_o        {d_o}",
         f"edge latency    p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms",
         f"uplink          {summary.uplink_kbps:.0f} kbit/s",
-        f"downlink        {summary.downlink_kbps:.0f} kbit/s",
+        f"downlink        {summary.downlink_kbps:.0f} kbit/s"
+        + (f" ({summary.link['codec']})" if summary.link.get("codec") else ""),
     ]
     return "\n".join(lines)

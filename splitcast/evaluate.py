@@ -6,10 +6,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitcast.data.clips import open_clips
+import numpy as np
+
+from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_system_with_meta
+from splitcast.models.codec import get_codec
 from splitcast.models.evaluation import OfflineEvaluator
-from splitcast.reports import plot_miou_vs_delay, plot_mismatch, write_csv, write_json
+from splitcast.models.registry import SplitSystem
+from splitcast.reports import (
+    plot_miou_vs_delay,
+    plot_mismatch,
+    plot_rate_accuracy,
+    write_csv,
+    write_json,
+)
+
+RATE_DELAY_TICKS = 3.0
 
 
 @dataclass
@@ -25,6 +37,8 @@ class EvaluationRequest:
     mismatch_every: int = 4
     strides: list[int] = field(default_factory=lambda: [1])
     local_heights: list[int] = field(default_factory=list)
+    codec: str | None = None
+    rate_sweep: list[str] = field(default_factory=list)
     progress: bool = True
 
 
@@ -33,7 +47,8 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
     system, meta = load_system_with_meta(request.checkpoint)
     dataset = open_clips(request.data)
     fps = dataset.meta.fps
-    evaluator = OfflineEvaluator(system, dataset)
+    codec = request.codec or system.config.codec
+    evaluator = OfflineEvaluator(system, dataset, codec=get_codec(codec, system.bottleneck))
     main = evaluator.run(request.delays, stride=1, every=request.every, progress=request.progress)
     delays = request.delays
     rtt_ms = [d * 1000.0 / fps for d in delays]
@@ -51,6 +66,9 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
             "meta": dataset.meta.to_json([c.name for c in dataset.clips]),
         },
         "config": config.to_dict(),
+        "codec": codec,
+        **_byte_figures("downlink", evaluator.downlink_bytes, fps),
+        **_byte_figures("uplink", evaluator.uplink_bytes, fps),
     }
     if request.mismatch:
         grid = evaluator.run(
@@ -74,15 +92,81 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
         results["by_local_height"] = {}
         for height in request.local_heights:
             size = (height, round(height * aspect / 8) * 8)
-            study = OfflineEvaluator(system, dataset, local_size=size).run(
+            study = OfflineEvaluator(system, dataset, local_size=size, codec=evaluator.codec).run(
                 delays, every=request.every, progress=request.progress
             )
             results["by_local_height"][str(height)] = {
                 "local_size": list(size),
                 "miou": study["miou"],
             }
+    if request.rate_sweep:
+        results["rate"] = rate_sweep(system, request, dataset)
     _write(request.out, results)
     return results
+
+
+def _byte_figures(direction: str, sizes: list[int], fps: float) -> dict[str, Any]:
+    """Bytes per frame (mean, p95) and kbit/s at the data's frame rate of one direction."""
+    mean = float(np.mean(sizes)) if sizes else 0.0
+    return {
+        f"{direction}_bytes_per_frame": {
+            "mean": round(mean, 1),
+            "p95": round(float(np.percentile(sizes, 95)), 1) if sizes else 0.0,
+        },
+        f"{direction}_kbps": round(mean * 8 * fps / 1000, 1),
+    }
+
+
+def _rate_point(
+    system: SplitSystem, dataset: ClipDataset, codec: str, every: int, progress: bool
+) -> dict[str, Any]:
+    """Dedelayed and local-only mIoU at the rate delay and the measured downlink rate."""
+    evaluator = OfflineEvaluator(system, dataset, codec=get_codec(codec, system.bottleneck))
+    scored = evaluator.run([RATE_DELAY_TICKS], every=every, progress=progress)
+    figures = _byte_figures("downlink", evaluator.downlink_bytes, dataset.meta.fps)
+    return {
+        "codec": codec,
+        "dedelayed": scored["miou"]["dedelayed"][0],
+        "local_only": scored["miou"]["local_only"][0],
+        "downlink_kbps": figures["downlink_kbps"],
+        "downlink_bytes_per_frame": figures["downlink_bytes_per_frame"],
+    }
+
+
+def rate_sweep(
+    system: SplitSystem, request: EvaluationRequest, dataset: ClipDataset
+) -> dict[str, Any]:
+    """Rate against accuracy at d = 3: the evaluated checkpoint with raw-fp16 and int8-zstd
+    (references), and each learned-codec checkpoint of `request.rate_sweep` (e.g. trained with
+    different --rate-lambda or --codec-width)."""
+    every, progress = request.every, request.progress
+    references = {
+        name: _rate_point(system, dataset, name, every, progress)
+        for name in ("raw-fp16", "int8-zstd")
+    }
+    learned = []
+    for checkpoint in request.rate_sweep:
+        candidate, meta = load_system_with_meta(checkpoint)
+        point = _rate_point(candidate, dataset, "learned", every, progress)
+        training = meta.get("training", {})
+        settings = candidate.config.params.get("bottleneck", {})
+        learned.append(
+            {
+                "checkpoint": checkpoint,
+                "rate_lambda": training.get("rate_lambda"),
+                "width": settings.get("width"),
+                **point,
+            }
+        )
+    learned.sort(key=lambda point: point["downlink_kbps"])
+    return {
+        "delay_ticks": RATE_DELAY_TICKS,
+        "raw_fp32_bytes_per_frame": 4
+        * int(np.prod(system.local.downlink_shape(system.config.local_size))),
+        "references": references,
+        "local_only": references["raw-fp16"]["local_only"],
+        "learned": learned,
+    }
 
 
 def _write(out: Path, results: dict[str, Any]) -> None:
@@ -97,6 +181,8 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     )
     if "mismatch" in results:
         plot_mismatch(out / "mismatch.png", results["delays"], results["mismatch"]["matrix"])
+    if "rate" in results:
+        plot_rate_accuracy(out / "rate_accuracy.png", results["rate"])
 
 
 def format_table(results: dict[str, Any]) -> str:

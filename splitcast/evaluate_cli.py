@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitcast.arguments import non_negative_float, positive_int
+from splitcast.models.codec_names import CODEC_NAMES
 
 
 def _number_list(text: str) -> list[float]:
@@ -23,6 +24,10 @@ def _number_list(text: str) -> list[float]:
 
 def _int_list(text: str) -> list[int]:
     return [int(v) for v in _number_list(text)]
+
+
+def _text_list(text: str) -> list[str]:
+    return [item for item in text.split(",") if item]
 
 
 def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
@@ -95,6 +100,20 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         help="with --live: link round trip (default: %(default)s)",
     )
     parser.add_argument("--clips", type=positive_int, help="with --live: only the first N clips")
+    parser.add_argument(
+        "--codec",
+        choices=CODEC_NAMES,
+        help="downlink codec the fused features pass through (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--rate-sweep",
+        type=_text_list,
+        default=[],
+        metavar="CHECKPOINT,...",
+        help="learned-codec checkpoints (e.g. trained with different --rate-lambda or "
+        "--codec-width) to score at d = 3 next to raw-fp16 and int8-zstd: rate_accuracy.png "
+        "and a 'rate' section in results.json",
+    )
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -128,9 +147,17 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         mismatch_every=args.mismatch_every,
         strides=args.strides,
         local_heights=args.local_heights,
+        codec=args.codec,
+        rate_sweep=args.rate_sweep,
     )
     results = evaluate_offline(request)
     print(format_table(results))
+    down, up = results["downlink_bytes_per_frame"], results["uplink_bytes_per_frame"]
+    print(
+        f"downlink {results['codec']}: {down['mean']:.0f} B/frame (p95 {down['p95']:.0f}), "
+        f"{results['downlink_kbps']:.1f} kbit/s; uplink {results['config']['uplink_format']}: "
+        f"{up['mean']:.0f} B/frame, {results['uplink_kbps']:.1f} kbit/s"
+    )
     print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'miou_vs_delay.png'}")
 
 

@@ -78,3 +78,46 @@ def plot_mismatch(path: Path, delays: list[float], matrix: list[list[float]]) ->
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
+
+
+def plot_rate_accuracy(path: Path, rate: dict[str, Any]) -> None:
+    """Dedelayed mIoU at the rate delay against downlink kbit/s: learned-codec checkpoints as a
+    curve, int8-zstd as a point, raw-fp16 and local-only as reference lines."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    learned = rate["learned"]
+    if learned:
+        axis.plot(
+            [p["downlink_kbps"] for p in learned],
+            [p["dedelayed"] for p in learned],
+            color="tab:red",
+            marker="o",
+            label="learned",
+        )
+        for point in learned:
+            axis.annotate(
+                f"λ={point['rate_lambda']:g}, w={point['width']}",
+                (point["downlink_kbps"], point["dedelayed"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, 4),
+            )
+    int8 = rate["references"]["int8-zstd"]
+    axis.scatter(
+        [int8["downlink_kbps"]], [int8["dedelayed"]], color="tab:purple", label="int8-zstd"
+    )
+    raw = rate["references"]["raw-fp16"]
+    axis.axhline(
+        raw["dedelayed"],
+        color="black",
+        linestyle="--",
+        label=f"raw-fp16 ({raw['downlink_kbps'] / 1000:.1f} Mbit/s)",
+    )
+    axis.axhline(rate["local_only"], color="tab:green", linestyle=":", label="local_only")
+    axis.set_xscale("log")
+    axis.set_xlabel("downlink kbit/s at the data's frame rate (log)")
+    axis.set_ylabel(f"Dedelayed mIoU at d = {rate['delay_ticks']:g} (%)")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+from splitcast.arguments import non_negative_float, positive_int
 
 LOSS_NAMES = ("fused", "local", "predictive", "image_only")
 
@@ -110,19 +113,65 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from training_state.pt in --out"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
+    codec = parser.add_argument_group("downlink codec")
+    codec.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start from a trained checkpoint (name or folder) instead of --config; e.g. add a "
+        "learned codec to a model trained without one",
+    )
+    codec.add_argument(
+        "--codec",
+        choices=("learned",),
+        help="train a learned downlink bottleneck (quantised, entropy-modelled) into the model",
+    )
+    codec.add_argument(
+        "--codec-width",
+        type=positive_int,
+        default=16,
+        help="latent channels of the learned bottleneck (default: %(default)s)",
+    )
+    codec.add_argument(
+        "--rate-lambda",
+        type=non_negative_float,
+        default=1e-4,
+        help="weight of the estimated downlink bits per frame in the loss (default: %(default)s)",
+    )
+    codec.add_argument(
+        "--train-only",
+        choices=("all", "codec"),
+        default="all",
+        help="'codec': train the bottleneck alone, every other weight stays as loaded "
+        "(default: %(default)s)",
+    )
     parser.set_defaults(run=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> None:
     import torch
 
-    from splitcast.models.registry import get_config, load_config
+    from splitcast.models.checkpoint import CheckpointError, checkpoint_folder
+    from splitcast.models.registry import (
+        ModelConfig,
+        get_config,
+        load_config,
+        with_bottleneck,
+    )
     from splitcast.models.training import TrainOptions, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = Path(args.config)
-    config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
+    if args.init is not None:
+        try:
+            folder = checkpoint_folder(args.init)
+        except CheckpointError as exc:
+            raise SystemExit(f"splitcast train: --init: {exc}") from None
+        config = ModelConfig.from_dict(json.loads((folder / "meta.json").read_text())["config"])
+    else:
+        path = Path(args.config)
+        config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
+    if args.codec == "learned":
+        config = with_bottleneck(config, width=args.codec_width)
     options = TrainOptions(
         config=config,
         data=args.data,
@@ -141,6 +190,9 @@ def _run_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_steps=args.max_steps,
         resume=args.resume,
+        init=args.init,
+        rate_lambda=args.rate_lambda,
+        train_only=args.train_only,
     )
     result = train(options)
     print(f"trained {result['steps']} steps in {result['seconds']:.0f} s; checkpoint in {args.out}")

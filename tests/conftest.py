@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 import torch
 
 from splitcast.launch import ChildProcess, start_server
+from splitcast.models.checkpoint import save_checkpoint
+from splitcast.models.registry import build, get_config, with_bottleneck
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 
 
@@ -30,3 +33,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildProcess]:
 def stub(server: ChildProcess) -> Iterator[pb_grpc.SplitInferenceStub]:
     with grpc.insecure_channel(server.address) as channel:
         yield pb_grpc.SplitInferenceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def learned_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint folder: the tiny configuration with an (untrained) 8-channel learned
+    downlink codec whose integer tables are final, as training leaves them."""
+    system = build(with_bottleneck(get_config("tiny"), width=8))
+    assert system.bottleneck is not None
+    with torch.no_grad():
+        system.bottleneck.logits.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(0))
+    system.bottleneck.finalize_tables()
+    folder = tmp_path_factory.mktemp("learned") / "tiny-learned"
+    save_checkpoint(system, folder, {}, half=False)
+    return folder
