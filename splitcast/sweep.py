@@ -56,10 +56,11 @@ def run_sweep(request: SweepRequest) -> list[dict[str, Any]]:
         )
         result = evaluate_live(live)
         latency = result["latency_ms"]
+        age = result["feature_age_ms_p50"]
         rows.append(
             {
                 "rtt_ms": rtt,
-                "feature_age_ms_p50": result["feature_age_ms_p50"],
+                "feature_age_ms_p50": None if age is None else round(age, 1),
                 "d_o_median": result["d_o_median"],
                 "fused_fraction": result["fused_fraction"],
                 "dedelayed": result["live_miou"],
