@@ -8,7 +8,10 @@ local frame. Losses (weights configurable, all 1 by default):
 - image_only: the remote model on frame t alone at d = 0 (the conventional baseline).
 
 With a learned downlink bottleneck the fused branch sees the features after quantisation, and
-the loss adds `rate_lambda` x the entropy model's estimated bits per frame. Training can start
+the loss adds `rate_lambda` x the entropy model's estimated bits per frame and
+`distortion_weight` x the reconstruction's mean squared error relative to the features'
+variance (the fused loss alone is a weak signal when fusion gains little, and the rate term
+then wins by sending nothing useful). Training can start
 from a trained checkpoint (`init`), e.g. to add a bottleneck to a model trained without one,
 and can train the bottleneck alone (`train_only="codec"`), leaving every other weight as it was.
 
@@ -82,6 +85,7 @@ class TrainOptions:
     progress: bool = True
     init: str | None = None
     rate_lambda: float = 0.0
+    distortion_weight: float = 1.0
     train_only: str = "all"
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +112,7 @@ class LossModel(nn.Module):
         ignore_index: int,
         class_weights: torch.Tensor | None = None,
         rate_lambda: float = 0.0,
+        distortion_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.remote = system.remote
@@ -116,6 +121,7 @@ class LossModel(nn.Module):
         self.config = system.config
         self.weights = weights
         self.rate_lambda = rate_lambda
+        self.distortion_weight = distortion_weight
         self.ignore_index = ignore_index
         self.register_buffer("class_weights", class_weights, persistent=False)
 
@@ -133,16 +139,18 @@ class LossModel(nn.Module):
 
     def outputs(
         self, batch: Batch | CachedBatch
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """Logits of every branch at the label size, and the estimated downlink bits per item
-        when there is a bottleneck."""
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Logits of every branch at the label size, and with a bottleneck its estimated bits
+        per item and relative distortion."""
         size = tuple(batch.label.shape[-2:])
         local_size = tuple(batch.local.shape[-2:])
         context, now = self.encodings(batch)
         downlink, predictive = self.remote.predict(context, batch.delay, local_size)
-        bits = None
+        codec: dict[str, torch.Tensor] = {}
         if self.bottleneck is not None:
-            downlink, bits = self.bottleneck(downlink)
+            target = downlink.detach()
+            downlink, codec["bits"] = self.bottleneck(downlink)
+            codec["distortion"] = F.mse_loss(downlink, target) / target.var().clamp_min(1e-8)
         features = self.local.encode(batch.local)
         logits = {
             "fused": resize(self.local.decode(features, downlink, local_size), size),
@@ -150,10 +158,10 @@ class LossModel(nn.Module):
             "predictive": resize(predictive, size),
             "image_only": resize(self.remote.image_only_from_encoding(now, local_size), size),
         }
-        return logits, bits
+        return logits, codec
 
     def forward(self, batch: Batch | CachedBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs, bits = self.outputs(batch)
+        outputs, codec = self.outputs(batch)
         parts = {
             name: F.cross_entropy(
                 logits, batch.label, weight=self.class_weights, ignore_index=self.ignore_index
@@ -162,9 +170,11 @@ class LossModel(nn.Module):
         }
         total = sum(self.weights.get(name, 0.0) * loss for name, loss in parts.items())
         report = {name: float(loss.detach()) for name, loss in parts.items()}
-        if bits is not None:
-            total = total + self.rate_lambda * bits.mean()
-            report["bits"] = float(bits.detach().mean())
+        if codec:
+            bits = codec["bits"].mean()
+            total = total + self.rate_lambda * bits + self.distortion_weight * codec["distortion"]
+            report["bits"] = float(bits.detach())
+            report["distortion"] = float(codec["distortion"].detach())
         return total, report
 
 
@@ -275,7 +285,12 @@ class Trainer:
             train_clips, options.class_weighting, options.progress and self.rank == 0
         )
         self.model = LossModel(
-            self.system, options.loss_weights, self.meta.ignore_index, weights, options.rate_lambda
+            self.system,
+            options.loss_weights,
+            self.meta.ignore_index,
+            weights,
+            options.rate_lambda,
+            options.distortion_weight,
         )
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.optimizer = torch.optim.AdamW(

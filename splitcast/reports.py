@@ -94,8 +94,9 @@ def plot_rate_accuracy(path: Path, rate: dict[str, Any]) -> None:
             label="learned",
         )
         for point in learned:
+            lam = point["rate_lambda"]
             axis.annotate(
-                f"λ={point['rate_lambda']:g}, w={point['width']}",
+                f"λ={lam:g}, w={point['width']}" if lam is not None else point["checkpoint"],
                 (point["downlink_kbps"], point["dedelayed"]),
                 fontsize=7,
                 textcoords="offset points",

@@ -71,7 +71,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--lr",
         type=float,
         default=2e-3,
-        help="peak learning rate of new layers; pretrained ones get 0.1x (default: %(default)s)",
+        help="peak learning rate of new layers; pretrained ones get 0.3x (default: %(default)s)",
     )
     parser.add_argument(
         "--delays",
@@ -113,7 +113,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from training_state.pt in --out"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
-    codec = parser.add_argument_group("downlink codec")
+    codec = parser.add_argument_group("starting point and downlink codec")
     codec.add_argument(
         "--init",
         metavar="CHECKPOINT",
@@ -134,8 +134,15 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     codec.add_argument(
         "--rate-lambda",
         type=non_negative_float,
-        default=1e-4,
+        default=1e-5,
         help="weight of the estimated downlink bits per frame in the loss (default: %(default)s)",
+    )
+    codec.add_argument(
+        "--distortion-weight",
+        type=non_negative_float,
+        default=1.0,
+        help="weight of the bottleneck's reconstruction error (MSE over the features' variance) "
+        "in the loss (default: %(default)s)",
     )
     codec.add_argument(
         "--train-only",
@@ -192,6 +199,7 @@ def _run_train(args: argparse.Namespace) -> None:
         resume=args.resume,
         init=args.init,
         rate_lambda=args.rate_lambda,
+        distortion_weight=args.distortion_weight,
         train_only=args.train_only,
     )
     result = train(options)

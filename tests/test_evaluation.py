@@ -91,6 +91,33 @@ def test_local_only_matches_an_independent_computation(
     assert abs(results["miou"]["local_only"][0] - matrix.miou()) < 0.5
 
 
+def test_codec_byte_figures_and_rate_sweep(
+    setup: tuple[Path, Path], learned_tiny: Path, tmp_path: Path
+) -> None:
+    data, _ = setup
+    results = evaluate_offline(
+        EvaluationRequest(
+            str(learned_tiny), data, tmp_path, [3.0], rate_sweep=[str(learned_tiny)],
+            progress=False,
+        )
+    )  # fmt: skip
+    assert results["codec"] == "learned"
+    targets = results["targets"]
+    down = results["downlink_bytes_per_frame"]
+    assert 0 < down["mean"] <= down["p95"]
+    assert results["downlink_kbps"] == pytest.approx(down["mean"] * 8 * 30 / 1000, abs=0.1)
+    assert results["uplink_bytes_per_frame"]["mean"] > 1000 and results["uplink_kbps"] > 0
+    rate = results["rate"]
+    raw, int8 = rate["references"]["raw-fp16"], rate["references"]["int8-zstd"]
+    learned = rate["learned"][0]
+    assert raw["downlink_bytes_per_frame"]["mean"] == rate["raw_fp32_bytes_per_frame"] / 2
+    assert learned["downlink_bytes_per_frame"]["mean"] == down["mean"]
+    assert learned["dedelayed"] == results["miou"]["dedelayed"][0]
+    assert int8["downlink_bytes_per_frame"]["mean"] < raw["downlink_bytes_per_frame"]["mean"]
+    assert rate["local_only"] == results["miou"]["local_only"][0] and targets > 0
+    assert (tmp_path / "rate_accuracy.png").stat().st_size > 10_000
+
+
 @pytest.mark.slow
 def test_live_run_scores_the_edge_outputs(setup: tuple[Path, Path], tmp_path: Path) -> None:
     data, checkpoint = setup
