@@ -92,6 +92,7 @@ class OfflineEvaluator:
         self.codec = codec
         self.downlink_bytes: list[int] = []
         self.uplink_bytes: list[int] = []
+        self.variant_bytes: dict[str, list[int]] = {}
         self.config = system.config
         self.dataset = dataset
         self.local_size = local_size or self.config.local_size
@@ -156,12 +157,18 @@ class OfflineEvaluator:
         every: int = 1,
         mismatch: Sequence[float] | None = None,
         progress: bool = True,
+        variants: dict[str, Codec] | None = None,
     ) -> dict[str, Any]:
         """mIoU per method per delay (and the D_o x D_i matrix when `mismatch` lists delays).
 
         Methods that do not depend on the delay (local_only, oracle) are scored once per target
         and reported in every column; that is exact because every column has the same targets.
+        `variants` are further downlink codecs: Dedelayed is also scored with each of them on
+        the same features (`variants` in the result; their byte sizes in `variant_bytes`).
         """
+        variants = variants or {}
+        self.variant_bytes = {name: [] for name in variants}
+        variant_matrices = {name: [self._matrix() for _ in delays] for name in variants}
         max_delay = max([*delays, *(mismatch or [])])
         per_delay = ("remote_stale_image", "remote_stale_video", "remote_predictive", "dedelayed")
         matrices = {m: [self._matrix() for _ in delays] for m in per_delay}
@@ -204,7 +211,11 @@ class OfflineEvaluator:
                     context = self._stack(state, used)
                     delay = torch.full((len(chunk),), float(d))
                     downlink, predictive = system.remote.predict(context, delay, self.local_size)
-                    downlink = self._transmit(downlink, count=True)
+                    for name, codec in variants.items():
+                        sent = self._transmit(downlink, codec, self.variant_bytes[name])
+                        fused = system.local.decode(features, sent, self.local_size)
+                        variant_matrices[name][column].update(class_ids(fused, size), labels)
+                    downlink = self._transmit(downlink, self.codec, self.downlink_bytes)
                     matrices["remote_stale_image"][column].update(
                         torch.stack([state.image_only_ids[c[-1]] for c in used]), labels
                     )
@@ -223,7 +234,7 @@ class OfflineEvaluator:
                             downlink = system.remote.predict_downlink(
                                 context, torch.full((len(chunk),), float(assumed)), self.local_size
                             )
-                            downlink = self._transmit(downlink)
+                            downlink = self._transmit(downlink, self.codec)
                             fused = system.local.decode(features, downlink, self.local_size)
                             grid[row][column].update(class_ids(fused, size), labels)
         if count == 0:
@@ -240,6 +251,11 @@ class OfflineEvaluator:
                 for m in METHODS
             },
         }
+        if variants:
+            result["variants"] = {
+                name: [round(x.miou(), 2) for x in columns]
+                for name, columns in variant_matrices.items()
+            }
         if grid is not None:
             result["mismatch"] = [[round(cell.miou(), 2) for cell in row] for row in grid]
         return result
@@ -272,7 +288,7 @@ class OfflineEvaluator:
                     downlink = system.remote.predict_downlink(
                         context, torch.tensor([float(frame.delay)]), self.local_size
                     )
-                    downlink = self._transmit(downlink)
+                    downlink = self._transmit(downlink, self.codec)
                     fused = system.local.decode(features, downlink, self.local_size)
                     fused_ids = class_ids(fused, size)
                 matrices["dedelayed"].update(fused_ids, label)
@@ -284,17 +300,20 @@ class OfflineEvaluator:
                 matrices["remote_stale"].update(stale_ids, label)
         return {name: round(matrix.miou(), 2) for name, matrix in matrices.items()}
 
-    def _transmit(self, downlink: torch.Tensor, count: bool = False) -> torch.Tensor:
-        """Each item's features after encoding to bytes and decoding (with `count`, their
-        byte sizes are recorded)."""
-        if self.codec is None:
+    @staticmethod
+    def _transmit(
+        downlink: torch.Tensor, codec: Codec | None, sizes: list[int] | None = None
+    ) -> torch.Tensor:
+        """Each item's features after encoding to bytes and decoding (their byte sizes are
+        appended to `sizes`); unchanged without a codec."""
+        if codec is None:
             return downlink
         decoded = []
         for item in downlink.numpy():
-            encoded = self.codec.encode(item)
-            if count:
-                self.downlink_bytes.append(len(encoded.payload))
-            decoded.append(torch.from_numpy(self.codec.decode(encoded)))
+            encoded = codec.encode(item)
+            if sizes is not None:
+                sizes.append(len(encoded.payload))
+            decoded.append(torch.from_numpy(codec.decode(encoded)))
         return torch.stack(decoded)
 
     @staticmethod

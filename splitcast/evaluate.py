@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from splitcast.data.clips import ClipDataset, open_clips
-from splitcast.models.checkpoint import load_system_with_meta
-from splitcast.models.codec import get_codec
+from splitcast.models.checkpoint import load_system_with_meta, system_state
+from splitcast.models.codec import Codec, get_codec
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.models.registry import SplitSystem
 from splitcast.reports import (
@@ -117,54 +118,60 @@ def _byte_figures(direction: str, sizes: list[int], fps: float) -> dict[str, Any
     }
 
 
-def _rate_point(
-    system: SplitSystem, dataset: ClipDataset, codec: str, every: int, progress: bool
-) -> dict[str, Any]:
-    """Dedelayed and local-only mIoU at the rate delay and the measured downlink rate."""
-    evaluator = OfflineEvaluator(system, dataset, codec=get_codec(codec, system.bottleneck))
-    scored = evaluator.run([RATE_DELAY_TICKS], every=every, progress=progress)
-    figures = _byte_figures("downlink", evaluator.downlink_bytes, dataset.meta.fps)
-    return {
-        "codec": codec,
-        "dedelayed": scored["miou"]["dedelayed"][0],
-        "local_only": scored["miou"]["local_only"][0],
-        "downlink_kbps": figures["downlink_kbps"],
-        "downlink_bytes_per_frame": figures["downlink_bytes_per_frame"],
-    }
+def _same_networks(system: SplitSystem, other: SplitSystem) -> bool:
+    mine, theirs = system_state(system), system_state(other)
+    return all(
+        key in theirs and torch.equal(value, theirs[key])
+        for key, value in mine.items()
+        if key.startswith(("remote.", "local."))
+    )
 
 
 def rate_sweep(
     system: SplitSystem, request: EvaluationRequest, dataset: ClipDataset
 ) -> dict[str, Any]:
-    """Rate against accuracy at d = 3: the evaluated checkpoint with raw-fp16 and int8-zstd
-    (references), and each learned-codec checkpoint of `request.rate_sweep` (e.g. trained with
-    different --rate-lambda or --codec-width)."""
-    every, progress = request.every, request.progress
-    references = {
-        name: _rate_point(system, dataset, name, every, progress)
-        for name in ("raw-fp16", "int8-zstd")
-    }
-    learned = []
+    """Rate against accuracy at d = 3, in one pass over the data: the evaluated checkpoint's
+    features sent as raw-fp16 and int8-zstd (references) and through each learned codec of
+    `request.rate_sweep` (checkpoints trained with `--train-only codec` from it, e.g. with
+    different --rate-lambda or --codec-width, so that only the codec differs)."""
+    variants: dict[str, Codec] = {name: get_codec(name) for name in ("raw-fp16", "int8-zstd")}
+    settings = {}
     for checkpoint in request.rate_sweep:
         candidate, meta = load_system_with_meta(checkpoint)
-        point = _rate_point(candidate, dataset, "learned", every, progress)
-        training = meta.get("training", {})
-        settings = candidate.config.params.get("bottleneck", {})
-        learned.append(
-            {
-                "checkpoint": checkpoint,
-                "rate_lambda": training.get("rate_lambda"),
-                "width": settings.get("width"),
-                **point,
-            }
-        )
-    learned.sort(key=lambda point: point["downlink_kbps"])
+        if not _same_networks(system, candidate):
+            raise ValueError(
+                f"--rate-sweep: {checkpoint} has other remote or local weights than "
+                f"{request.checkpoint}; train it with `splitcast train --init "
+                f"{request.checkpoint} --codec learned --train-only codec`"
+            )
+        variants[checkpoint] = get_codec("learned", candidate.bottleneck)
+        settings[checkpoint] = {
+            "rate_lambda": meta.get("training", {}).get("rate_lambda"),
+            "width": candidate.config.params.get("bottleneck", {}).get("width"),
+        }
+    evaluator = OfflineEvaluator(system, dataset, codec=None)
+    scored = evaluator.run(
+        [RATE_DELAY_TICKS], every=request.every, progress=request.progress, variants=variants
+    )
+    fps = dataset.meta.fps
+    points = {
+        name: {
+            "codec": "learned" if name in settings else name,
+            "dedelayed": scored["variants"][name][0],
+            **_byte_figures("downlink", evaluator.variant_bytes[name], fps),
+        }
+        for name in variants
+    }
+    learned = sorted(
+        ({"checkpoint": name, **settings[name], **points[name]} for name in settings),
+        key=lambda point: point["downlink_kbps"],
+    )
+    shape = system.local.downlink_shape(system.config.local_size)
     return {
         "delay_ticks": RATE_DELAY_TICKS,
-        "raw_fp32_bytes_per_frame": 4
-        * int(np.prod(system.local.downlink_shape(system.config.local_size))),
-        "references": references,
-        "local_only": references["raw-fp16"]["local_only"],
+        "raw_fp32_bytes_per_frame": 4 * int(np.prod(shape)),
+        "references": {name: points[name] for name in ("raw-fp16", "int8-zstd")},
+        "local_only": scored["miou"]["local_only"][0],
         "learned": learned,
     }
 
