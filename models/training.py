@@ -272,9 +272,16 @@ class Trainer:
                 }
             )
         self.system = build(config, pretrained=True, num_classes=train_clips.meta.num_classes)
+        self.initialised_from: dict[str, Any] | None = None
         if options.init is not None:
-            source, _ = load_checkpoint(options.init)
+            source, source_meta = load_checkpoint(options.init)
             load_system_state(self.system, system_state(source), strict=False)
+            self.initialised_from = {
+                "checkpoint": options.init,
+                "version": source.config.version,
+                "training": source_meta.get("training"),
+                "history": source_meta.get("history"),
+            }
         self.config = self.system.config
         self.meta = train_clips.meta
         self.frozen = _freeze(self.system, options.freeze_remote_backbone, options.train_only)
@@ -487,6 +494,8 @@ class Trainer:
             "training": options.to_dict(),
             "history": self.history,
         }
+        if self.initialised_from is not None:
+            meta["initialised_from"] = self.initialised_from
         if self.system.bottleneck is not None:
             self.system.bottleneck.finalize_tables()
         save_checkpoint(self.system, options.out, meta)

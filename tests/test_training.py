@@ -120,7 +120,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:
 
 def test_codec_fine_tune_trains_only_the_bottleneck(splits: Path, tmp_path: Path) -> None:
     start = build("tiny")
-    save_checkpoint(start, tmp_path / "start", {}, half=False)
+    start_version = save_checkpoint(start, tmp_path / "start", {}, half=False)
     result = _train(
         splits, tmp_path / "codec", "--init", str(tmp_path / "start"), "--codec", "learned",
         "--codec-width", "4", "--rate-lambda", "1e-3", "--train-only", "codec", "--epochs", "2",
@@ -128,6 +128,7 @@ def test_codec_fine_tune_trains_only_the_bottleneck(splits: Path, tmp_path: Path
     assert result.returncode == 0, result.stderr[-2000:]
     tuned, meta = load_checkpoint(tmp_path / "codec")
     assert meta["config"]["codec"] == "learned" and tuned.bottleneck is not None
+    assert meta["initialised_from"]["version"] == start_version
     assert tuned.bottleneck.finalized and tuned.bottleneck.width == 4
     before = system_state(start)
     after = system_state(tuned)
