@@ -93,14 +93,15 @@ def plot_rate_accuracy(path: Path, rate: dict[str, Any]) -> None:
             marker="o",
             label="learned",
         )
-        for point in learned:
+        for index, point in enumerate(learned):
             lam = point["rate_lambda"]
             axis.annotate(
                 f"λ={lam:g}, w={point['width']}" if lam is not None else point["checkpoint"],
                 (point["downlink_kbps"], point["dedelayed"]),
                 fontsize=7,
+                rotation=30,
                 textcoords="offset points",
-                xytext=(4, 4),
+                xytext=(4, 6 if index % 2 else -14),
             )
     int8 = rate["references"]["int8-zstd"]
     axis.scatter(
