@@ -111,18 +111,26 @@ def test_latency_with_a_300ms_link_matches_a_0ms_link(server: ChildProcess, tmp_
 def test_a_server_that_never_answers_does_not_slow_the_edge(
     black_hole: str, tmp_path: Path
 ) -> None:
-    alone = _run(None, 90, tmp_path / "alone.jsonl")
-    stuck = _run(black_hole, 90, tmp_path / "stuck.jsonl")
+    alone, stuck = [], []
+    for repeat in range(3):
+        stuck.append(_run(black_hole, 60, tmp_path / f"stuck-{repeat}.jsonl"))
+        alone.append(_run(None, 60, tmp_path / f"alone-{repeat}.jsonl"))
+    # Medians over three interleaved runs: single runs on this shared machine sometimes come
+    # out 30 % faster or slower as a whole.
+    alone_p50 = statistics.median(run.latency_p50_ms for run in alone)
+    stuck_p50 = statistics.median(run.latency_p50_ms for run in stuck)
     print(
-        f"edge p50 latency: no server {alone.latency_p50_ms:.2f} ms, "
-        f"silent server {stuck.latency_p50_ms:.2f} ms"
+        f"edge p50 latency: no server {[run.latency_p50_ms for run in alone]} ms, "
+        f"silent server {[run.latency_p50_ms for run in stuck]} ms"
     )
-    assert stuck.frames == 90 and stuck.skipped == 0
-    assert stuck.fused == 0
-    # Only the silent-server run encodes and sends frames (a background thread sharing the
-    # two cores), hence the 1 ms allowance; waiting on the server would cost tens of ms.
-    assert stuck.latency_p50_ms <= 1.10 * alone.latency_p50_ms + 1.0
-    assert all(record["mode"] == "local_only" for record in _records(tmp_path / "stuck.jsonl"))
+    for run in stuck:
+        assert run.frames == 60 and run.skipped == 0 and run.fused == 0
+    # The silent-server runs also run gRPC's connection threads on the shared two cores,
+    # hence the 1 ms allowance; waiting on the server would cost its 2 s connect timeout.
+    assert stuck_p50 <= 1.10 * alone_p50 + 1.0
+    for repeat in range(3):
+        records = _records(tmp_path / f"stuck-{repeat}.jsonl")
+        assert all(record["mode"] == "local_only" for record in records)
 
 
 def test_fused_features_come_from_the_past_with_their_delay_recorded(
