@@ -85,7 +85,7 @@ def test_latency_with_a_300ms_link_matches_a_0ms_link(server: ChildProcess, tmp_
     medians: dict[int, list[float]] = {0: [], 300: []}
     fused: dict[int, list[float]] = {0: [], 300: []}
     delays: dict[int, list[float]] = {0: [], 300: []}
-    for repeat in range(2):
+    for repeat in range(3):
         for rtt_ms in (0, 300):
             with ExitStack() as stack:
                 target, children = server.address, [server]
@@ -94,12 +94,14 @@ def test_latency_with_a_300ms_link_matches_a_0ms_link(server: ChildProcess, tmp_
                     target, children = link.address, [server, link]
                 stack.enter_context(_separate_cores(*children))
                 summary = _run(
-                    target, 150, tmp_path / f"edge-{rtt_ms}-{repeat}.jsonl", max_staleness_frames=30
+                    target, 120, tmp_path / f"edge-{rtt_ms}-{repeat}.jsonl", max_staleness_frames=30
                 )
             medians[rtt_ms].append(summary.latency_p50_ms)
             fused[rtt_ms].append(summary.fused_fraction)
             delays[rtt_ms].append(summary.mean_d_o_frames or 0.0)
-    low, high = statistics.mean(medians[0]), statistics.mean(medians[300])
+    # Medians over three interleaved runs: single runs on this shared machine sometimes come
+    # out 30 % faster as a whole.
+    low, high = statistics.median(medians[0]), statistics.median(medians[300])
     print(
         f"edge p50 latency: 0 ms link {medians[0]}, 300 ms link {medians[300]}; mean D_o {delays}"
     )
