@@ -50,6 +50,7 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
     fps = dataset.meta.fps
     codec = request.codec or system.config.codec
     evaluator = OfflineEvaluator(system, dataset, codec=get_codec(codec, system.bottleneck))
+    variants = rate_variants(system, request) if request.rate_sweep else None
     main = evaluator.run(request.delays, stride=1, every=request.every, progress=request.progress)
     delays = request.delays
     rtt_ms = [d * 1000.0 / fps for d in delays]
@@ -100,8 +101,8 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
                 "local_size": list(size),
                 "miou": study["miou"],
             }
-    if request.rate_sweep:
-        results["rate"] = rate_sweep(system, request, dataset)
+    if variants is not None:
+        results["rate"] = rate_sweep(system, request, dataset, variants)
     _write(request.out, results)
     return results
 
@@ -127,13 +128,18 @@ def _same_networks(system: SplitSystem, other: SplitSystem) -> bool:
     )
 
 
-def rate_sweep(
-    system: SplitSystem, request: EvaluationRequest, dataset: ClipDataset
-) -> dict[str, Any]:
-    """Rate against accuracy at d = 3, in one pass over the data: the evaluated checkpoint's
-    features sent as raw-fp16 and int8-zstd (references) and through each learned codec of
-    `request.rate_sweep` (checkpoints trained with `--train-only codec` from it, e.g. with
-    different --rate-lambda or --codec-width, so that only the codec differs)."""
+@dataclass
+class RateVariants:
+    """The codecs a rate sweep compares, and the training settings of the learned ones."""
+
+    codecs: dict[str, Codec]
+    settings: dict[str, dict[str, Any]]
+
+
+def rate_variants(system: SplitSystem, request: EvaluationRequest) -> RateVariants:
+    """raw-fp16 and int8-zstd (references) and the learned codec of each checkpoint of
+    `request.rate_sweep`, which must share `system`'s networks (trained with `--train-only
+    codec` from it, e.g. with different --rate-lambda or --codec-width)."""
     variants: dict[str, Codec] = {name: get_codec(name) for name in ("raw-fp16", "int8-zstd")}
     settings = {}
     for checkpoint in request.rate_sweep:
@@ -149,9 +155,21 @@ def rate_sweep(
             "rate_lambda": meta.get("training", {}).get("rate_lambda"),
             "width": candidate.config.params.get("bottleneck", {}).get("width"),
         }
+    return RateVariants(variants, settings)
+
+
+def rate_sweep(
+    system: SplitSystem, request: EvaluationRequest, dataset: ClipDataset, variants: RateVariants
+) -> dict[str, Any]:
+    """Rate against accuracy at d = 3, every variant scored in one pass on the same
+    features."""
+    settings = variants.settings
     evaluator = OfflineEvaluator(system, dataset, codec=None)
     scored = evaluator.run(
-        [RATE_DELAY_TICKS], every=request.every, progress=request.progress, variants=variants
+        [RATE_DELAY_TICKS],
+        every=request.every,
+        progress=request.progress,
+        variants=variants.codecs,
     )
     fps = dataset.meta.fps
     points = {
@@ -160,7 +178,7 @@ def rate_sweep(
             "dedelayed": scored["variants"][name][0],
             **_byte_figures("downlink", evaluator.variant_bytes[name], fps),
         }
-        for name in variants
+        for name in variants.codecs
     }
     learned = sorted(
         ({"checkpoint": name, **settings[name], **points[name]} for name in settings),
