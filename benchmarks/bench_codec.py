@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.data.clips import open_clips
-from splitcast.data.images import fit
 from splitcast.edge.sources import MOVING_SCENE, open_source
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import codec_set
@@ -41,18 +41,10 @@ def _frames(data: Path | None, count: int) -> Iterator[np.ndarray]:
         yield from open_source(MOVING_SCENE, max_frames=count).frames()
 
 
-@torch.inference_mode()
 def downlink_features(system: SplitSystem, frames: Iterator[np.ndarray]) -> list[np.ndarray]:
-    config = system.config
-    state = system.remote.stream_init()
-    features = []
-    for rgb in frames:
-        pixels = torch.from_numpy(fit(rgb, config.remote_size)).permute(2, 0, 1)
-        downlink = system.remote.stream_downlink(
-            state, pixels[None].float().div(255.0), torch.tensor([3.0]), config.local_size
-        )
-        features.append(downlink[0].numpy().copy())
-    return features
+    runtime = RemoteRuntime(system)
+    context = runtime.new_stream()
+    return [runtime.downlink(context, rgb, 3.0) for rgb in frames]
 
 
 def _ms(values: list[float]) -> dict[str, float]:

@@ -44,17 +44,25 @@ class RemoteRuntime:
             self.step(context, sequence, blank, 0.0)
 
     @torch.inference_mode()
-    def step(
-        self, context: StreamContext, sequence: int, image_rgb: np.ndarray, delay_ticks: float
-    ) -> tuple[EncodedTensor, list[int]]:
-        """Push one decoded frame into the stream; returns its encoded downlink features and
-        the sequence numbers of the context frames they came from (oldest first)."""
+    def downlink(
+        self, context: StreamContext, image_rgb: np.ndarray, delay_ticks: float
+    ) -> np.ndarray:
+        """Push one decoded frame into the stream's FIFO; its downlink features [C, H, W]
+        before the codec."""
         pixels = torch.from_numpy(fit(image_rgb, self.config.remote_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         delay = torch.tensor([delay_ticks], dtype=torch.float32)
         remote = self.system.remote
         downlink = remote.stream_downlink(context.state, frame, delay, self.config.local_size)
+        return downlink[0].numpy()
+
+    def step(
+        self, context: StreamContext, sequence: int, image_rgb: np.ndarray, delay_ticks: float
+    ) -> tuple[EncodedTensor, list[int]]:
+        """Push one decoded frame into the stream; returns its encoded downlink features and
+        the sequence numbers of the context frames they came from (oldest first)."""
+        features = self.downlink(context, image_rgb, delay_ticks)
         context.sequences.append(sequence)
         missing = self.config.context_frames - len(context.sequences)
         used = [context.sequences[0]] * missing + list(context.sequences)
-        return self.codec.encode(downlink[0].numpy()), used
+        return self.codec.encode(features), used

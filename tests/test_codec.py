@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from splitcast.data.images import fit
+from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.edge.sources import MOVING_SCENE, open_source
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import CodecError, EncodedTensor, codec_set, get_codec
@@ -75,16 +75,11 @@ def learned_system(learned_tiny: Path) -> tuple[SplitSystem, Path]:
 
 def _real_features(system: SplitSystem) -> np.ndarray:
     """Downlink features of the remote model on frames of the built-in moving scene."""
-    config = system.config
-    state = system.remote.stream_init()
-    with torch.inference_mode():
-        for rgb in open_source(MOVING_SCENE, max_frames=4).frames():
-            pixels = torch.from_numpy(fit(rgb, config.remote_size)).permute(2, 0, 1)
-            image = pixels[None].float().div(255.0)
-            downlink = system.remote.stream_downlink(
-                state, image, torch.tensor([3.0]), config.local_size
-            )
-    return downlink[0].numpy()
+    runtime = RemoteRuntime(system)
+    context = runtime.new_stream()
+    for rgb in open_source(MOVING_SCENE, max_frames=4).frames():
+        features = runtime.downlink(context, rgb, 3.0)
+    return features
 
 
 def test_learned_round_trip_is_exact_on_random_and_real_features(
