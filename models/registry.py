@@ -2,7 +2,8 @@
 
 A `ModelConfig` says everything both sides must agree on (sizes, K, frame rate, codec) and
 which registered architecture builds the networks, with that architecture's own knobs in
-`params`. Three configurations are built in:
+`params` (every architecture reads `fusion_stride`, 8 as in the paper or 4, and `seed`).
+Three configurations are built in:
 
 - `tiny`: small random-init networks (seeded, so every process builds the same weights);
 - `lite`: EfficientNet-Lite2 (cloud) and EfficientNet-Lite0 (edge) with ImageNet weights
@@ -183,6 +184,7 @@ def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             backbones.conv_stages(tuple(p.get("local_widths", (32, 64, 96)))),
             config.num_classes,
             decoder_width=32,
+            fusion_stride=p.get("fusion_stride", 8),
         )
         width = p.get("width", 32)
         remote = RemoteModel(
@@ -194,6 +196,7 @@ def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             width=width,
             delay_hidden=64,
             head_width=width,
+            fusion_stride=local.fusion_stride,
         )
     return remote, local
 
@@ -207,6 +210,7 @@ def _lite(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             backbones.efficientnet_lite_stages("lite0", pretrained),
             config.num_classes,
             p.get("decoder_width", 64),
+            p.get("fusion_stride", 8),
         )
         width = p.get("width", 64)
         remote = RemoteModel(
@@ -218,6 +222,7 @@ def _lite(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             width=width,
             delay_hidden=p.get("delay_hidden", 128),
             head_width=p.get("head_width", 128),
+            fusion_stride=local.fusion_stride,
         )
     return remote, local
 
@@ -228,7 +233,12 @@ def _paper(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMod
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(p.get("seed", 0))
         stages = backbones.transformer_stages((96, 192, 320), depths=(3, 4), heads=(6, 10))
-        local = LocalModel(stages, config.num_classes, decoder_width=p.get("decoder_width", 96))
+        local = LocalModel(
+            stages,
+            config.num_classes,
+            decoder_width=p.get("decoder_width", 96),
+            fusion_stride=p.get("fusion_stride", 8),
+        )
         remote = RemoteModel(
             backbones.timm_pyramid("efficientvit_l1", weights=p.get("remote_weights")),
             ViT3D(256, depth=12, heads=8),
@@ -239,6 +249,7 @@ def _paper(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMod
             delay_hidden=1024,
             head_width=256,
             head_blocks=(3, 3),
+            fusion_stride=local.fusion_stride,
         )
     return remote, local
 

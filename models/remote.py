@@ -4,7 +4,7 @@ answer will be used.
 Per-frame encoder (backbone pyramid -> neck, stride 8) -> delay embedding added to every token
 -> temporal model over the K frames -> time folded into channels -> two heads: predictive
 logits (the scene `delay` ticks after the newest frame) and downlink features resized to the
-local model's stride-8 grid.
+local model's grid at its fusion stride.
 
 In streaming use each new frame is encoded once and kept in a FIFO of the last K encodings
 (`stream_init` / `stream_step`), which gives the same result as `forward` on those K frames.
@@ -27,8 +27,6 @@ from splitcast.models.layers import (
     SelfAttention,
     resize,
 )
-
-FUSION_STRIDE = 8
 
 
 class DelayEmbedding(nn.Module):
@@ -104,9 +102,11 @@ class RemoteModel(nn.Module):
         delay_hidden: int,
         head_width: int,
         head_blocks: tuple[int, int] = (1, 1),
+        fusion_stride: int = 8,
     ) -> None:
         super().__init__()
         self.context_frames = context_frames
+        self.fusion_stride = fusion_stride
         self.backbone = backbone
         self.neck = PyramidNeck(backbone.channels, width)
         self.delay_embedding = DelayEmbedding(width, delay_hidden)
@@ -139,7 +139,8 @@ class RemoteModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Heads on stacked encodings [B, C, K, h, w] (oldest first) conditioned on `delay` [B].
 
-        Returns (downlink [B, D, Hl/8, Wl/8], predictive logits [B, classes, h, w]).
+        Returns (downlink [B, D, Hl/s, Wl/s] for the local fusion stride s, predictive logits
+        [B, classes, h, w]).
         """
         folded = self._fold(encodings, delay)
         return self._downlink(folded, local_size), self.logits_head(folded)
@@ -155,7 +156,7 @@ class RemoteModel(nn.Module):
         return self.temporal(tokens).flatten(1, 2)
 
     def _downlink(self, folded: torch.Tensor, local_size: tuple[int, int]) -> torch.Tensor:
-        grid = (local_size[0] // FUSION_STRIDE, local_size[1] // FUSION_STRIDE)
+        grid = (local_size[0] // self.fusion_stride, local_size[1] // self.fusion_stride)
         return self.downlink_out(resize(self.downlink_trunk(folded), grid))
 
     def forward(

@@ -3,6 +3,8 @@ real pretrained weights, the paper's sizes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,13 @@ from skimage import data as photos
 
 from splitcast.models.backbones import efficientnet_lite_classifier
 from splitcast.models.layers import FrameWiseConv3d, class_ids, resize
-from splitcast.models.registry import available, build, count_parameters, get_config
+from splitcast.models.registry import (
+    SplitSystem,
+    available,
+    build,
+    count_parameters,
+    get_config,
+)
 
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 IMAGENET_CUPS = {504, 967, 968}  # coffee mug, espresso, cup
@@ -45,9 +53,16 @@ def test_stream_step_matches_batch_forward_after_warm_up(name: str) -> None:
     assert torch.equal(downlink, streamed[0])
 
 
-@pytest.mark.parametrize("name", ["tiny", "lite"])
-def test_none_and_zero_downlink_give_exactly_the_local_only_output(name: str) -> None:
-    system = build(name)
+def build_fused_at(name: str, fusion_stride: int) -> SplitSystem:
+    config = get_config(name)
+    return build(replace(config, params={**config.params, "fusion_stride": fusion_stride}))
+
+
+@pytest.mark.parametrize(("name", "fusion_stride"), [("tiny", 8), ("tiny", 4), ("lite", 8)])
+def test_none_and_zero_downlink_give_exactly_the_local_only_output(
+    name: str, fusion_stride: int
+) -> None:
+    system = build_fused_at(name, fusion_stride)
     config = system.config
     frame = torch.rand(1, 3, *config.local_size)
     zeros = torch.zeros(1, *system.local.downlink_shape(config.local_size))
@@ -60,8 +75,9 @@ def test_none_and_zero_downlink_give_exactly_the_local_only_output(name: str) ->
     assert not torch.equal(local_only, with_features)
 
 
-def test_delay_changes_the_features_and_shapes_fit_the_fusion_point() -> None:
-    system = build("tiny")
+@pytest.mark.parametrize("fusion_stride", [8, 4])
+def test_delay_changes_the_features_and_shapes_fit_the_fusion_point(fusion_stride: int) -> None:
+    system = build_fused_at("tiny", fusion_stride)
     config = system.config
     frames = torch.rand(2, 3, config.context_frames, *config.remote_size)
     with torch.inference_mode():
@@ -69,8 +85,15 @@ def test_delay_changes_the_features_and_shapes_fit_the_fusion_point() -> None:
         late, _ = system.remote(frames, torch.tensor([5.0, 5.0]), config.local_size)
         image_only = system.remote.image_only(frames[:, :, -1], config.local_size)
     assert not torch.allclose(early, late)
+    height, width = config.local_size
+    assert tuple(early.shape[2:]) == (height // fusion_stride, width // fusion_stride)
     assert tuple(early.shape[1:]) == system.local.downlink_shape(config.local_size)
     assert logits.shape[1] == config.num_classes and image_only.shape == logits.shape
+
+
+def test_an_unsupported_fusion_stride_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="fusion_stride"):
+        build_fused_at("tiny", 16)
 
 
 def test_lite_keeps_the_local_input_at_most_two_thirds_of_the_remote_height() -> None:
