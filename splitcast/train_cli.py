@@ -132,6 +132,13 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         help="latent channels of the learned bottleneck (default: %(default)s)",
     )
     codec.add_argument(
+        "--codec-stride",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="spatial stride of the bottleneck's latent on the fusion grid (default: %(default)s)",
+    )
+    codec.add_argument(
         "--rate-lambda",
         type=non_negative_float,
         default=1e-5,
@@ -178,7 +185,7 @@ def _run_train(args: argparse.Namespace) -> None:
         path = Path(args.config)
         config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
     if args.codec == "learned":
-        config = with_bottleneck(config, width=args.codec_width)
+        config = with_bottleneck(config, width=args.codec_width, stride=args.codec_stride)
     options = TrainOptions(
         config=config,
         data=args.data,

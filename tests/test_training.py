@@ -123,13 +123,15 @@ def test_codec_fine_tune_trains_only_the_bottleneck(splits: Path, tmp_path: Path
     start_version = save_checkpoint(start, tmp_path / "start", {}, half=False)
     result = _train(
         splits, tmp_path / "codec", "--init", str(tmp_path / "start"), "--codec", "learned",
-        "--codec-width", "4", "--rate-lambda", "1e-3", "--train-only", "codec", "--epochs", "2",
+        "--codec-width", "4", "--codec-stride", "1", "--rate-lambda", "1e-3",
+        "--train-only", "codec", "--epochs", "2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     tuned, meta = load_checkpoint(tmp_path / "codec")
     assert meta["config"]["codec"] == "learned" and tuned.bottleneck is not None
     assert meta["initialised_from"]["version"] == start_version
     assert tuned.bottleneck.finalized and tuned.bottleneck.width == 4
+    assert tuned.bottleneck.stride == 1
     before = system_state(start)
     after = system_state(tuned)
     assert all(torch.equal(before[k], after[k]) for k in before)
