@@ -139,7 +139,7 @@ class RateVariants:
 def rate_variants(system: SplitSystem, request: EvaluationRequest) -> RateVariants:
     """raw-fp16 and int8-zstd (references) and the learned codec of each checkpoint of
     `request.rate_sweep`, which must share `system`'s networks (trained with `--train-only
-    codec` from it, e.g. with different --rate-lambda or --codec-width)."""
+    codec` from it, e.g. with different --rate-lambda, --codec-width or --codec-stride)."""
     variants: dict[str, Codec] = {name: get_codec(name) for name in ("raw-fp16", "int8-zstd")}
     settings = {}
     for checkpoint in request.rate_sweep:
@@ -153,7 +153,8 @@ def rate_variants(system: SplitSystem, request: EvaluationRequest) -> RateVarian
         variants[checkpoint] = get_codec("learned", candidate.bottleneck)
         settings[checkpoint] = {
             "rate_lambda": meta.get("training", {}).get("rate_lambda"),
-            "width": candidate.config.params.get("bottleneck", {}).get("width"),
+            "width": candidate.bottleneck.width,
+            "stride": candidate.bottleneck.stride,
         }
     return RateVariants(variants, settings)
 

@@ -110,6 +110,7 @@ def test_codec_byte_figures_and_rate_sweep(
     rate = results["rate"]
     raw, int8 = rate["references"]["raw-fp16"], rate["references"]["int8-zstd"]
     learned = rate["learned"][0]
+    assert (learned["width"], learned["stride"]) == (8, 2), "the learned_tiny bottleneck"
     assert raw["downlink_bytes_per_frame"]["mean"] == rate["raw_fp32_bytes_per_frame"] / 2
     assert learned["downlink_bytes_per_frame"]["mean"] == down["mean"]
     assert learned["dedelayed"] == results["miou"]["dedelayed"][0]
