@@ -2,7 +2,8 @@
 (local). Real pretrained weights come from packages on disk, never from a hub at run time.
 
 - `PyramidBackbone` wraps a timm `features_only` model (strides 8, 16, 32) or a small
-  convolutional stack; the remote model can freeze it and cache its outputs.
+  convolutional stack; the remote model can freeze it and cache its outputs, and can train its
+  top stage (stride 16 -> 32) alone on top of cached stride-16 features.
 - `LocalStages` splits an encoder into `stem` (to stride 8, where the downlink is added),
   `stage16` and `stage32`.
 """
@@ -83,7 +84,11 @@ def efficientnet_lite_classifier(variant: str) -> nn.Module:
 
 
 class PyramidBackbone(nn.Module):
-    """Image [B, 3, H, W] in [0, 1] -> features at strides 8, 16, 32."""
+    """Image [B, 3, H, W] in [0, 1] -> features at strides 8, 16, 32.
+
+    `top_names` are the body's submodules that turn the stride-16 output into the stride-32
+    one, in order (empty when the body cannot be cut there).
+    """
 
     def __init__(
         self,
@@ -91,15 +96,28 @@ class PyramidBackbone(nn.Module):
         channels: tuple[int, int, int],
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        top_names: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.body = body
         self.channels = channels
+        self.top_names = top_names
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body((image - self.mean) / self.std))
+
+    def top_stage(self) -> nn.Sequential:
+        """The top stage (stride-16 features -> stride-32 features), sharing the body's
+        weights; it is not registered a second time, so state dicts keep one name per
+        weight."""
+        if not self.top_names:
+            raise ValueError(
+                f"this backbone ({type(self.body).__name__}) cannot be cut at stride 16, so "
+                "its top stage cannot be trained on its own"
+            )
+        return nn.Sequential(*(self.body.get_submodule(name) for name in self.top_names))
 
 
 def timm_pyramid(
@@ -123,7 +141,27 @@ def timm_pyramid(
         )
     channels = tuple(body.feature_info.channels())
     mean, std = (LITE_MEAN, LITE_STD) if "lite" in name else (IMAGENET_MEAN, IMAGENET_STD)
-    return PyramidBackbone(body, channels, mean, std)  # type: ignore[arg-type]
+    top = _top_names(body, *body.feature_info.module_name()[1:])
+    return PyramidBackbone(body, channels, mean, std, top)  # type: ignore[arg-type]
+
+
+def _top_names(body: nn.Module, name16: str, name32: str) -> tuple[str, ...]:
+    """Submodules after the stride-16 output up to the stride-32 output, when both outputs
+    are numbered children of one sequence (`blocks.4` -> `blocks.5`, `blocks.6`); timm's
+    `FeatureListNet` spells the same children with underscores (`stages_3`)."""
+    parent16, _, index16 = name16.rpartition(".")
+    parent32, _, index32 = name32.rpartition(".")
+    if parent16 != parent32 or not (index16.isdigit() and index32.isdigit()):
+        return ()
+    dotted = [f"{parent32}.{i}" for i in range(int(index16) + 1, int(index32) + 1)]
+    for names in (dotted, [n.replace(".", "_") for n in dotted]):
+        try:
+            for n in names:
+                body.get_submodule(n)
+        except AttributeError:
+            continue
+        return tuple(names)
+    return ()
 
 
 def _stride_indices(name: str) -> tuple[int, int, int]:
@@ -153,7 +191,7 @@ class _ConvPyramidBody(nn.Module):
 
 def conv_pyramid(widths: tuple[int, int, int]) -> PyramidBackbone:
     """A small random-init convolutional pyramid (the `tiny` configuration)."""
-    return PyramidBackbone(_ConvPyramidBody(widths), widths, (0.5,) * 3, (0.5,) * 3)
+    return PyramidBackbone(_ConvPyramidBody(widths), widths, (0.5,) * 3, (0.5,) * 3, ("to32",))
 
 
 class LocalStages(nn.Module):

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from splitcast.models.registry import ModelConfig, SplitSystem, available, build
 
@@ -31,12 +32,30 @@ class CheckpointError(RuntimeError):
 def packaged_prefixes(system: SplitSystem) -> list[str]:
     """State-dict prefixes whose weights are loaded from packages, not trained."""
     prefixes = []
-    if system.config.params.get("freeze_remote_backbone", False):
-        prefixes.append("remote.backbone.")
+    params = system.config.params
+    if params.get("freeze_remote_backbone", False):
+        backbone = system.remote.backbone
+        trained = set(backbone.top_stage()) if params.get("train_remote_top", False) else set()
+        prefixes += _prefixes_outside(backbone, trained, "remote.backbone.")
     frozen = system.local.stages.frozen
     if frozen is not None:
         name = next(n for n, m in system.local.named_modules() if m is frozen)
         prefixes.append(f"local.{name}.")
+    return prefixes
+
+
+def _prefixes_outside(module: nn.Module, inside: set[nn.Module], prefix: str) -> list[str]:
+    """Prefixes covering every weight of `module` except those of the `inside` submodules."""
+    if not inside:
+        return [prefix]
+    prefixes = []
+    for name, child in module.named_children():
+        if child in inside:
+            continue
+        if inside & set(child.modules()):
+            prefixes += _prefixes_outside(child, inside, f"{prefix}{name}.")
+        else:
+            prefixes.append(f"{prefix}{name}.")
     return prefixes
 
 

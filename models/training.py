@@ -16,7 +16,10 @@ from a trained checkpoint (`init`), e.g. to add a bottleneck to a model trained 
 and can train the bottleneck alone (`train_only="codec"`), leaving every other weight as it was.
 
 With a frozen remote backbone (the `lite` default) its outputs are cached once per frame and
-training runs on the cache. Runs under torchrun as well (DDP; gloo on CPU, NCCL on GPU).
+training runs on the cache. `train_remote_top` still trains the backbone's top stage (stride
+16 -> 32) on the cached stride-16 features: the remote's semantics adapt to the data at a
+fraction of the cost of training the whole backbone uncached; that stage's batch-norm
+statistics stay as pretrained. Runs under torchrun as well (DDP; gloo on CPU, NCCL on GPU).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class TrainOptions:
     delays: tuple[float, float] = (0.0, 5.0)
     loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSSES, 1.0))
     freeze_remote_backbone: bool = True
+    train_remote_top: bool = False
     class_weighting: str = "inverse-sqrt"
     cache_dir: Path | None = None
     val_delays: tuple[float, ...] = (0.0, 3.0, 5.0)
@@ -113,9 +117,11 @@ class LossModel(nn.Module):
         class_weights: torch.Tensor | None = None,
         rate_lambda: float = 0.0,
         distortion_weight: float = 0.0,
+        train_remote_top: bool = False,
     ) -> None:
         super().__init__()
         self.remote = system.remote
+        self.remote_top = system.remote.backbone.top_stage() if train_remote_top else None
         self.local = system.local
         self.bottleneck = system.bottleneck
         self.config = system.config
@@ -129,7 +135,10 @@ class LossModel(nn.Module):
         """Remote encodings [B, C, K, h, w] of the context and [B, C, h, w] of frame t."""
         if isinstance(batch, CachedBatch):
             batch_size, steps = batch.features[0].shape[:2]
-            flat = self.remote.encode_features([f.flatten(0, 1) for f in batch.features])
+            f8, f16, f32 = (f.flatten(0, 1) for f in batch.features)
+            if self.remote_top is not None:
+                f32 = self.remote_top(f16)
+            flat = self.remote.encode_features([f8, f16, f32])
         else:
             batch_size, steps = batch.remote.shape[0], batch.remote.shape[1] + 1
             frames = torch.cat([batch.remote, batch.remote_now.unsqueeze(1)], dim=1)
@@ -209,8 +218,10 @@ def class_weights(clips: ClipDataset, scheme: str, progress: bool = False) -> to
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _freeze(system: SplitSystem, freeze_remote_backbone: bool, train_only: str) -> list[nn.Module]:
-    """Stop gradients to frozen parts; returns them (they stay in eval mode)."""
+def _freeze(system: SplitSystem, options: TrainOptions) -> list[nn.Module]:
+    """Stop gradients to frozen parts; returns them (they stay in eval mode, so a trained
+    remote top stage keeps its pretrained batch-norm statistics)."""
+    train_only = options.train_only
     if train_only == "codec":
         if system.bottleneck is None:
             raise ValueError("--train-only codec needs a learned codec (--codec learned)")
@@ -219,12 +230,14 @@ def _freeze(system: SplitSystem, freeze_remote_backbone: bool, train_only: str) 
         raise ValueError(f"unknown --train-only {train_only!r}; choose {', '.join(TRAIN_ONLY)}")
     else:
         frozen = []
-    if freeze_remote_backbone:
+    if options.freeze_remote_backbone:
         frozen.append(system.remote.backbone)
     if system.local.stages.frozen is not None:
         frozen.append(system.local.stages.frozen)
     for module in frozen:
         module.requires_grad_(False)
+    if options.train_remote_top and train_only == "all":
+        system.remote.backbone.top_stage().requires_grad_(True)
     return frozen
 
 
@@ -244,6 +257,18 @@ def _param_groups(system: SplitSystem, options: TrainOptions) -> list[dict[str, 
     ]
 
 
+def _with_training_params(options: TrainOptions) -> ModelConfig:
+    """The configuration with what decides which weights a checkpoint must store: whether the
+    remote backbone is frozen, and whether its top stage was trained (kept once set, so a
+    later codec-only run still stores it)."""
+    params = {**options.config.params, "freeze_remote_backbone": options.freeze_remote_backbone}
+    if options.train_remote_top:
+        params["train_remote_top"] = True
+    if params == options.config.params:
+        return options.config
+    return ModelConfig.from_dict({**options.config.to_dict(), "params": params})
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up, then cosine decay to zero."""
     if step < warmup:
@@ -260,17 +285,12 @@ class Trainer:
         self.rank, self.world = _distributed()
         torch.manual_seed(options.seed)
         train_clips = open_clips(options.data)
-        config = options.config
-        if config.params.get("freeze_remote_backbone") != options.freeze_remote_backbone:
-            config = ModelConfig.from_dict(
-                {
-                    **config.to_dict(),
-                    "params": {
-                        **config.params,
-                        "freeze_remote_backbone": options.freeze_remote_backbone,
-                    },
-                }
+        if options.train_remote_top and not options.freeze_remote_backbone:
+            raise ValueError(
+                "training the remote backbone's top stage alone needs the rest of it frozen; "
+                "drop one of the two options"
             )
+        config = _with_training_params(options)
         self.system = build(config, pretrained=True, num_classes=train_clips.meta.num_classes)
         self.initialised_from: dict[str, Any] | None = None
         if options.init is not None:
@@ -284,7 +304,7 @@ class Trainer:
             }
         self.config = self.system.config
         self.meta = train_clips.meta
-        self.frozen = _freeze(self.system, options.freeze_remote_backbone, options.train_only)
+        self.frozen = _freeze(self.system, options)
         self.train_set = self._dataset(train_clips, train=True)
         val_path = options.val_data or _sibling_val(options.data)
         self.val_set = self._dataset(open_clips(val_path), train=False) if val_path else None
@@ -298,6 +318,7 @@ class Trainer:
             weights,
             options.rate_lambda,
             options.distortion_weight,
+            options.train_remote_top and options.train_only == "all",
         )
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.optimizer = torch.optim.AdamW(

@@ -87,10 +87,17 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         metavar="NAME=W,...",
         help=f"weights of {', '.join(LOSS_NAMES)} (default: all 1)",
     )
-    parser.add_argument(
+    remote = parser.add_mutually_exclusive_group()
+    remote.add_argument(
         "--train-remote-backbone",
         action="store_true",
         help="train the remote backbone too (no encoding cache; slow on a CPU)",
+    )
+    remote.add_argument(
+        "--train-remote-top",
+        action="store_true",
+        help="train the remote backbone's top stage (stride 16 -> 32) on the cached stride-16 "
+        "features; the rest stays frozen and cached",
     )
     parser.add_argument(
         "--cache-dir",
@@ -197,6 +204,7 @@ def _run_train(args: argparse.Namespace) -> None:
         delays=args.delays,
         loss_weights=args.loss_weights,
         freeze_remote_backbone=not args.train_remote_backbone,
+        train_remote_top=args.train_remote_top,
         cache_dir=args.cache_dir,
         class_weighting=args.class_weighting,
         warmup_steps=args.warmup_steps,

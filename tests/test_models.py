@@ -119,6 +119,16 @@ def test_lite_backbones_carry_the_packaged_weights() -> None:
     assert torch.equal(stem, classifier.conv_stem.weight)
 
 
+@pytest.mark.parametrize("name", ["tiny", "lite", "paper"])
+def test_remote_top_stage_turns_stride_16_features_into_the_stride_32_ones(name: str) -> None:
+    backbone = build(name, pretrained=False).remote.backbone
+    with torch.inference_mode():
+        _, f16, f32 = backbone(torch.rand(1, 3, 128, 256))
+        assert torch.allclose(backbone.top_stage()(f16), f32)
+    names = {n for n, _ in backbone.named_parameters()}
+    assert not any(n.startswith("top") for n in names)
+
+
 def test_paper_configuration_sizes_and_a_training_step_at_reduced_size() -> None:
     system = build("paper")
     local = count_parameters(system.local)

@@ -140,6 +140,25 @@ def test_codec_fine_tune_trains_only_the_bottleneck(splits: Path, tmp_path: Path
     assert history[-1]["train_loss"]["bits"] < history[0]["train_loss"]["bits"]
 
 
+def test_remote_top_stage_trains_on_cached_features_and_is_stored(
+    splits: Path, tmp_path: Path
+) -> None:
+    result = _train(splits, tmp_path / "top", "--train-remote-top", "--epochs", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = load_file(str(tmp_path / "top" / "model.safetensors"))
+    backbone_keys = {k for k in stored if k.startswith("remote.backbone.")}
+    assert backbone_keys and all(k.startswith("remote.backbone.body.to32.") for k in backbone_keys)
+    tuned, meta = load_checkpoint(tmp_path / "top")
+    assert meta["config"]["params"]["train_remote_top"] is True
+    before = system_state(build("tiny"))
+    after = system_state(tuned)
+    backbone = [k for k in before if k.startswith("remote.backbone.")]
+    changed = {k.split(".")[3] for k in backbone if not torch.equal(before[k], after[k])}
+    assert changed == {"to32"}
+    both = _train(splits, tmp_path / "both", "--train-remote-top", "--train-remote-backbone")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 @pytest.mark.slow
 def test_two_process_torchrun_training_completes(splits: Path, tmp_path: Path) -> None:
     runner = [
