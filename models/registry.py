@@ -2,7 +2,8 @@
 
 A `ModelConfig` says everything both sides must agree on (sizes, K, frame rate, codec) and
 which registered architecture builds the networks, with that architecture's own knobs in
-`params` (every architecture reads `fusion_stride`, 8 as in the paper or 4, and `seed`).
+`params` (every architecture reads `fusion_stride`, 8 as in the paper or 4, `downlink_skip`
+(see `LocalModel`) and `seed`).
 Three configurations are built in:
 
 - `tiny`: small random-init networks (seeded, so every process builds the same weights);
@@ -186,6 +187,7 @@ def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             config.num_classes,
             decoder_width=32,
             fusion_stride=p.get("fusion_stride", 8),
+            downlink_skip=p.get("downlink_skip", False),
         )
         width = p.get("width", 32)
         remote = RemoteModel(
@@ -212,6 +214,7 @@ def _lite(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             config.num_classes,
             p.get("decoder_width", 64),
             p.get("fusion_stride", 8),
+            p.get("downlink_skip", False),
         )
         width = p.get("width", 64)
         remote = RemoteModel(
@@ -239,6 +242,7 @@ def _paper(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMod
             config.num_classes,
             decoder_width=p.get("decoder_width", 96),
             fusion_stride=p.get("fusion_stride", 8),
+            downlink_skip=p.get("downlink_skip", False),
         )
         remote = RemoteModel(
             backbones.timm_pyramid("efficientvit_l1", weights=p.get("remote_weights")),
