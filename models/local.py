@@ -6,11 +6,6 @@ decoder (strides 32 -> 16 -> 8 -> 4) with a segmentation head follow. Fusing at 
 a small local input take the remote's full stride-8 grid (a 128x256 local input has a 16x32
 stride-8 grid, the 256x512 remote 32x64). `downlink=None` skips the addition, which is
 exactly the local-only model (adding zeros gives the same result bit for bit).
-
-With `downlink_skip` the downlink also reaches the decoder at the fusion stride through a
-bias-free 1x1 convolution (zero at start, so it can be added to a trained model): the
-encoder's deeper stages are shared with the local-only pass and pretrained, and passing every
-remote cue through them alone left most of the remote model's lead unused.
 """
 
 from __future__ import annotations
@@ -34,7 +29,6 @@ class LocalModel(nn.Module):
         num_classes: int,
         decoder_width: int = 64,
         fusion_stride: int = 8,
-        downlink_skip: bool = False,
     ) -> None:
         super().__init__()
         if fusion_stride not in FUSION_STRIDES:
@@ -50,10 +44,6 @@ class LocalModel(nn.Module):
         self.head = nn.Sequential(
             ConvNormAct(decoder_width, decoder_width), nn.Conv2d(decoder_width, num_classes, 1)
         )
-        self.downlink_skip = None
-        if downlink_skip:
-            self.downlink_skip = nn.Conv2d(self.fusion_channels, decoder_width, 1, bias=False)
-            nn.init.zeros_(self.downlink_skip.weight)
 
     def downlink_shape(self, size: tuple[int, int]) -> tuple[int, int, int]:
         """Shape [C, H/s, W/s] of the downlink features this model fuses at input `size`."""
@@ -80,16 +70,9 @@ class LocalModel(nn.Module):
             x8 = x8 + downlink
         x16 = self.stages.stage16(x8)
         x32 = self.stages.stage32(x16)
-        skip = None
-        if self.downlink_skip is not None and downlink is not None:
-            skip = self.downlink_skip(downlink)
         top = resize(self.lateral32(x32), x16.shape[-2:]) + self.lateral16(x16)
         merged = resize(top, x8.shape[-2:]) + self.lateral8(x8)
-        if skip is not None and self.fusion_stride == 8:
-            merged = merged + skip
         merged = resize(merged, x4.shape[-2:]) + self.lateral4(x4)
-        if skip is not None and self.fusion_stride == 4:
-            merged = merged + skip
         return resize(self.head(merged), size)
 
     def forward(self, frame: torch.Tensor, downlink: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,8 +2,7 @@
 
 A `ModelConfig` says everything both sides must agree on (sizes, K, frame rate, codec) and
 which registered architecture builds the networks, with that architecture's own knobs in
-`params` (every architecture reads `fusion_stride`, 8 as in the paper or 4, `downlink_skip`
-(see `LocalModel`) and `seed`).
+`params` (every architecture reads `fusion_stride`, 8 as in the paper or 4, and `seed`).
 Three configurations are built in:
 
 - `tiny`: small random-init networks (seeded, so every process builds the same weights);
@@ -187,7 +186,6 @@ def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             config.num_classes,
             decoder_width=32,
             fusion_stride=p.get("fusion_stride", 8),
-            downlink_skip=p.get("downlink_skip", False),
         )
         width = p.get("width", 32)
         remote = RemoteModel(
@@ -214,7 +212,6 @@ def _lite(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             config.num_classes,
             p.get("decoder_width", 64),
             p.get("fusion_stride", 8),
-            p.get("downlink_skip", False),
         )
         width = p.get("width", 64)
         remote = RemoteModel(
@@ -242,7 +239,6 @@ def _paper(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMod
             config.num_classes,
             decoder_width=p.get("decoder_width", 96),
             fusion_stride=p.get("fusion_stride", 8),
-            downlink_skip=p.get("downlink_skip", False),
         )
         remote = RemoteModel(
             backbones.timm_pyramid("efficientvit_l1", weights=p.get("remote_weights")),

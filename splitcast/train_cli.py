@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from splitcast.arguments import non_negative_float, positive_int
@@ -129,12 +128,6 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "learned codec to a model trained without one",
     )
     codec.add_argument(
-        "--downlink-skip",
-        action="store_true",
-        help="also add the downlink features to the local decoder at the fusion stride (a "
-        "zero-initialised 1x1 convolution, so a trained model starts unchanged)",
-    )
-    codec.add_argument(
         "--codec",
         choices=("learned",),
         help="train a learned downlink bottleneck (quantised, entropy-modelled) into the model",
@@ -198,8 +191,6 @@ def _run_train(args: argparse.Namespace) -> None:
     else:
         path = Path(args.config)
         config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
-    if args.downlink_skip:
-        config = replace(config, params={**config.params, "downlink_skip": True})
     if args.codec == "learned":
         config = with_bottleneck(config, width=args.codec_width, stride=args.codec_stride)
     options = TrainOptions(

@@ -53,28 +53,16 @@ def test_stream_step_matches_batch_forward_after_warm_up(name: str) -> None:
     assert torch.equal(downlink, streamed[0])
 
 
-def build_fused_at(name: str, fusion_stride: int, downlink_skip: bool = False) -> SplitSystem:
+def build_fused_at(name: str, fusion_stride: int) -> SplitSystem:
     config = get_config(name)
-    params = {**config.params, "fusion_stride": fusion_stride, "downlink_skip": downlink_skip}
-    return build(replace(config, params=params))
+    return build(replace(config, params={**config.params, "fusion_stride": fusion_stride}))
 
 
-@pytest.mark.parametrize(
-    ("name", "fusion_stride", "skip"),
-    [
-        ("tiny", 8, False),
-        ("tiny", 4, False),
-        ("lite", 8, False),
-        ("tiny", 8, True),
-        ("lite", 4, True),
-    ],
-)
+@pytest.mark.parametrize(("name", "fusion_stride"), [("tiny", 8), ("tiny", 4), ("lite", 8)])
 def test_none_and_zero_downlink_give_exactly_the_local_only_output(
-    name: str, fusion_stride: int, skip: bool
+    name: str, fusion_stride: int
 ) -> None:
-    system = build_fused_at(name, fusion_stride, skip)
-    if skip:
-        torch.nn.init.normal_(system.local.downlink_skip.weight)
+    system = build_fused_at(name, fusion_stride)
     config = system.config
     frame = torch.rand(1, 3, *config.local_size)
     zeros = torch.zeros(1, *system.local.downlink_shape(config.local_size))
@@ -85,17 +73,6 @@ def test_none_and_zero_downlink_give_exactly_the_local_only_output(
     assert torch.equal(local_only, with_zeros)
     assert local_only.shape == (1, config.num_classes, *config.local_size)
     assert not torch.equal(local_only, with_features)
-
-
-def test_a_new_downlink_skip_leaves_a_trained_model_unchanged() -> None:
-    plain = build_fused_at("tiny", 4)
-    skipped = build_fused_at("tiny", 4, downlink_skip=True)
-    missing = skipped.local.load_state_dict(plain.local.state_dict(), strict=False).missing_keys
-    assert missing == ["downlink_skip.weight"]
-    frame = torch.rand(1, 3, *plain.config.local_size)
-    features = torch.randn(1, *plain.local.downlink_shape(plain.config.local_size))
-    with torch.inference_mode():
-        assert torch.equal(plain.local(frame, features), skipped.local(frame, features))
 
 
 @pytest.mark.parametrize("fusion_stride", [8, 4])
