@@ -92,6 +92,11 @@ class TrainOptions:
     distortion_weight: float = 1.0
     train_only: str = "all"
 
+    @property
+    def trains_remote_top(self) -> bool:
+        """Whether this run updates the remote backbone's top stage (not in a codec-only run)."""
+        return self.train_remote_top and self.train_only == "all"
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["config"] = self.config.to_dict()
@@ -121,7 +126,7 @@ class LossModel(nn.Module):
     ) -> None:
         super().__init__()
         self.remote = system.remote
-        self.remote_top = system.remote.backbone.top_stage() if train_remote_top else None
+        self.train_remote_top = train_remote_top
         self.local = system.local
         self.bottleneck = system.bottleneck
         self.config = system.config
@@ -136,8 +141,8 @@ class LossModel(nn.Module):
         if isinstance(batch, CachedBatch):
             batch_size, steps = batch.features[0].shape[:2]
             f8, f16, f32 = (f.flatten(0, 1) for f in batch.features)
-            if self.remote_top is not None:
-                f32 = self.remote_top(f16)
+            if self.train_remote_top:
+                f32 = self.remote.backbone.top_stage()(f16)
             flat = self.remote.encode_features([f8, f16, f32])
         else:
             batch_size, steps = batch.remote.shape[0], batch.remote.shape[1] + 1
@@ -236,7 +241,7 @@ def _freeze(system: SplitSystem, options: TrainOptions) -> list[nn.Module]:
         frozen.append(system.local.stages.frozen)
     for module in frozen:
         module.requires_grad_(False)
-    if options.train_remote_top and train_only == "all":
+    if options.trains_remote_top:
         system.remote.backbone.top_stage().requires_grad_(True)
     return frozen
 
@@ -318,7 +323,7 @@ class Trainer:
             weights,
             options.rate_lambda,
             options.distortion_weight,
-            options.train_remote_top and options.train_only == "all",
+            options.trains_remote_top,
         )
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.optimizer = torch.optim.AdamW(
