@@ -30,7 +30,7 @@ from splitcast.data.classes import CITYSCAPES_CLASSES
 from splitcast.models import backbones
 from splitcast.models.bottleneck import FeatureBottleneck
 from splitcast.models.local import LocalModel
-from splitcast.models.remote import ConvTemporal, RemoteModel, ViT3D
+from splitcast.models.remote import ConvTemporal, ForecastWarp, RemoteModel, ViT3D
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,11 @@ def with_bottleneck(config: ModelConfig, **settings: int) -> ModelConfig:
     """`config` with a learned downlink bottleneck (`FeatureBottleneck` keyword arguments) as
     its default codec."""
     return replace(config, codec="learned", params={**config.params, "bottleneck": dict(settings)})
+
+
+def with_forecast_warp(config: ModelConfig) -> ModelConfig:
+    """`config` with the remote's forecast warp (see `ForecastWarp`)."""
+    return replace(config, params={**config.params, "forecast_warp": True})
 
 
 Architecture = Callable[[ModelConfig, bool], tuple[RemoteModel, LocalModel]]
@@ -176,6 +181,13 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _forecast_warp(params: dict[str, Any], folded: int) -> ForecastWarp | None:
+    """The remote's forecast warp when the config asks for it (param `forecast_warp: true`)."""
+    if not params.get("forecast_warp", False):
+        return None
+    return ForecastWarp(folded, params.get("warp_hidden", 96))
+
+
 @register_architecture("tiny")
 def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalModel]:
     p = config.params
@@ -198,6 +210,7 @@ def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             delay_hidden=64,
             head_width=width,
             fusion_stride=local.fusion_stride,
+            warp=_forecast_warp(p, width * config.context_frames),
         )
     return remote, local
 
@@ -224,6 +237,7 @@ def _lite(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             delay_hidden=p.get("delay_hidden", 128),
             head_width=p.get("head_width", 128),
             fusion_stride=local.fusion_stride,
+            warp=_forecast_warp(p, width * config.context_frames),
         )
     return remote, local
 

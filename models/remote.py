@@ -2,7 +2,8 @@
 answer will be used.
 
 Per-frame encoder (backbone pyramid -> neck, stride 8) -> delay embedding added to every token
--> temporal model over the K frames -> time folded into channels -> two heads: predictive
+-> temporal model over the K frames -> time folded into channels -> optionally a forecast warp
+(the folded features moved along a predicted motion field x delay) -> two heads: predictive
 logits (the scene `delay` ticks after the newest frame) and downlink features resized to the
 local model's grid at its fusion stride.
 
@@ -16,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from splitcast.models.backbones import PyramidBackbone
@@ -81,6 +83,48 @@ class ViT3D(nn.Module):
         return x
 
 
+class ForecastWarp(nn.Module):
+    """Moves the folded features along a predicted per-tick motion field times the delay.
+
+    The temporal convolutions reach about two grid cells, while the scene moves further than
+    that over a few ticks. A coarse branch (the grid pooled `pool` times, plus each cell's
+    position, since ego-motion's flow depends on where a cell is in the image) predicts a
+    smooth displacement per tick; the features are resampled along displacement x delay, so
+    delay 0 is exactly no warp. The last layer starts at zero: the warp starts as the identity,
+    and a trained model gains it without changing its outputs.
+    """
+
+    def __init__(self, channels: int, hidden: int, pool: int = 4) -> None:
+        super().__init__()
+        self.pool = pool
+        self.body = nn.Sequential(
+            ConvNormAct(channels + 2, hidden, kernel=1),
+            ResidualBlock(hidden),
+            ResidualBlock(hidden),
+            ConvNormAct(hidden, hidden),
+        )
+        self.motion = nn.Conv2d(hidden, 2, 3, padding=1)
+        nn.init.zeros_(self.motion.weight)
+        nn.init.zeros_(self.motion.bias)
+
+    def forward(self, folded: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+        height, width = folded.shape[-2:]
+        coarse = F.adaptive_avg_pool2d(folded, (height // self.pool, width // self.pool))
+        per_tick = self.motion(self.body(torch.cat([coarse, _positions(coarse)], dim=1)))
+        shift = resize(per_tick, (height, width)) * delay.to(folded.dtype).view(-1, 1, 1, 1)
+        grid = _positions(folded).permute(0, 2, 3, 1) + shift.permute(0, 2, 3, 1)
+        return F.grid_sample(folded, grid, padding_mode="border", align_corners=False)
+
+
+def _positions(x: torch.Tensor) -> torch.Tensor:
+    """Cell centres of `x`'s grid in grid_sample's [-1, 1] coordinates: [B, 2 (x, y), h, w]."""
+    batch, _, height, width = x.shape
+    ys = (torch.arange(height, device=x.device, dtype=x.dtype) * 2 + 1) / height - 1
+    xs = (torch.arange(width, device=x.device, dtype=x.dtype) * 2 + 1) / width - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)
+    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
+
+
 @dataclass
 class StreamState:
     """FIFO of the most recent per-frame encodings of one stream."""
@@ -103,6 +147,7 @@ class RemoteModel(nn.Module):
         head_width: int,
         head_blocks: tuple[int, int] = (1, 1),
         fusion_stride: int = 8,
+        warp: ForecastWarp | None = None,
     ) -> None:
         super().__init__()
         self.context_frames = context_frames
@@ -111,6 +156,7 @@ class RemoteModel(nn.Module):
         self.neck = PyramidNeck(backbone.channels, width)
         self.delay_embedding = DelayEmbedding(width, delay_hidden)
         self.temporal = temporal
+        self.warp = warp
         folded = width * context_frames
         self.logits_head = nn.Sequential(
             ConvNormAct(folded, head_width, kernel=1),
@@ -153,7 +199,8 @@ class RemoteModel(nn.Module):
 
     def _fold(self, encodings: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
         tokens = encodings + self.delay_embedding(delay)[:, :, None, None, None]
-        return self.temporal(tokens).flatten(1, 2)
+        folded = self.temporal(tokens).flatten(1, 2)
+        return folded if self.warp is None else self.warp(folded, delay)
 
     def _downlink(self, folded: torch.Tensor, local_size: tuple[int, int]) -> torch.Tensor:
         grid = (local_size[0] // self.fusion_stride, local_size[1] // self.fusion_stride)

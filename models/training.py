@@ -52,6 +52,7 @@ from splitcast.models.checkpoint import (
     system_state,
 )
 from splitcast.models.layers import resize
+from splitcast.models.local import Features
 from splitcast.models.registry import ModelConfig, SplitSystem, build
 
 LOSSES = ("fused", "local", "predictive", "image_only")
@@ -78,6 +79,7 @@ class TrainOptions:
     loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSSES, 1.0))
     freeze_remote_backbone: bool = True
     train_remote_top: bool = False
+    fused_dropout: float = 0.0
     class_weighting: str = "inverse-sqrt"
     cache_dir: Path | None = None
     val_delays: tuple[float, ...] = (0.0, 3.0, 5.0)
@@ -123,10 +125,12 @@ class LossModel(nn.Module):
         rate_lambda: float = 0.0,
         distortion_weight: float = 0.0,
         train_remote_top: bool = False,
+        fused_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.remote = system.remote
         self.train_remote_top = train_remote_top
+        self.fused_dropout = fused_dropout
         self.local = system.local
         self.bottleneck = system.bottleneck
         self.config = system.config
@@ -167,12 +171,19 @@ class LossModel(nn.Module):
             codec["distortion"] = F.mse_loss(downlink, target) / target.var().clamp_min(1e-8)
         features = self.local.encode(batch.local)
         logits = {
-            "fused": resize(self.local.decode(features, downlink, local_size), size),
+            "fused": resize(self.local.decode(self._dropped(features), downlink, local_size), size),
             "local": resize(self.local.decode(features, None, local_size), size),
             "predictive": resize(predictive, size),
             "image_only": resize(self.remote.image_only_from_encoding(now, local_size), size),
         }
         return logits, codec
+
+    def _dropped(self, features: Features) -> Features:
+        """The local features with channel dropout (in training, when asked for): the fused
+        pass then cannot rely on them alone and learns to use the downlink."""
+        if not (self.training and self.fused_dropout):
+            return features
+        return tuple(None if f is None else F.dropout2d(f, self.fused_dropout) for f in features)
 
     def forward(self, batch: Batch | CachedBatch) -> tuple[torch.Tensor, dict[str, float]]:
         outputs, codec = self.outputs(batch)
@@ -324,6 +335,7 @@ class Trainer:
             options.rate_lambda,
             options.distortion_weight,
             options.trains_remote_top,
+            options.fused_dropout,
         )
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.optimizer = torch.optim.AdamW(

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from splitcast.arguments import non_negative_float, positive_int
+from splitcast.arguments import non_negative_float, positive_int, probability
 
 LOSS_NAMES = ("fused", "local", "predictive", "image_only")
 
@@ -100,6 +100,21 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "features; the rest stays frozen and cached",
     )
     parser.add_argument(
+        "--forecast-warp",
+        action="store_true",
+        help="add the remote's forecast warp (features moved along a predicted motion field x "
+        "delay) to the configuration; it starts as the identity, so an --init checkpoint "
+        "keeps its outputs at step 0",
+    )
+    parser.add_argument(
+        "--fused-dropout",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="channel dropout on the local features in the fused pass only, so the fused "
+        "model learns to lean on the downlink (default: %(default)s)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         help="where cached remote-backbone outputs live (default: 'cache' next to --data)",
@@ -177,6 +192,7 @@ def _run_train(args: argparse.Namespace) -> None:
         get_config,
         load_config,
         with_bottleneck,
+        with_forecast_warp,
     )
     from splitcast.models.training import TrainOptions, train
 
@@ -191,6 +207,8 @@ def _run_train(args: argparse.Namespace) -> None:
     else:
         path = Path(args.config)
         config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
+    if args.forecast_warp:
+        config = with_forecast_warp(config)
     if args.codec == "learned":
         config = with_bottleneck(config, width=args.codec_width, stride=args.codec_stride)
     options = TrainOptions(
@@ -205,6 +223,7 @@ def _run_train(args: argparse.Namespace) -> None:
         loss_weights=args.loss_weights,
         freeze_remote_backbone=not args.train_remote_backbone,
         train_remote_top=args.train_remote_top,
+        fused_dropout=args.fused_dropout,
         cache_dir=args.cache_dir,
         class_weighting=args.class_weighting,
         warmup_steps=args.warmup_steps,

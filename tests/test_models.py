@@ -19,7 +19,9 @@ from splitcast.models.registry import (
     build,
     count_parameters,
     get_config,
+    with_forecast_warp,
 )
+from splitcast.models.remote import ForecastWarp
 
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 IMAGENET_CUPS = {504, 967, 968}  # coffee mug, espresso, cup
@@ -34,9 +36,9 @@ def test_registry_lists_the_three_configurations_and_tiny_is_deterministic() -> 
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["tiny", "lite"])
-def test_stream_step_matches_batch_forward_after_warm_up(name: str) -> None:
-    system = build(name)
+@pytest.mark.parametrize(("name", "warp"), [("tiny", False), ("tiny", True), ("lite", False)])
+def test_stream_step_matches_batch_forward_after_warm_up(name: str, warp: bool) -> None:
+    system = build(with_forecast_warp(get_config(name)) if warp else name)
     config = system.config
     generator = torch.Generator().manual_seed(1)
     frames = torch.rand(1, 3, config.context_frames + 2, *config.remote_size, generator=generator)
@@ -51,6 +53,38 @@ def test_stream_step_matches_batch_forward_after_warm_up(name: str) -> None:
     for a, b in zip(streamed, batch, strict=True):
         assert (a - b).abs().max().item() <= 1e-4
     assert torch.equal(downlink, streamed[0])
+
+
+def test_forecast_warp_starts_as_the_identity_and_is_still_at_delay_zero() -> None:
+    plain = build("tiny")
+    warped = build(with_forecast_warp(plain.config))
+    warped.local.load_state_dict(plain.local.state_dict())
+    warped.remote.load_state_dict(plain.remote.state_dict(), strict=False)
+    config = plain.config
+    frames = torch.rand(2, 3, config.context_frames, *config.remote_size)
+    delays = torch.tensor([0.0, 4.0])
+    with torch.inference_mode():
+        before = plain.remote(frames, delays, config.local_size)
+        after = warped.remote(frames, delays, config.local_size)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(before, after, strict=True))
+        warped.remote.warp.motion.bias.fill_(0.05)
+        moved = warped.remote(frames, delays, config.local_size)
+    for a, b in zip(before, moved, strict=True):
+        assert torch.allclose(a[0], b[0], atol=1e-5)
+        assert not torch.allclose(a[1], b[1], atol=1e-3)
+
+
+def test_forecast_warp_moves_features_by_motion_times_delay() -> None:
+    warp = ForecastWarp(channels=3, hidden=8).eval()
+    features = torch.rand(1, 3, 8, 16)
+    cell = 2 / features.shape[-1]
+    with torch.inference_mode():
+        warp.motion.bias.copy_(torch.tensor([cell / 2, 0.0]))
+        two_ticks = warp(features, torch.tensor([2.0]))
+        warp.motion.bias.copy_(torch.tensor([cell, 0.0]))
+        one_tick = warp(features, torch.tensor([1.0]))
+    assert torch.allclose(two_ticks[..., :-1], features[..., 1:], atol=1e-5)
+    assert torch.allclose(one_tick, two_ticks, atol=1e-6)
 
 
 def build_fused_at(name: str, fusion_stride: int) -> SplitSystem:
