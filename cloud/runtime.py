@@ -11,7 +11,7 @@ import torch
 from splitcast.data.images import fit
 from splitcast.models.codec import EncodedTensor, get_codec
 from splitcast.models.registry import SplitSystem
-from splitcast.models.remote import StreamState, context_delay
+from splitcast.models.remote import StreamState
 
 
 @dataclass
@@ -60,11 +60,9 @@ class RemoteRuntime:
         self, context: StreamContext, sequence: int, image_rgb: np.ndarray, delay_ticks: float
     ) -> tuple[EncodedTensor, list[int]]:
         """Push one decoded frame into the stream; returns its encoded downlink features and
-        the sequence numbers of the context frames they came from (oldest first). The delay
-        is given to the model in steps of that context (`context_delay`): frames the server
-        skipped while busy make those steps longer than a tick."""
+        the sequence numbers of the context frames they came from (oldest first)."""
+        features = self.downlink(context, image_rgb, delay_ticks)
         context.sequences.append(sequence)
         missing = self.config.context_frames - len(context.sequences)
         used = [context.sequences[0]] * missing + list(context.sequences)
-        features = self.downlink(context, image_rgb, context_delay(delay_ticks, used))
         return self.codec.encode(features), used

@@ -32,7 +32,6 @@ from splitcast.models.cache import uplink_round_trip
 from splitcast.models.codec import Codec
 from splitcast.models.layers import class_ids
 from splitcast.models.registry import SplitSystem
-from splitcast.models.remote import context_delay
 
 METHODS = (
     "local_only",
@@ -286,9 +285,8 @@ class OfflineEvaluator:
                 fused_ids = local_ids
                 if frame.context is not None:
                     context = self._stack(state, [frame.context])
-                    delay = context_delay(float(frame.delay), frame.context)
                     downlink = system.remote.predict_downlink(
-                        context, torch.tensor([delay]), self.local_size
+                        context, torch.tensor([float(frame.delay)]), self.local_size
                     )
                     downlink = self._transmit(downlink, self.codec)
                     fused = system.local.decode(features, downlink, self.local_size)

@@ -125,21 +125,6 @@ def _positions(x: torch.Tensor) -> torch.Tensor:
     return grid.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
-def context_delay(delay_ticks: float, context: list[int]) -> float:
-    """The delay in the remote model's own time unit: steps between its context frames.
-
-    Training feeds consecutive frames, so there one step is one tick. A server that skips
-    frames while busy holds frames `spacing` ticks apart (`context`: their frame indices,
-    oldest first); the scene then moves `spacing` times as far per step, and a delay told in
-    ticks would make a motion-aware model move its features `spacing` times too far.
-    """
-    distinct = sorted(set(context))
-    if len(distinct) < 2:
-        return delay_ticks
-    spacing = (distinct[-1] - distinct[0]) / (len(distinct) - 1)
-    return delay_ticks / max(spacing, 1.0)
-
-
 @dataclass
 class StreamState:
     """FIFO of the most recent per-frame encodings of one stream."""
