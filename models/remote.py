@@ -112,7 +112,7 @@ class ForecastWarp(nn.Module):
         coarse = F.adaptive_avg_pool2d(folded, (height // self.pool, width // self.pool))
         per_tick = self.motion(self.body(torch.cat([coarse, _positions(coarse)], dim=1)))
         shift = resize(per_tick, (height, width)) * delay.to(folded.dtype).view(-1, 1, 1, 1)
-        grid = _positions(folded).permute(0, 2, 3, 1) + shift.permute(0, 2, 3, 1)
+        grid = (_positions(folded) + shift).permute(0, 2, 3, 1)
         return F.grid_sample(folded, grid, padding_mode="border", align_corners=False)
 
 
