@@ -10,8 +10,8 @@ import torch
 
 from splitcast.data.images import fit
 from splitcast.models.codec import EncodedTensor, get_codec
-from splitcast.models.registry import SplitSystem
-from splitcast.models.remote import StreamState
+from splitcast.models.registry import SplitSystem, max_context_gap
+from splitcast.models.remote import StreamState, context_delay
 
 
 @dataclass
@@ -60,9 +60,12 @@ class RemoteRuntime:
         self, context: StreamContext, sequence: int, image_rgb: np.ndarray, delay_ticks: float
     ) -> tuple[EncodedTensor, list[int]]:
         """Push one decoded frame into the stream; returns its encoded downlink features and
-        the sequence numbers of the context frames they came from (oldest first)."""
-        features = self.downlink(context, image_rgb, delay_ticks)
+        the sequence numbers of the context frames they came from (oldest first). A model
+        trained with context gaps is told the delay in steps of that context: frames skipped
+        while busy space it wider than a tick (`context_delay`)."""
         context.sequences.append(sequence)
         missing = self.config.context_frames - len(context.sequences)
         used = [context.sequences[0]] * missing + list(context.sequences)
+        delay = context_delay(delay_ticks, used, max_context_gap(self.config))
+        features = self.downlink(context, image_rgb, delay)
         return self.codec.encode(features), used

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from splitcast.data.clips import ClipDataset
 from splitcast.data.images import decode_image, encode_image, fit
-from splitcast.data.sampling import TemporalClipDataset, context_indices
+from splitcast.data.sampling import TemporalClipDataset
 from splitcast.models.backbones import PyramidBackbone
 
 LEVELS = ("f8", "f16", "f32")
@@ -185,9 +185,9 @@ class CachedClipDataset(Dataset[CachedSample]):
         clip_index, t = source.items[index]
         clip = source.clips[clip_index]
         rng = source.rng_for(index)
-        delay = source.draw_delay(rng)
+        context, delay = source.draw_context(rng, t)
         flip = bool(self.flip and rng.random() < 0.5)
-        indices = [*context_indices(t, delay, source.context, source.stride), t]
+        indices = [*context, t]
         rgb = clip.frame(t)
         label = clip.label(t)
         local_h, local_w = source.local_size or rgb.shape[:2]

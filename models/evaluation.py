@@ -31,7 +31,8 @@ from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
 from splitcast.models.codec import Codec
 from splitcast.models.layers import class_ids
-from splitcast.models.registry import SplitSystem
+from splitcast.models.registry import SplitSystem, max_context_gap
+from splitcast.models.remote import context_delay
 
 METHODS = (
     "local_only",
@@ -270,6 +271,7 @@ class OfflineEvaluator:
         matrices = {name: self._matrix() for name in ("dedelayed", "local_only", "remote_stale")}
         system = self.system
         clips = [clip for clip in self.dataset.clips if schedule.get(clip.name)]
+        max_gap = max_context_gap(system.config)
         for clip in tqdm(clips, desc="offline replay", unit="clip", disable=not progress):
             plan = schedule[clip.name]
             needed = {i for frame in plan.values() if frame.context for i in frame.context}
@@ -285,8 +287,9 @@ class OfflineEvaluator:
                 fused_ids = local_ids
                 if frame.context is not None:
                     context = self._stack(state, [frame.context])
+                    delay = context_delay(float(frame.delay), frame.context, max_gap)
                     downlink = system.remote.predict_downlink(
-                        context, torch.tensor([float(frame.delay)]), self.local_size
+                        context, torch.tensor([delay]), self.local_size
                     )
                     downlink = self._transmit(downlink, self.codec)
                     fused = system.local.decode(features, downlink, self.local_size)

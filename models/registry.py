@@ -100,6 +100,21 @@ def with_forecast_warp(config: ModelConfig) -> ModelConfig:
     return replace(config, params={**config.params, "forecast_warp": True})
 
 
+def with_max_context_gap(config: ModelConfig, max_gap: int) -> ModelConfig:
+    """`config` trained on remote context frames spaced 1..`max_gap` frames apart, and so told
+    the delay in steps of its context (see `max_context_gap`)."""
+    return replace(config, params={**config.params, "max_context_gap": int(max_gap)})
+
+
+def max_context_gap(config: ModelConfig) -> int:
+    """The widest spacing of context frames the model was trained on (1: consecutive only).
+
+    A model trained with gaps counts its delay in context steps, so a server that skipped
+    frames while busy divides the delay by its context's spacing (`remote.context_delay`).
+    """
+    return int(config.params.get("max_context_gap", 1))
+
+
 Architecture = Callable[[ModelConfig, bool], tuple[RemoteModel, LocalModel]]
 _ARCHITECTURES: dict[str, Architecture] = {}
 _CONFIGS: dict[str, ModelConfig] = {}

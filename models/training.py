@@ -53,7 +53,7 @@ from splitcast.models.checkpoint import (
 )
 from splitcast.models.layers import resize
 from splitcast.models.local import Features
-from splitcast.models.registry import ModelConfig, SplitSystem, build
+from splitcast.models.registry import ModelConfig, SplitSystem, build, max_context_gap
 
 LOSSES = ("fused", "local", "predictive", "image_only")
 TRAIN_ONLY = ("all", "codec")
@@ -355,6 +355,7 @@ class Trainer:
             delays=options.delays
             if train
             else (0.0, max(max(options.val_delays), options.delays[1])),
+            max_gap=max_context_gap(config) if train else 1,
             remote_size=config.remote_size,
             local_size=config.local_size,
             label_size=config.local_size,

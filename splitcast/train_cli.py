@@ -107,6 +107,14 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "keeps its outputs at step 0",
     )
     parser.add_argument(
+        "--max-context-gap",
+        type=positive_int,
+        metavar="N",
+        help="space the remote's context frames 1..N frames apart (drawn per item), as a live "
+        "server does when it skips frames while busy; the model is then told the delay in "
+        "context steps, and the server converts (default: 1, or the --init checkpoint's)",
+    )
+    parser.add_argument(
         "--fused-dropout",
         type=probability,
         default=0.0,
@@ -193,6 +201,7 @@ def _run_train(args: argparse.Namespace) -> None:
         load_config,
         with_bottleneck,
         with_forecast_warp,
+        with_max_context_gap,
     )
     from splitcast.models.training import TrainOptions, train
 
@@ -209,6 +218,8 @@ def _run_train(args: argparse.Namespace) -> None:
         config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
     if args.forecast_warp:
         config = with_forecast_warp(config)
+    if args.max_context_gap is not None:
+        config = with_max_context_gap(config, args.max_context_gap)
     if args.codec == "learned":
         config = with_bottleneck(config, width=args.codec_width, stride=args.codec_stride)
     options = TrainOptions(

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data as photos
 
+from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.models.backbones import efficientnet_lite_classifier
 from splitcast.models.layers import FrameWiseConv3d, class_ids, resize
 from splitcast.models.registry import (
@@ -20,8 +21,9 @@ from splitcast.models.registry import (
     count_parameters,
     get_config,
     with_forecast_warp,
+    with_max_context_gap,
 )
-from splitcast.models.remote import ForecastWarp
+from splitcast.models.remote import ForecastWarp, context_delay
 
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 IMAGENET_CUPS = {504, 967, 968}  # coffee mug, espresso, cup
@@ -85,6 +87,32 @@ def test_forecast_warp_moves_features_by_motion_times_delay() -> None:
         one_tick = warp(features, torch.tensor([1.0]))
     assert torch.allclose(two_ticks[..., :-1], features[..., 1:], atol=1e-5)
     assert torch.allclose(one_tick, two_ticks, atol=1e-6)
+
+
+def test_context_delay_counts_steps_between_the_context_frames() -> None:
+    assert context_delay(9.0, [26, 30, 34, 38], max_gap=4) == 2.25
+    assert context_delay(9.0, [5, 6, 7, 8], max_gap=4) == 9.0
+    assert context_delay(4.0, [3, 3, 5, 7], max_gap=4) == 2.0  # a stream's start repeats
+    assert context_delay(4.0, [3, 3, 3, 3], max_gap=4) == 4.0
+    assert context_delay(9.0, [26, 30, 34, 38], max_gap=1) == 9.0  # counts in ticks
+
+
+@pytest.mark.parametrize("max_gap", [1, 4])
+def test_server_runtime_tells_a_gap_trained_model_the_delay_in_context_steps(
+    max_gap: int,
+) -> None:
+    system = build(with_max_context_gap(with_forecast_warp(get_config("tiny")), max_gap))
+    system.remote.warp.motion.bias.data.fill_(0.05)
+    runtime = RemoteRuntime(system, codec="raw-fp32")
+    spaced, reference = runtime.new_stream(), runtime.new_stream()
+    random = np.random.default_rng(0)
+    for index in range(system.config.context_frames):
+        rgb = random.integers(0, 256, (*system.config.remote_size, 3), dtype=np.uint8)
+        encoded, used = runtime.step(spaced, 3 * index, rgb, 6.0)
+        told = 6.0 / 3 if index and max_gap > 1 else 6.0
+        expected = runtime.downlink(reference, rgb, told)
+    assert used == [0, 3, 6, 9]
+    np.testing.assert_allclose(runtime.codec.decode(encoded), expected, atol=1e-5)
 
 
 def build_fused_at(name: str, fusion_stride: int) -> SplitSystem:
