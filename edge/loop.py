@@ -40,7 +40,8 @@ class EdgeOptions:
     max_staleness_frames: int = 10
     image_format: str = "jpeg"
     quality: int = 90
-    initial_delay_ticks: float = 0.0
+    initial_delay_ticks: float | None = None
+    """D_i before any delay is measured; None: the staleness limit, the worst delay still fused."""
     wait_for_server_s: float = 0.0
     video_path: Path | None = None
     log_path: Path | None = None
@@ -98,8 +99,11 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         )
         connection.start()
         _wait_connected(connection.stats, options.wait_for_server_s)
-    policy = DelayPolicy(initial_ticks=options.initial_delay_ticks)
     ticks_per_frame = config.fps / source.fps
+    initial_ticks = options.initial_delay_ticks
+    if initial_ticks is None:
+        initial_ticks = options.max_staleness_frames * ticks_per_frame
+    policy = DelayPolicy(initial_ticks=initial_ticks)
     frame_ms = 1000.0 / source.fps
     log = JsonlLog(options.log_path) if options.log_path else None
     video: OverlayVideoWriter | None = None

@@ -116,9 +116,10 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--initial-delay",
         type=non_negative_float,
-        default=0.0,
         metavar="TICKS",
-        help="D_i to request before any delay is measured (default: %(default)s)",
+        help="D_i to request before any delay is measured (default: the --max-staleness limit "
+        "in ticks, the worst delay still fused: over-estimating the delay costs less than "
+        "under-estimating it)",
     )
     parser.add_argument(
         "--wait-for-server",

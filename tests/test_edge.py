@@ -151,6 +151,8 @@ def test_fused_features_come_from_the_past_with_their_delay_recorded(
     records = _records(tmp_path / "edge.jsonl")
     fused = [r for r in records if r["fused"]]
     assert len(fused) >= 60, summary
+    unmeasured = [r["requested_d_i"] for r in records if r["source_frame"] is None]
+    assert unmeasured and set(unmeasured) == {10.0}, "before any answer: the staleness limit"
     for record in fused:
         assert record["source_frame"] == record["frame"] - record["d_o"]
         assert record["d_o"] >= 3, "100 ms RTT is 3 frames at 30 fps; features cannot be fresher"
