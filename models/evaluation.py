@@ -54,6 +54,8 @@ class ScheduledFrame:
     context: list[int] | None
     delay: float | None
     latest_source: int | None = None
+    output: np.ndarray | None = None
+    """The edge's class ids at the label size, to check the replay against."""
 
 
 @dataclass
@@ -264,11 +266,14 @@ class OfflineEvaluator:
     @torch.inference_mode()
     def run_schedule(
         self, schedule: dict[str, dict[int, ScheduledFrame]], progress: bool = True
-    ) -> dict[str, float]:
+    ) -> dict[str, float | None]:
         """Replay a live run's decisions offline, frame by frame: `dedelayed` (the same fusion
         decisions), `local_only` (same frames, never fused) and `remote_stale` (the remote
-        image-only answer for `latest_source`; the local output until the first answer)."""
+        image-only answer for `latest_source`; the local output until the first answer).
+        `replay_agreement` is the fraction of pixels where the replayed `dedelayed` output
+        equals the edge's `output` (None if no frame has one)."""
         matrices = {name: self._matrix() for name in ("dedelayed", "local_only", "remote_stale")}
+        agreeing = compared = 0
         system = self.system
         clips = [clip for clip in self.dataset.clips if schedule.get(clip.name)]
         max_gap = max_context_gap(system.config)
@@ -295,13 +300,20 @@ class OfflineEvaluator:
                     fused = system.local.decode(features, downlink, self.local_size)
                     fused_ids = class_ids(fused, size)
                 matrices["dedelayed"].update(fused_ids, label)
+                if frame.output is not None:
+                    agreeing += int((fused_ids[0].numpy() == frame.output).sum())
+                    compared += frame.output.size
                 stale_ids = (
                     local_ids
                     if frame.latest_source is None
                     else state.image_only_ids[frame.latest_source].unsqueeze(0)
                 )
                 matrices["remote_stale"].update(stale_ids, label)
-        return {name: round(matrix.miou(), 2) for name, matrix in matrices.items()}
+        scores: dict[str, float | None] = {
+            name: round(matrix.miou(), 2) for name, matrix in matrices.items()
+        }
+        scores["replay_agreement"] = round(agreeing / compared, 5) if compared else None
+        return scores
 
     @staticmethod
     def _transmit(

@@ -29,6 +29,7 @@ from splitcast.edge.loop import EdgeOptions, run_edge
 from splitcast.edge.sources import ClipSource
 from splitcast.launch import SHARED_MACHINE_SERVER_THREADS, start_link, start_server
 from splitcast.models.checkpoint import load_system
+from splitcast.models.codec import get_codec
 from splitcast.models.evaluation import OfflineEvaluator, ScheduledFrame
 from splitcast.reports import write_json
 
@@ -57,7 +58,10 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
     clips = dataset.clips[: request.clips] if request.clips else dataset.clips
     meta = dataset.meta
     system = load_system(request.checkpoint)
-    offline = OfflineEvaluator(system, dataset)
+    # The replay sends its features through the server's downlink codec, as live.
+    offline = OfflineEvaluator(
+        system, dataset, codec=get_codec(system.config.codec, system.bottleneck)
+    )
     targets = {clip.name: set(offline.targets(clip, request.max_delay, 1, 1)) for clip in clips}
     live = ConfusionMatrix(meta.num_classes, meta.ignore_index, meta.classes)
     schedule: dict[str, dict[int, ScheduledFrame]] = {}
@@ -104,6 +108,7 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
                     record["context_frames"] if fused else None,
                     record["d_i"] if fused else None,
                     record["source_frame"],
+                    class_ids.copy(),
                 )
 
             summary = run_edge(
@@ -140,6 +145,7 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
         "offline_replay_miou": replay["dedelayed"],
         "offline_local_only_miou": replay["local_only"],
         "offline_remote_stale_miou": replay["remote_stale"],
+        "replay_pixel_agreement": replay["replay_agreement"],
         "feature_age_ms_p50": _percentile(
             [r["rtt_ms"] for r in scored if r["rtt_ms"] is not None], 50
         ),

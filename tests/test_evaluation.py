@@ -120,16 +120,21 @@ def test_codec_byte_figures_and_rate_sweep(
 
 
 @pytest.mark.slow
-def test_live_run_scores_the_edge_outputs(setup: tuple[Path, Path], tmp_path: Path) -> None:
-    data, checkpoint = setup
+def test_live_run_scores_the_edge_outputs(
+    setup: tuple[Path, Path], learned_tiny: Path, tmp_path: Path
+) -> None:
+    data, _ = setup
     result = evaluate_live(
-        LiveRequest(str(checkpoint), data, tmp_path, rtt_ms=100.0, max_delay=3.0, progress=False)
+        LiveRequest(str(learned_tiny), data, tmp_path, rtt_ms=100.0, max_delay=3.0, progress=False)
     )
     assert result["frames_scored"] == 2 * (14 - 6)
     assert 0.0 < result["fused_fraction"] <= 1.0
     assert result["d_o_median"] >= 3
     assert result["downlink_bytes_per_frame"] > 0 and result["uplink_bytes_per_frame"] > 0
-    assert abs(result["live_miou"] - result["offline_replay_miou"]) < 1.5
+    # The replay makes the same decisions through the same downlink codec: the same pixels up
+    # to float noise between the server's and this process's thread counts.
+    assert result["replay_pixel_agreement"] > 0.995
+    assert abs(result["live_miou"] - result["offline_replay_miou"]) < 0.1
     assert json.loads((tmp_path / "live.json").read_text())["clips"] == 2
 
 
