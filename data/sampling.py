@@ -342,8 +342,8 @@ class TemporalClipDataset(Dataset[Sample]):
 
     def draw_context(self, rng: np.random.Generator, t: int) -> tuple[list[int], float]:
         """An item's remote frame indices (oldest first) and the delay the model is told, in
-        steps of that context. The gap is drawn only when it can vary, so a run without gaps
-        draws exactly what it drew before gaps existed."""
+        steps of that context. The gap is drawn only when it can vary, so with `max_gap` 1 an
+        item's draws are the same as without gaps (same delay, same augmentation)."""
         delay = self.draw_delay(rng)
         widest = min(self.max_gap, widest_gap(t, delay, self.context, self.stride))
         gap = 1 if widest == 1 else int(rng.integers(1, widest + 1))

@@ -128,9 +128,12 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         latency = result["latency_ms"]
         print(
             f"live at {args.rtt_ms:g} ms RTT: dedelayed mIoU {result['live_miou']:.2f} "
-            f"(offline replay of the same decisions {result['offline_replay_miou']:.2f}), "
+            f"(offline replay of the same decisions {result['offline_replay_miou']:.2f}, "
+            f"pixel agreement {_number(result['replay_pixel_agreement'], '.4f')}; local-only on "
+            f"the same frames {result['offline_local_only_miou']:.2f}), "
             f"fused {result['fused_fraction']:.0%}, median D_o {result['d_o_median']}, "
-            f"edge p50 fused {latency['fused_p50']} ms / local-only {latency['local_only_p50']} ms"
+            f"edge p50 fused {_number(latency['fused_p50'], '.1f')} ms / "
+            f"local-only {_number(latency['local_only_p50'], '.1f')} ms"
         )
         print(f"wrote {out / 'live.json'}")
         return
@@ -198,3 +201,8 @@ def _run_sweep(args: argparse.Namespace) -> None:
     rows = run_sweep(SweepRequest(args.rtt_ms, live, args.profile))
     print(format_rows(rows))
     print(f"wrote {args.out / 'sweep.json'}, {args.out / 'sweep.csv'}, {args.out / 'sweep.png'}")
+
+
+def _number(value: float | None, spec: str) -> str:
+    """`value` formatted with `spec`, or "-" when there is none (e.g. no frame fused)."""
+    return "-" if value is None else format(value, spec)
