@@ -31,6 +31,7 @@ class RemoteRuntime:
         self.config = system.config
         self.codec = get_codec(codec or system.config.codec, system.bottleneck)
         self.feature_shape = system.local.downlink_shape(system.config.local_size)
+        self.max_gap = max_context_gap(system.config)
 
     def new_stream(self) -> StreamContext:
         k = self.config.context_frames
@@ -66,6 +67,6 @@ class RemoteRuntime:
         context.sequences.append(sequence)
         missing = self.config.context_frames - len(context.sequences)
         used = [context.sequences[0]] * missing + list(context.sequences)
-        delay = context_delay(delay_ticks, used, max_context_gap(self.config))
+        delay = context_delay(delay_ticks, used, self.max_gap)
         features = self.downlink(context, image_rgb, delay)
         return self.codec.encode(features), used
