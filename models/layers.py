@@ -175,6 +175,22 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def grid_positions(x: torch.Tensor) -> torch.Tensor:
+    """Cell centres of `x`'s grid in grid_sample's [-1, 1] coordinates: [B, 2 (x, y), h, w]."""
+    batch, _, height, width = x.shape
+    ys = (torch.arange(height, device=x.device, dtype=x.dtype) * 2 + 1) / height - 1
+    xs = (torch.arange(width, device=x.device, dtype=x.dtype) * 2 + 1) / width - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)
+    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
+
+
+def shift_features(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """`x` [B, C, h, w] resampled at each cell centre plus `shift` [B, 2, h, w] (grid_sample
+    units, x then y; zero is exactly `x`), clamped at the border."""
+    grid = (grid_positions(x) + shift).permute(0, 2, 3, 1)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
 def class_ids(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Argmax class ids [B, H, W] of `logits` [B, C, h, w] bilinearly resized to `size`.
 

@@ -100,6 +100,12 @@ def with_forecast_warp(config: ModelConfig) -> ModelConfig:
     return replace(config, params={**config.params, "forecast_warp": True})
 
 
+def with_downlink_align(config: ModelConfig) -> ModelConfig:
+    """`config` with the edge's alignment of the downlink to the current frame (see
+    `DownlinkAlign`)."""
+    return replace(config, params={**config.params, "downlink_align": True})
+
+
 def with_max_context_gap(config: ModelConfig, max_gap: int) -> ModelConfig:
     """`config` trained on remote context frames spaced 1..`max_gap` frames apart, and so told
     the delay in steps of its context (see `max_context_gap`)."""
@@ -203,6 +209,12 @@ def _forecast_warp(params: dict[str, Any], folded: int) -> ForecastWarp | None:
     return ForecastWarp(folded, params.get("warp_hidden", 96))
 
 
+def _align_hidden(params: dict[str, Any]) -> int | None:
+    """Width of the edge's downlink alignment when the config asks for it (param
+    `downlink_align: true`), else None."""
+    return params.get("align_hidden", 64) if params.get("downlink_align", False) else None
+
+
 @register_architecture("tiny")
 def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalModel]:
     p = config.params
@@ -213,6 +225,7 @@ def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             config.num_classes,
             decoder_width=32,
             fusion_stride=p.get("fusion_stride", 8),
+            align_hidden=_align_hidden(p),
         )
         width = p.get("width", 32)
         remote = RemoteModel(
@@ -240,6 +253,7 @@ def _lite(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             config.num_classes,
             p.get("decoder_width", 64),
             p.get("fusion_stride", 8),
+            _align_hidden(p),
         )
         width = p.get("width", 64)
         remote = RemoteModel(
@@ -268,6 +282,7 @@ def _paper(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMod
             config.num_classes,
             decoder_width=p.get("decoder_width", 96),
             fusion_stride=p.get("fusion_stride", 8),
+            align_hidden=_align_hidden(p),
         )
         remote = RemoteModel(
             backbones.timm_pyramid("efficientvit_l1", weights=p.get("remote_weights")),

@@ -27,7 +27,9 @@ from splitcast.models.layers import (
     MBConv3d,
     ResidualBlock,
     SelfAttention,
+    grid_positions,
     resize,
+    shift_features,
 )
 
 
@@ -110,19 +112,9 @@ class ForecastWarp(nn.Module):
     def forward(self, folded: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
         height, width = folded.shape[-2:]
         coarse = F.adaptive_avg_pool2d(folded, (height // self.pool, width // self.pool))
-        per_tick = self.motion(self.body(torch.cat([coarse, _positions(coarse)], dim=1)))
+        per_tick = self.motion(self.body(torch.cat([coarse, grid_positions(coarse)], dim=1)))
         shift = resize(per_tick, (height, width)) * delay.to(folded.dtype).view(-1, 1, 1, 1)
-        grid = (_positions(folded) + shift).permute(0, 2, 3, 1)
-        return F.grid_sample(folded, grid, padding_mode="border", align_corners=False)
-
-
-def _positions(x: torch.Tensor) -> torch.Tensor:
-    """Cell centres of `x`'s grid in grid_sample's [-1, 1] coordinates: [B, 2 (x, y), h, w]."""
-    batch, _, height, width = x.shape
-    ys = (torch.arange(height, device=x.device, dtype=x.dtype) * 2 + 1) / height - 1
-    xs = (torch.arange(width, device=x.device, dtype=x.dtype) * 2 + 1) / width - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)
-    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
+        return shift_features(folded, shift)
 
 
 def context_delay(delay_ticks: float, context: list[int], max_gap: int) -> float:

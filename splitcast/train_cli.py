@@ -107,6 +107,13 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "keeps its outputs at step 0",
     )
     parser.add_argument(
+        "--downlink-align",
+        action="store_true",
+        help="add the edge's alignment of the downlink to the current frame (features moved "
+        "along a displacement predicted from the local and downlink features); it starts as "
+        "the identity, so an --init checkpoint keeps its outputs at step 0",
+    )
+    parser.add_argument(
         "--max-context-gap",
         type=positive_int,
         metavar="N",
@@ -200,6 +207,7 @@ def _run_train(args: argparse.Namespace) -> None:
         get_config,
         load_config,
         with_bottleneck,
+        with_downlink_align,
         with_forecast_warp,
         with_max_context_gap,
     )
@@ -218,6 +226,8 @@ def _run_train(args: argparse.Namespace) -> None:
         config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
     if args.forecast_warp:
         config = with_forecast_warp(config)
+    if args.downlink_align:
+        config = with_downlink_align(config)
     if args.max_context_gap is not None:
         config = with_max_context_gap(config, args.max_context_gap)
     if args.codec == "learned":

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from skimage import data as photos
 
 from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.models.align import DownlinkAlign
 from splitcast.models.backbones import efficientnet_lite_classifier
 from splitcast.models.layers import FrameWiseConv3d, class_ids, resize
 from splitcast.models.registry import (
@@ -20,6 +21,7 @@ from splitcast.models.registry import (
     build,
     count_parameters,
     get_config,
+    with_downlink_align,
     with_forecast_warp,
     with_max_context_gap,
 )
@@ -87,6 +89,31 @@ def test_forecast_warp_moves_features_by_motion_times_delay() -> None:
         one_tick = warp(features, torch.tensor([1.0]))
     assert torch.allclose(two_ticks[..., :-1], features[..., 1:], atol=1e-5)
     assert torch.allclose(one_tick, two_ticks, atol=1e-6)
+
+
+def test_downlink_align_starts_as_the_identity_and_leaves_local_only_alone() -> None:
+    plain = build("tiny")
+    aligned = build(with_downlink_align(plain.config))
+    aligned.local.load_state_dict(plain.local.state_dict(), strict=False)
+    config = plain.config
+    frames = torch.rand(2, 3, *config.local_size)
+    downlink = torch.randn(2, *plain.local.downlink_shape(config.local_size))
+    plain.local.eval(), aligned.local.eval()
+    with torch.inference_mode():
+        assert torch.equal(plain.local(frames, downlink), aligned.local(frames, downlink))
+        aligned.local.align.motion.bias.fill_(0.1)
+        assert torch.equal(plain.local(frames), aligned.local(frames))
+        assert not torch.allclose(plain.local(frames, downlink), aligned.local(frames, downlink))
+
+
+def test_downlink_align_moves_the_downlink_along_its_predicted_displacement() -> None:
+    align = DownlinkAlign(channels=3, hidden=8).eval()
+    local, downlink = torch.rand(1, 3, 8, 16), torch.rand(1, 3, 8, 16)
+    cell = 2 / downlink.shape[-1]
+    with torch.inference_mode():
+        align.motion.bias.copy_(torch.tensor([cell, 0.0]))
+        moved = align(local, downlink)
+    assert torch.allclose(moved[..., :-1], downlink[..., 1:], atol=1e-5)
 
 
 def test_context_delay_counts_steps_between_the_context_frames() -> None:

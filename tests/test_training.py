@@ -159,14 +159,15 @@ def test_remote_top_stage_trains_on_cached_features_and_is_stored(
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
-def test_forecast_warp_dropout_and_context_gaps_fine_tune_from_a_plain_checkpoint(
+def test_warps_dropout_and_context_gaps_fine_tune_from_a_plain_checkpoint(
     splits: Path, tmp_path: Path
 ) -> None:
     start = build("tiny")
     save_checkpoint(start, tmp_path / "start", {}, half=False)
     result = _train(
         splits, tmp_path / "warp", "--init", str(tmp_path / "start"), "--forecast-warp",
-        "--fused-dropout", "0.5", "--max-context-gap", "3", "--epochs", "1", "--delays", "0-6",
+        "--downlink-align", "--fused-dropout", "0.5", "--max-context-gap", "3", "--epochs", "1",
+        "--delays", "0-6",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     tuned, meta = load_checkpoint(tmp_path / "warp")
@@ -174,6 +175,8 @@ def test_forecast_warp_dropout_and_context_gaps_fine_tune_from_a_plain_checkpoin
     assert max_context_gap(tuned.config) == 3
     assert meta["training"]["fused_dropout"] == 0.5
     assert tuned.remote.warp is not None and tuned.remote.warp.motion.weight.abs().sum() > 0
+    assert meta["config"]["params"]["downlink_align"] is True
+    assert tuned.local.align is not None and tuned.local.align.motion.weight.abs().sum() > 0
     bad = _train(splits, tmp_path / "bad", "--fused-dropout", "1.5")
     assert bad.returncode == 2 and "probability in [0, 1)" in bad.stderr
 
