@@ -77,7 +77,7 @@ class LocalModel(nn.Module):
         from `features` (training drops channels of the fused pass, not of what aligns it)."""
         x4, x8 = features
         if downlink is not None and self.align is not None:
-            r4, r8 = align_with or features
+            r4, r8 = features if align_with is None else align_with
             downlink = self.align(r4 if r8 is None else r8, downlink)
         if x8 is None:
             if downlink is not None:
