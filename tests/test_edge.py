@@ -81,6 +81,9 @@ def _separate_cores(*children: ChildProcess) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+# Slow: a timing comparison on this machine's shared vCPUs, which has failed now and then
+# (three times on record, see the README's Status); run it with `pytest -s -m slow -k 300ms`.
+@pytest.mark.slow
 def test_latency_with_a_300ms_link_matches_a_0ms_link(server: ChildProcess, tmp_path: Path) -> None:
     """One 60 s edge run through a link whose RTT switches between 0 and 300 ms every second.
 
