@@ -13,40 +13,17 @@ its outputs.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from splitcast.models.layers import (
-    ConvNormAct,
-    ResidualBlock,
-    grid_positions,
-    resize,
-    shift_features,
-)
+from splitcast.models.layers import CoarseMotion, shift_features
 
 
-class DownlinkAlign(nn.Module):
+class DownlinkAlign(CoarseMotion):
     """Predicts a displacement field from (local features, downlink) on a grid pooled `pool`
     times and moves the downlink along it."""
 
     def __init__(self, channels: int, hidden: int = 64, pool: int = 2) -> None:
-        super().__init__()
-        self.pool = pool
-        self.body = nn.Sequential(
-            ConvNormAct(2 * channels + 2, hidden, kernel=1),
-            ResidualBlock(hidden),
-            ResidualBlock(hidden),
-            ConvNormAct(hidden, hidden),
-        )
-        self.motion = nn.Conv2d(hidden, 2, 3, padding=1)
-        nn.init.zeros_(self.motion.weight)
-        nn.init.zeros_(self.motion.bias)
+        super().__init__(2 * channels, hidden, pool)
 
     def forward(self, local: torch.Tensor, downlink: torch.Tensor) -> torch.Tensor:
         """`local` and `downlink` [B, C, h, w] on the same grid; returns the moved downlink."""
-        height, width = downlink.shape[-2:]
-        coarse = F.adaptive_avg_pool2d(
-            torch.cat([local, downlink], dim=1), (height // self.pool, width // self.pool)
-        )
-        motion = self.motion(self.body(torch.cat([coarse, grid_positions(coarse)], dim=1)))
-        return shift_features(downlink, resize(motion, (height, width)))
+        return shift_features(downlink, self.field(torch.cat([local, downlink], dim=1)))

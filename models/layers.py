@@ -191,6 +191,33 @@ def shift_features(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
+class CoarseMotion(nn.Module):
+    """Base of the learned warps: predicts a smooth displacement field for a feature map from
+    its grid pooled `pool` times plus each cell's position. The last layer starts at zero, so
+    a warp built on it starts as the identity and a trained model gains it without changing
+    its outputs."""
+
+    def __init__(self, channels: int, hidden: int, pool: int) -> None:
+        super().__init__()
+        self.pool = pool
+        self.body = nn.Sequential(
+            ConvNormAct(channels + 2, hidden, kernel=1),
+            ResidualBlock(hidden),
+            ResidualBlock(hidden),
+            ConvNormAct(hidden, hidden),
+        )
+        self.motion = nn.Conv2d(hidden, 2, 3, padding=1)
+        nn.init.zeros_(self.motion.weight)
+        nn.init.zeros_(self.motion.bias)
+
+    def field(self, x: torch.Tensor) -> torch.Tensor:
+        """Displacement [B, 2, h, w] (grid_sample units) on `x`'s grid."""
+        height, width = x.shape[-2:]
+        coarse = F.adaptive_avg_pool2d(x, (height // self.pool, width // self.pool))
+        motion = self.motion(self.body(torch.cat([coarse, grid_positions(coarse)], dim=1)))
+        return resize(motion, (height, width))
+
+
 def class_ids(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Argmax class ids [B, H, W] of `logits` [B, C, h, w] bilinearly resized to `size`.
 

@@ -17,17 +17,16 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from splitcast.models.backbones import PyramidBackbone
 from splitcast.models.layers import (
+    CoarseMotion,
     Conv3dBlock,
     ConvNormAct,
     MBConv3d,
     ResidualBlock,
     SelfAttention,
-    grid_positions,
     resize,
     shift_features,
 )
@@ -85,35 +84,21 @@ class ViT3D(nn.Module):
         return x
 
 
-class ForecastWarp(nn.Module):
+class ForecastWarp(CoarseMotion):
     """Moves the folded features along a predicted per-tick motion field times the delay.
 
     The temporal convolutions reach about two grid cells, while the scene moves further than
     that over a few ticks. A coarse branch (the grid pooled `pool` times, plus each cell's
     position, since ego-motion's flow depends on where a cell is in the image) predicts a
     smooth displacement per tick; the features are resampled along displacement x delay, so
-    delay 0 is exactly no warp. The last layer starts at zero: the warp starts as the identity,
-    and a trained model gains it without changing its outputs.
+    delay 0 is exactly no warp. It starts as the identity (see `CoarseMotion`).
     """
 
     def __init__(self, channels: int, hidden: int, pool: int = 4) -> None:
-        super().__init__()
-        self.pool = pool
-        self.body = nn.Sequential(
-            ConvNormAct(channels + 2, hidden, kernel=1),
-            ResidualBlock(hidden),
-            ResidualBlock(hidden),
-            ConvNormAct(hidden, hidden),
-        )
-        self.motion = nn.Conv2d(hidden, 2, 3, padding=1)
-        nn.init.zeros_(self.motion.weight)
-        nn.init.zeros_(self.motion.bias)
+        super().__init__(channels, hidden, pool)
 
     def forward(self, folded: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
-        height, width = folded.shape[-2:]
-        coarse = F.adaptive_avg_pool2d(folded, (height // self.pool, width // self.pool))
-        per_tick = self.motion(self.body(torch.cat([coarse, grid_positions(coarse)], dim=1)))
-        shift = resize(per_tick, (height, width)) * delay.to(folded.dtype).view(-1, 1, 1, 1)
+        shift = self.field(folded) * delay.to(folded.dtype).view(-1, 1, 1, 1)
         return shift_features(folded, shift)
 
 
