@@ -95,6 +95,13 @@ def with_bottleneck(config: ModelConfig, **settings: int) -> ModelConfig:
     return replace(config, codec="learned", params={**config.params, "bottleneck": dict(settings)})
 
 
+def without_bottleneck(config: ModelConfig) -> ModelConfig:
+    """`config` with no learned bottleneck: features travel raw (fp16), e.g. to fine-tune the
+    networks of a checkpoint that has one and train a new bottleneck on them afterwards."""
+    params = {k: v for k, v in config.params.items() if k != "bottleneck"}
+    return replace(config, codec=ModelConfig.codec, params=params)
+
+
 def with_forecast_warp(config: ModelConfig) -> ModelConfig:
     """`config` with the remote's forecast warp (see `ForecastWarp`)."""
     return replace(config, params={**config.params, "forecast_warp": True})

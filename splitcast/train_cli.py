@@ -159,8 +159,9 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     codec.add_argument(
         "--codec",
-        choices=("learned",),
-        help="train a learned downlink bottleneck (quantised, entropy-modelled) into the model",
+        choices=("learned", "none"),
+        help="'learned': train a learned downlink bottleneck (quantised, entropy-modelled) into "
+        "the model; 'none': drop the --init checkpoint's bottleneck and train on raw features",
     )
     codec.add_argument(
         "--codec-width",
@@ -210,6 +211,7 @@ def _run_train(args: argparse.Namespace) -> None:
         with_downlink_align,
         with_forecast_warp,
         with_max_context_gap,
+        without_bottleneck,
     )
     from splitcast.models.training import TrainOptions, train
 
@@ -232,6 +234,8 @@ def _run_train(args: argparse.Namespace) -> None:
         config = with_max_context_gap(config, args.max_context_gap)
     if args.codec == "learned":
         config = with_bottleneck(config, width=args.codec_width, stride=args.codec_stride)
+    elif args.codec == "none":
+        config = without_bottleneck(config)
     options = TrainOptions(
         config=config,
         data=args.data,

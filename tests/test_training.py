@@ -118,7 +118,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:
         load_system(tmp_path / "nowhere")
 
 
-def test_codec_fine_tune_trains_only_the_bottleneck(splits: Path, tmp_path: Path) -> None:
+def test_codec_fine_tune_trains_only_the_bottleneck_and_can_be_dropped(splits: Path, tmp_path: Path) -> None:
     start = build("tiny")
     start_version = save_checkpoint(start, tmp_path / "start", {}, half=False)
     result = _train(
@@ -138,6 +138,15 @@ def test_codec_fine_tune_trains_only_the_bottleneck(splits: Path, tmp_path: Path
     history = meta["history"]
     print("estimated downlink bits per frame by epoch:", [h["train_loss"]["bits"] for h in history])
     assert history[-1]["train_loss"]["bits"] < history[0]["train_loss"]["bits"]
+    dropped = _train(
+        splits, tmp_path / "raw", "--init", str(tmp_path / "codec"), "--codec", "none",
+        "--epochs", "1", "--max-steps", "2",
+    )  # fmt: skip
+    assert dropped.returncode == 0, dropped.stderr[-2000:]
+    raw, raw_meta = load_checkpoint(tmp_path / "raw")
+    assert raw.bottleneck is None and raw_meta["config"]["codec"] == "raw-fp16"
+    assert "bottleneck" not in raw_meta["config"]["params"]
+    assert not any(k.startswith("bottleneck.") for k in system_state(raw))
 
 
 def test_remote_top_stage_trains_on_cached_features_and_is_stored(
