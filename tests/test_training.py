@@ -118,7 +118,9 @@ def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:
         load_system(tmp_path / "nowhere")
 
 
-def test_codec_fine_tune_trains_only_the_bottleneck_and_can_be_dropped(splits: Path, tmp_path: Path) -> None:
+def test_codec_fine_tune_trains_only_the_bottleneck_and_can_be_dropped(
+    splits: Path, tmp_path: Path
+) -> None:
     start = build("tiny")
     start_version = save_checkpoint(start, tmp_path / "start", {}, half=False)
     result = _train(
