@@ -10,6 +10,7 @@ import torch
 
 from splitcast.data.images import fit
 from splitcast.models.codec import EncodedTensor, get_codec
+from splitcast.models.memory_format import channels_last, use_channels_last
 from splitcast.models.registry import SplitSystem, max_context_gap
 from splitcast.models.remote import StreamState, context_delay
 
@@ -23,11 +24,13 @@ class StreamContext:
 
 
 class RemoteRuntime:
-    """Remote model + downlink codec. Not thread-safe: the server calls it from one thread."""
+    """Remote model + downlink codec. Not thread-safe: the server calls it from one thread.
+    The remote's 2D weights are made channels-last (`splitcast.models.memory_format`)."""
 
     def __init__(self, system: SplitSystem, codec: str | None = None) -> None:
         """`codec`: the downlink codec's name (default: the configuration's)."""
         self.system = system
+        use_channels_last(system.remote)
         self.config = system.config
         self.codec = get_codec(codec or system.config.codec, system.bottleneck)
         self.feature_shape = system.local.downlink_shape(system.config.local_size)
@@ -54,7 +57,9 @@ class RemoteRuntime:
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         delay = torch.tensor([delay_ticks], dtype=torch.float32)
         remote = self.system.remote
-        downlink = remote.stream_downlink(context.state, frame, delay, self.config.local_size)
+        downlink = remote.stream_downlink(
+            context.state, channels_last(frame), delay, self.config.local_size
+        )
         return downlink[0].numpy()
 
     def step(

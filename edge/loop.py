@@ -62,6 +62,13 @@ class EdgeSummary:
     fused_fraction: float
     mean_d_o_frames: float | None
     mean_d_o_ms: float | None
+    stale: int
+    """Frames that had features but not fresh enough to fuse (older than the cap)."""
+    stale_d_o_p50_frames: float | None
+    max_staleness_frames: int
+    server_time_p50_ms: float | None
+    """From an answered frame reaching the server to its answer leaving (queue and step): the
+    usual cause of stale features when the link itself is fast."""
     latency_p50_ms: float
     latency_p99_ms: float
     output_fps: float
@@ -109,6 +116,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     video: OverlayVideoWriter | None = None
     latencies: list[float] = []
     fused_delays: list[int] = []
+    stale_delays: list[int] = []
+    server_ms: list[float] = []
     recent_outputs: list[float] = []
     skipped = 0
     last_source = -1
@@ -139,6 +148,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
             d_o = None if received is None else index - received.source_sequence
             if received is not None and received.source_sequence != last_source:
                 policy.observe(d_o * ticks_per_frame)
+                server_ms.append(received.server_ms)
                 last_source = received.source_sequence
             fused = d_o is not None and d_o <= options.max_staleness_frames
             class_ids = runtime.segment(
@@ -149,6 +159,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
             recent_outputs = [*recent_outputs[-29:], time.perf_counter()]
             if fused:
                 fused_delays.append(d_o)
+            elif d_o is not None:
+                stale_delays.append(d_o)
             mode = "fused" if fused else ("stale" if received is not None else "local_only")
             record = {
                 "frame": index,
@@ -184,7 +196,15 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
             log.close()
         if video is not None:
             video.close()
-    return _summarise(source, latencies, fused_delays, skipped, frame_ms, start, connection)
+    return _summarise(
+        source,
+        latencies,
+        _Delays(fused_delays, stale_delays, options.max_staleness_frames, server_ms),
+        skipped,
+        frame_ms,
+        start,
+        connection,
+    )
 
 
 def _warm_up(runtime: LocalRuntime, feature_shape: tuple[int, int, int]) -> None:
@@ -214,10 +234,24 @@ def _banner(
     return " | ".join(part for part in (prefix, f"{fps:4.1f} fps", state) if part)
 
 
+@dataclass
+class _Delays:
+    """What the run saw of the features' age: D_o of fused and of too-stale frames."""
+
+    fused: list[int]
+    stale: list[int]
+    max_staleness: int
+    server_ms: list[float]
+
+
+def _median(values: list[float] | list[int]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
 def _summarise(
     source: FrameSource,
     latencies: list[float],
-    fused_delays: list[int],
+    delays: _Delays,
     skipped: int,
     frame_ms: float,
     start: float,
@@ -226,15 +260,19 @@ def _summarise(
     frames = len(latencies)
     elapsed = time.perf_counter() - start
     stats = connection.stats if connection is not None else None
-    mean_d_o = float(np.mean(fused_delays)) if fused_delays else None
+    mean_d_o = float(np.mean(delays.fused)) if delays.fused else None
     return EdgeSummary(
         source=source.name,
         frames=frames,
         skipped=skipped,
-        fused=len(fused_delays),
-        fused_fraction=len(fused_delays) / frames if frames else 0.0,
+        fused=len(delays.fused),
+        fused_fraction=len(delays.fused) / frames if frames else 0.0,
         mean_d_o_frames=mean_d_o,
         mean_d_o_ms=None if mean_d_o is None else mean_d_o * frame_ms,
+        stale=len(delays.stale),
+        stale_d_o_p50_frames=_median(delays.stale),
+        max_staleness_frames=delays.max_staleness,
+        server_time_p50_ms=_median(delays.server_ms),
         latency_p50_ms=float(np.percentile(latencies, 50)) if frames else 0.0,
         latency_p99_ms=float(np.percentile(latencies, 99)) if frames else 0.0,
         output_fps=frames / elapsed if elapsed > 0 else 0.0,

@@ -8,13 +8,15 @@ import torch
 from splitcast.data.images import fit
 from splitcast.models.layers import resize
 from splitcast.models.local import LocalModel
+from splitcast.models.memory_format import channels_last, use_channels_last
 
 
 class LocalRuntime:
-    """Runs the local model with PyTorch at the configuration's local input size."""
+    """Runs the local model with PyTorch at the configuration's local input size (channels-last:
+    see `splitcast.models.memory_format`)."""
 
     def __init__(self, model: LocalModel, local_size: tuple[int, int]) -> None:
-        self.model = model.eval()
+        self.model = use_channels_last(model.eval())
         self.local_size = local_size
 
     @torch.inference_mode()
@@ -28,7 +30,7 @@ class LocalRuntime:
         means local-only. Logits are resized before the argmax, as offline evaluation does."""
         pixels = torch.from_numpy(fit(rgb, self.local_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        logits = self.model(frame, downlink)
+        logits = self.model(channels_last(frame), downlink)
         if output_size is not None and tuple(output_size) != tuple(logits.shape[-2:]):
             logits = resize(logits, output_size)
         return logits[0].argmax(0).to(torch.uint8).numpy()

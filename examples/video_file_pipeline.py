@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--video", type=Path, required=True, help="input video file")
     parser.add_argument("--rtt-ms", type=float, default=100.0, help="link round trip (ms)")
     parser.add_argument("--frames", type=int, help="stop after this many frames")
+    parser.add_argument(
+        "--model", default="default", help="packaged checkpoint, folder or configuration name"
+    )
     parser.add_argument("--out", type=Path, default=Path("out/example"), help="output folder")
     args = parser.parse_args()
 
@@ -32,13 +35,14 @@ def main() -> None:
     torch.set_num_threads(1)  # the server runs on this machine too; leave it the other cores
     args.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        server = stack.enter_context(start_server("default"))
+        server = stack.enter_context(start_server(args.model))
         target = server.address
         if args.rtt_ms > 0:
             target = stack.enter_context(start_link(target, args.rtt_ms / 2)).address
         summary = run_edge(
             source,
             EdgeOptions(
+                model=args.model,
                 server=target,
                 wait_for_server_s=30.0,
                 video_path=args.out / "overlay.mp4",

@@ -55,9 +55,27 @@ def format_summary(summary: EdgeSummary) -> str:
         f"({summary.output_fps:.1f} fps)",
         f"fused fraction  {summary.fused_fraction:.1%}",
         f"mean D_o        {d_o}",
+        *_stale_line(summary),
         f"edge latency    p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms",
         f"uplink          {summary.uplink_kbps:.0f} kbit/s",
         f"downlink        {summary.downlink_kbps:.0f} kbit/s"
         + (f" ({summary.link['codec']})" if summary.link.get("codec") else ""),
     ]
     return "\n".join(lines)
+
+
+def _stale_line(summary: EdgeSummary) -> list[str]:
+    """Why frames that had features did not fuse, when some did not: a user who sees a low
+    fused fraction needs to know whether the link or the server made the features late."""
+    if not summary.stale:
+        return []
+    server = (
+        f"; server answers took {summary.server_time_p50_ms:.0f} ms (p50)"
+        if summary.server_time_p50_ms is not None
+        else ""
+    )
+    return [
+        f"too stale       {summary.stale} frames had features older than the "
+        f"{summary.max_staleness_frames}-frame cap (median D_o "
+        f"{summary.stale_d_o_p50_frames:g}){server}"
+    ]

@@ -90,7 +90,10 @@ def _count_frames(path: Path) -> int:
 
 
 def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
-    result = splitcast("demo", "--frames", "150", "--out", str(tmp_path))
+    # The tiny model: how much the default checkpoint fuses depends on the server's CPU step
+    # (0 % at 100 ms RTT on a 2-core machine 1.8x slower than the README's, whose server answers
+    # took 250-300 ms), while this checks that the loop and its outputs work.
+    result = splitcast("demo", "--frames", "150", "--model", "tiny", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for line in ("fused fraction", "mean D_o", "edge latency", "downlink"):
         assert line in result.stdout
@@ -100,8 +103,8 @@ def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rtt_ms"] == 100.0
-    # The first ~10 frames cannot fuse (nothing has come back yet); on an idle 2-core machine
-    # about 60% of the 150 frames fuse, a loaded CI runner does worse.
+    # The first frames cannot fuse (nothing has come back yet); here 95 % of the 150 frames
+    # fuse, a loaded CI runner does worse.
     assert summary["fused_fraction"] > 0.25
     assert summary["mean_d_o_frames"] >= 3
 
@@ -117,7 +120,11 @@ def test_video_file_example_runs_end_to_end(tmp_path: Path) -> None:
     writer.release()
     example = Path(__file__).parents[1] / "examples" / "video_file_pipeline.py"
     result = subprocess.run(
-        [sys.executable, str(example), "--video", str(video), "--out", str(tmp_path / "out")],
+        [
+            sys.executable,
+            str(example),
+            *("--video", str(video), "--model", "tiny", "--out", str(tmp_path / "out")),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
