@@ -10,7 +10,7 @@ import torch
 
 from splitcast.data.images import fit
 from splitcast.models.codec import EncodedTensor, get_codec
-from splitcast.models.memory_format import channels_last, use_channels_last
+from splitcast.models.memory_format import inference_layout
 from splitcast.models.registry import SplitSystem, max_context_gap
 from splitcast.models.remote import StreamState, context_delay
 
@@ -27,10 +27,12 @@ class RemoteRuntime:
     """Remote model + downlink codec. Not thread-safe: the server calls it from one thread.
     The remote's 2D weights are made channels-last (`splitcast.models.memory_format`)."""
 
-    def __init__(self, system: SplitSystem, codec: str | None = None) -> None:
+    def __init__(
+        self, system: SplitSystem, codec: str | None = None, channels_last: bool = True
+    ) -> None:
         """`codec`: the downlink codec's name (default: the configuration's)."""
         self.system = system
-        use_channels_last(system.remote)
+        self.memory_format = inference_layout(system.remote, channels_last)
         self.config = system.config
         self.codec = get_codec(codec or system.config.codec, system.bottleneck)
         self.feature_shape = system.local.downlink_shape(system.config.local_size)
@@ -58,7 +60,10 @@ class RemoteRuntime:
         delay = torch.tensor([delay_ticks], dtype=torch.float32)
         remote = self.system.remote
         downlink = remote.stream_downlink(
-            context.state, channels_last(frame), delay, self.config.local_size
+            context.state,
+            frame.contiguous(memory_format=self.memory_format),
+            delay,
+            self.config.local_size,
         )
         return downlink[0].numpy()
 

@@ -8,15 +8,18 @@ import torch
 from splitcast.data.images import fit
 from splitcast.models.layers import resize
 from splitcast.models.local import LocalModel
-from splitcast.models.memory_format import channels_last, use_channels_last
+from splitcast.models.memory_format import inference_layout
 
 
 class LocalRuntime:
     """Runs the local model with PyTorch at the configuration's local input size (channels-last:
     see `splitcast.models.memory_format`)."""
 
-    def __init__(self, model: LocalModel, local_size: tuple[int, int]) -> None:
-        self.model = use_channels_last(model.eval())
+    def __init__(
+        self, model: LocalModel, local_size: tuple[int, int], channels_last: bool = True
+    ) -> None:
+        self.model = model.eval()
+        self.memory_format = inference_layout(model, channels_last)
         self.local_size = local_size
 
     @torch.inference_mode()
@@ -30,7 +33,7 @@ class LocalRuntime:
         means local-only. Logits are resized before the argmax, as offline evaluation does."""
         pixels = torch.from_numpy(fit(rgb, self.local_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        logits = self.model(channels_last(frame), downlink)
+        logits = self.model(frame.contiguous(memory_format=self.memory_format), downlink)
         if output_size is not None and tuple(output_size) != tuple(logits.shape[-2:]):
             logits = resize(logits, output_size)
         return logits[0].argmax(0).to(torch.uint8).numpy()
