@@ -58,28 +58,36 @@ def main() -> None:
     times: dict[str, dict[str, list[float]]] = {
         step: {name: [] for name in LAYOUTS} for step in ("edge_local", "edge_fused", "server")
     }
-    ids_differ = 0
-    downlink_max_diff = 0.0
-    for index, rgb in enumerate(tqdm(frames, desc="frames", unit="frame")):
-        outputs: dict[str, dict[str, np.ndarray]] = {}
+    outputs: dict[str, dict[str, list[np.ndarray]]] = {
+        name: {"local": [], "fused": [], "downlink": []} for name in LAYOUTS
+    }
+    # Edge steps on one thread, then server steps on their threads; layouts alternate per frame.
+    torch.set_num_threads(1)
+    for index, rgb in enumerate(tqdm(frames, desc="edge steps", unit="frame")):
         for name in LAYOUTS:
-            torch.set_num_threads(1)
-            ms_local, local_ids = _timed(local[name].segment, rgb, None)
-            ms_fused, fused_ids = _timed(local[name].segment, rgb, features)
-            torch.set_num_threads(args.server_threads)
+            for step, downlink in (("edge_local", None), ("edge_fused", features)):
+                ms, class_ids = _timed(local[name].segment, rgb, downlink)
+                if index >= 2:  # the first calls pick kernels
+                    times[step][name].append(ms)
+                outputs[name][step.removeprefix("edge_")].append(class_ids)
+    torch.set_num_threads(args.server_threads)
+    for index, rgb in enumerate(tqdm(frames, desc="server steps", unit="frame")):
+        for name in LAYOUTS:
             runtime, context = remote[name]
-            ms_server, downlink = _timed(runtime.downlink, context, rgb, 3.0)
-            if index >= 2:  # the first calls pick kernels
-                times["edge_local"][name].append(ms_local)
-                times["edge_fused"][name].append(ms_fused)
-                times["server"][name].append(ms_server)
-            outputs[name] = {"local": local_ids, "fused": fused_ids, "downlink": downlink}
-        first, second = outputs["default"], outputs["channels_last"]
-        ids_differ += int(np.any(first["local"] != second["local"]))
-        ids_differ += int(np.any(first["fused"] != second["fused"]))
-        downlink_max_diff = max(
-            downlink_max_diff, float(np.abs(first["downlink"] - second["downlink"]).max())
-        )
+            ms, downlink = _timed(runtime.downlink, context, rgb, 3.0)
+            if index >= 2:
+                times["server"][name].append(ms)
+            outputs[name]["downlink"].append(downlink)
+    first, second = outputs["default"], outputs["channels_last"]
+    ids_differ = sum(
+        int(np.any(a != b))
+        for kind in ("local", "fused")
+        for a, b in zip(first[kind], second[kind], strict=True)
+    )
+    downlink_max_diff = max(
+        float(np.abs(a - b).max())
+        for a, b in zip(first["downlink"], second["downlink"], strict=True)
+    )
 
     report = {
         "checkpoint": args.checkpoint,

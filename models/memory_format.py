@@ -1,10 +1,11 @@
 """Channels-last weights for CPU inference.
 
-oneDNN's convolutions run on NHWC tensors without reordering them on every call; for our
-networks on a 2-core AVX2 machine that made, with one thread, the local step 45 -> 33 ms
-(default) and 17.5 -> 10.4 ms (tiny), and the server's step on two threads 170 -> 120 ms,
-with identical class ids (`benchmarks/bench_memory_format.py` measures both layouts side by
-side). Only runtimes use it: training keeps PyTorch's default layout.
+oneDNN's convolutions run on NHWC tensors without reordering them on every call. Measured side
+by side with `benchmarks/bench_memory_format.py` on a 2-core AVX2 machine, identical class ids:
+the default checkpoint's edge step (one thread) 42 -> 30-32 ms, its server step (two threads)
+179 -> 167 ms (0.93; a first, sequential comparison had shown 0.70, which side by side did
+not reproduce). The tiny model's edge step: 17.5 -> 10.4 ms.
+Only runtimes use it: training keeps PyTorch's default layout.
 """
 
 from __future__ import annotations
