@@ -29,7 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sampler.py
 	$(BIN)/python benchmarks/bench_relay.py
-	$(BIN)/python benchmarks/bench_memory_format.py
+	$(BIN)/python benchmarks/bench_runtimes.py
 
 # Regenerate the gRPC stubs from proto/splitcast/v1/*.proto (tests/test_proto.py fails when stale).
 proto: $(STAMP)

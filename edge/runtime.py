@@ -19,7 +19,7 @@ class LocalRuntime:
         self, model: LocalModel, local_size: tuple[int, int], channels_last: bool = True
     ) -> None:
         self.model = model.eval()
-        self.memory_format = inference_layout(model, channels_last)
+        self.memory_format = inference_layout(model, channels_last=channels_last)
         self.local_size = local_size
 
     @torch.inference_mode()

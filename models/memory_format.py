@@ -1,7 +1,7 @@
 """Channels-last weights for CPU inference.
 
 oneDNN's convolutions run on NHWC tensors without reordering them on every call. Measured side
-by side with `benchmarks/bench_memory_format.py` on a 2-core AVX2 machine, identical class ids:
+by side with `benchmarks/bench_runtimes.py` on a 2-core AVX2 machine, identical class ids:
 the default checkpoint's edge step (one thread) 42 -> 30-32 ms, its server step (two threads)
 179 -> 167 ms (0.93; a first, sequential comparison had shown 0.70, which side by side did
 not reproduce). The tiny model's edge step: 17.5 -> 10.4 ms.
@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 
-def inference_layout(module: nn.Module, channels_last: bool = True) -> torch.memory_format:
-    """Store `module`'s 4-D parameters (2D convolution weights) channels-last, in place, when
-    asked; returns the layout its [N, C, H, W] inputs should have. 5-D weights (3D
+def inference_layout(*modules: nn.Module, channels_last: bool = True) -> torch.memory_format:
+    """Store the modules' 4-D parameters (2D convolution weights) channels-last, in place,
+    when asked; returns the layout their [N, C, H, W] inputs should have. 5-D weights (3D
     convolutions) keep theirs: channels-last is defined for 4-D tensors only."""
     if not channels_last:
         return torch.contiguous_format
-    for parameter in module.parameters():
-        if parameter.dim() == 4:
-            parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.dim() == 4:
+                parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
     return torch.channels_last

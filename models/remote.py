@@ -233,7 +233,7 @@ class RemoteModel(nn.Module):
 
         Until K frames have arrived, the oldest encoding is repeated to fill the context.
         """
-        return self.predict(self._push(state, frame), delay, local_size)
+        return self.predict(self.push_encoding(state, self.encode(frame)), delay, local_size)
 
     def stream_downlink(
         self,
@@ -243,10 +243,13 @@ class RemoteModel(nn.Module):
         local_size: tuple[int, int],
     ) -> torch.Tensor:
         """`stream_step` without the logits head: the server's per-frame call."""
-        return self.predict_downlink(self._push(state, frame), delay, local_size)
+        window = self.push_encoding(state, self.encode(frame))
+        return self.predict_downlink(window, delay, local_size)
 
-    def _push(self, state: StreamState, frame: torch.Tensor) -> torch.Tensor:
-        state.encodings.append(self.encode(frame))
+    def push_encoding(self, state: StreamState, encoding: torch.Tensor) -> torch.Tensor:
+        """Append one frame's encoding (from `encode`, or a faster runtime of it) to the FIFO;
+        returns the stacked context window [B, C, K, h, w], oldest first."""
+        state.encodings.append(encoding)
         missing = self.context_frames - len(state.encodings)
         window = [state.encodings[0]] * missing + list(state.encodings)
         return torch.stack(window, dim=2)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from splitcast.arguments import non_negative_float, positive_int, quality
+from splitcast.cloud.encoder_runtimes import ENCODER_RUNTIMES
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import add_evaluate_command, add_sweep_command
@@ -51,6 +52,13 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "--threads",
         type=positive_int,
         help="torch CPU threads for the model (default: torch's choice)",
+    )
+    parser.add_argument(
+        "--encoder",
+        choices=ENCODER_RUNTIMES,
+        default=ENCODER_RUNTIMES[0],
+        help="runtime of the remote's per-frame encoder; onnxruntime exports it once per "
+        "checkpoint into $SPLITCAST_CACHE/onnx (default ~/.cache/splitcast; default: %(default)s)",
     )
     parser.add_argument(
         "--max-message-mb",
@@ -302,7 +310,7 @@ def _run_serve(args: argparse.Namespace) -> None:
     from splitcast.models.checkpoint import load_system
 
     _set_threads(args.threads)
-    runtime = RemoteRuntime(load_system(args.model), args.codec)
+    runtime = RemoteRuntime(load_system(args.model), args.codec, encoder=args.encoder)
     runtime.warm_up()
     config = runtime.config
 

@@ -1,0 +1,119 @@
+"""The runtimes' speed-ups measured side by side: the edge step in PyTorch's default layout
+against channels-last, and the server step with its per-frame encoder in PyTorch against ONNX
+Runtime.
+
+    .venv/bin/python benchmarks/bench_runtimes.py [--checkpoint NAME] [--frames N]
+
+Two copies of the checkpoint take turns frame by frame on the built-in moving scene, so both
+see the same machine state. Edge steps run on one torch thread, then server steps on
+`--server-threads` (2, as `splitcast demo` runs them). Prints p50 per step and variant, the
+ratio, and whether the outputs agree (class ids; largest downlink difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.edge.runtime import LocalRuntime
+from splitcast.edge.sources import MOVING_SCENE, open_source
+from splitcast.models.checkpoint import load_system
+
+WARM_UP_FRAMES = 2
+
+
+def _timed(step: Callable[..., np.ndarray], *args: object) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    result = step(*args)
+    return (time.perf_counter() - start) * 1000.0, result
+
+
+def _side_by_side(
+    frames: list[np.ndarray], variants: dict[str, Callable[[np.ndarray], np.ndarray]], label: str
+) -> tuple[dict[str, list[float]], dict[str, list[np.ndarray]]]:
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+    for index, rgb in enumerate(tqdm(frames, desc=label, unit="frame")):
+        for name, step in variants.items():
+            ms, output = _timed(step, rgb)
+            if index >= WARM_UP_FRAMES:  # the first calls pick kernels
+                times[name].append(ms)
+            outputs[name].append(output)
+    return times, outputs
+
+
+def _summary(times: dict[str, list[float]], baseline: str, faster: str) -> dict[str, float]:
+    p50 = {name: round(float(np.median(values)), 2) for name, values in times.items()}
+    return {**p50, f"{faster}_over_{baseline}": round(p50[faster] / p50[baseline], 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--server-threads", type=int, default=2)
+    args = parser.parse_args()
+
+    frames = list(open_source(MOVING_SCENE, max_frames=args.frames).frames())
+    torch.set_num_threads(1)
+    edges = {}
+    for name, channels_last in (("default_layout", False), ("channels_last", True)):
+        system = load_system(args.checkpoint)
+        edges[name] = LocalRuntime(system.local, system.config.local_size, channels_last)
+    shape = edges["channels_last"].model.downlink_shape(edges["channels_last"].local_size)
+    features = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    local_times, local_ids = _side_by_side(
+        frames,
+        {name: lambda rgb, e=edge: e.segment(rgb, None) for name, edge in edges.items()},
+        "edge local-only",
+    )
+    fused_times, fused_ids = _side_by_side(
+        frames,
+        {name: lambda rgb, e=edge: e.segment(rgb, features) for name, edge in edges.items()},
+        "edge fused",
+    )
+
+    torch.set_num_threads(args.server_threads)
+    servers = {}
+    for encoder in ("torch", "onnxruntime"):
+        runtime = RemoteRuntime(load_system(args.checkpoint), encoder=encoder)
+        servers[encoder] = (runtime, runtime.new_stream())
+    server_times, downlinks = _side_by_side(
+        frames,
+        {
+            name: lambda rgb, r=runtime, c=context: r.downlink(c, rgb, 3.0)
+            for name, (runtime, context) in servers.items()
+        },
+        "server step",
+    )
+
+    differ = sum(
+        int(np.any(a != b))
+        for ids in (local_ids, fused_ids)
+        for a, b in zip(ids["default_layout"], ids["channels_last"], strict=True)
+    )
+    report = {
+        "checkpoint": args.checkpoint,
+        "frames": len(frames),
+        "server_threads": args.server_threads,
+        "edge_local_p50_ms": _summary(local_times, "default_layout", "channels_last"),
+        "edge_fused_p50_ms": _summary(fused_times, "default_layout", "channels_last"),
+        "edge_outputs_with_different_class_ids": differ,
+        "server_step_p50_ms": _summary(server_times, "torch", "onnxruntime"),
+        "downlink_max_abs_difference": max(
+            float(np.abs(a - b).max())
+            for a, b in zip(downlinks["torch"], downlinks["onnxruntime"], strict=True)
+        ),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

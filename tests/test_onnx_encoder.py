@@ -1,0 +1,54 @@
+"""The server's per-frame encoder in ONNX Runtime: same downlink as PyTorch, exported once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from splitcast.cloud.onnx_encoder import OnnxEncoder, cache_dir
+from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.models.registry import SplitSystem, build, get_config
+
+
+def _tiny() -> SplitSystem:
+    return build(get_config("tiny"))
+
+
+def test_onnx_encoder_gives_the_torch_downlink_and_is_exported_once() -> None:
+    onnx_runtime = RemoteRuntime(_tiny(), encoder="onnxruntime")
+    torch_runtime = RemoteRuntime(_tiny(), encoder="torch")
+    assert isinstance(onnx_runtime.encode, OnnxEncoder)
+    exported = onnx_runtime.encode.path
+    assert exported.parent == cache_dir() and exported.is_file()
+    stamp = exported.stat().st_mtime_ns
+
+    rng = np.random.default_rng(0)
+    height, width = onnx_runtime.config.remote_size
+    streams = (onnx_runtime.new_stream(), torch_runtime.new_stream())
+    for _ in range(3):
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        via_onnx = onnx_runtime.downlink(streams[0], rgb, 2.0)
+        via_torch = torch_runtime.downlink(streams[1], rgb, 2.0)
+        scale = float(np.abs(via_torch).max())
+        assert scale > 0
+        assert float(np.abs(via_onnx - via_torch).max()) <= 1e-4 * max(1.0, scale)
+
+    again = RemoteRuntime(_tiny(), encoder="onnxruntime")
+    assert isinstance(again.encode, OnnxEncoder) and again.encode.path == exported
+    assert exported.stat().st_mtime_ns == stamp, "same weights: the cached file is reused"
+
+
+def test_other_weights_get_their_own_export() -> None:
+    first = RemoteRuntime(_tiny(), encoder="onnxruntime").encode
+    changed = _tiny()
+    with torch.no_grad():
+        next(changed.remote.neck.parameters()).add_(0.1)
+    second = RemoteRuntime(changed, encoder="onnxruntime").encode
+    assert isinstance(first, OnnxEncoder) and isinstance(second, OnnxEncoder)
+    assert first.path != second.path
+
+
+def test_an_unknown_encoder_runtime_is_refused() -> None:
+    with pytest.raises(ValueError, match="openvino"):
+        RemoteRuntime(_tiny(), encoder="openvino")
