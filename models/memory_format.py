@@ -1,10 +1,10 @@
 """Channels-last weights for CPU inference.
 
 oneDNN's convolutions run on NHWC tensors without reordering them on every call. Measured side
-by side with `benchmarks/bench_runtimes.py` on a 2-core AVX2 machine, identical class ids:
-the default checkpoint's edge step (one thread) 42 -> 30-32 ms, its server step (two threads)
-179 -> 167 ms (0.93; a first, sequential comparison had shown 0.70, which side by side did
-not reproduce). The tiny model's edge step: 17.5 -> 10.4 ms.
+by side with `benchmarks/bench_runtimes.py` on a 2-core AVX2 machine, identical class ids: the
+default checkpoint's edge step (one thread) 45.1 -> 33.4 ms; the tiny model's 17.5 -> 10.4 ms.
+Not everywhere: the remote's temporal model and heads, fed from 5-D reshapes, got slower
+(52 -> 65 ms), so the server uses it for its per-frame encoder only.
 Only runtimes use it: training keeps PyTorch's default layout.
 """
 
