@@ -1,6 +1,6 @@
-"""The runtimes' speed-ups measured side by side: the edge step in PyTorch's default layout
-against channels-last, and the server step with its per-frame encoder in PyTorch against ONNX
-Runtime.
+"""The runtimes' speed-ups measured side by side: the edge step in PyTorch (default layout,
+channels-last) and in ONNX Runtime, and the server step with its per-frame encoder in PyTorch
+and in ONNX Runtime.
 
     .venv/bin/python benchmarks/bench_runtimes.py [--checkpoint NAME] [--frames N]
 
@@ -27,6 +27,11 @@ from splitcast.edge.sources import MOVING_SCENE, open_source
 from splitcast.models.checkpoint import load_system
 
 WARM_UP_FRAMES = 2
+EDGE_VARIANTS = (
+    ("torch_default_layout", "torch", False),
+    ("torch_channels_last", "torch", True),
+    ("onnxruntime", "onnxruntime", False),
+)
 
 
 def _timed(step: Callable[..., np.ndarray], *args: object) -> tuple[float, np.ndarray]:
@@ -49,9 +54,15 @@ def _side_by_side(
     return times, outputs
 
 
-def _summary(times: dict[str, list[float]], baseline: str, faster: str) -> dict[str, float]:
+def _summary(times: dict[str, list[float]], baseline: str) -> dict[str, float]:
+    """p50 of every variant, and each one's ratio to the baseline's."""
     p50 = {name: round(float(np.median(values)), 2) for name, values in times.items()}
-    return {**p50, f"{faster}_over_{baseline}": round(p50[faster] / p50[baseline], 3)}
+    ratios = {
+        f"{name}_over_{baseline}": round(value / p50[baseline], 3)
+        for name, value in p50.items()
+        if name != baseline
+    }
+    return {**p50, **ratios}
 
 
 def main() -> None:
@@ -64,10 +75,10 @@ def main() -> None:
     frames = list(open_source(MOVING_SCENE, max_frames=args.frames).frames())
     torch.set_num_threads(1)
     edges = {}
-    for name, channels_last in (("default_layout", False), ("channels_last", True)):
+    for name, runtime, channels_last in EDGE_VARIANTS:
         system = load_system(args.checkpoint)
-        edges[name] = LocalRuntime(system.local, system.config.local_size, channels_last)
-    shape = edges["channels_last"].model.downlink_shape(edges["channels_last"].local_size)
+        edges[name] = LocalRuntime(system.local, system.config.local_size, channels_last, runtime)
+    shape = edges["onnxruntime"].model.downlink_shape(edges["onnxruntime"].local_size)
     features = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
     local_times, local_ids = _side_by_side(
         frames,
@@ -94,19 +105,22 @@ def main() -> None:
         "server step",
     )
 
-    differ = sum(
-        int(np.any(a != b))
-        for ids in (local_ids, fused_ids)
-        for a, b in zip(ids["default_layout"], ids["channels_last"], strict=True)
-    )
+    differ = {
+        name: sum(
+            int(np.any(a != b))
+            for ids in (local_ids, fused_ids)
+            for a, b in zip(ids["torch_default_layout"], ids[name], strict=True)
+        )
+        for name in ("torch_channels_last", "onnxruntime")
+    }
     report = {
         "checkpoint": args.checkpoint,
         "frames": len(frames),
         "server_threads": args.server_threads,
-        "edge_local_p50_ms": _summary(local_times, "default_layout", "channels_last"),
-        "edge_fused_p50_ms": _summary(fused_times, "default_layout", "channels_last"),
-        "edge_outputs_with_different_class_ids": differ,
-        "server_step_p50_ms": _summary(server_times, "torch", "onnxruntime"),
+        "edge_local_p50_ms": _summary(local_times, "torch_default_layout"),
+        "edge_fused_p50_ms": _summary(fused_times, "torch_default_layout"),
+        "edge_outputs_with_class_ids_unlike_torch_default_layout": differ,
+        "server_step_p50_ms": _summary(server_times, "torch"),
         "downlink_max_abs_difference": max(
             float(np.abs(a - b).max())
             for a, b in zip(downlinks["torch"], downlinks["onnxruntime"], strict=True)

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from splitcast.cloud.encoder_runtimes import ENCODER_RUNTIMES
-from splitcast.cloud.onnx_encoder import OnnxEncoder
+from splitcast.cloud.onnx_encoder import onnx_encoder
 from splitcast.data.images import fit
 from splitcast.models.codec import EncodedTensor, get_codec
 from splitcast.models.memory_format import inference_layout
 from splitcast.models.registry import SplitSystem, max_context_gap
 from splitcast.models.remote import StreamState, context_delay
+from splitcast.models.runtime_names import RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ class RemoteRuntime:
         self,
         system: SplitSystem,
         codec: str | None = None,
-        encoder: str = ENCODER_RUNTIMES[0],
+        encoder: str = RUNTIMES[0],
     ) -> None:
         """`codec`: the downlink codec's name (default: the configuration's); `encoder`: one
-        of `ENCODER_RUNTIMES`."""
-        if encoder not in ENCODER_RUNTIMES:
-            raise ValueError(f"encoder runtime {encoder!r} is not one of {ENCODER_RUNTIMES}")
+        of `RUNTIMES`."""
+        if encoder not in RUNTIMES:
+            raise ValueError(f"encoder runtime {encoder!r} is not one of {RUNTIMES}")
         self.system = system
         self.encode = self._encoder(encoder)
         self.config = system.config
@@ -56,9 +56,9 @@ class RemoteRuntime:
 
     def _encoder(self, runtime: str) -> Callable[[torch.Tensor], torch.Tensor]:
         remote = self.system.remote
-        if runtime == ENCODER_RUNTIMES[0]:
+        if runtime == RUNTIMES[0]:
             try:
-                return OnnxEncoder(remote, self.system.config.remote_size, torch.get_num_threads())
+                return onnx_encoder(remote, self.system.config.remote_size, torch.get_num_threads())
             except Exception as exc:  # the exporter fails in many ways on unusual architectures
                 log.warning("the encoder could not run in ONNX Runtime (%s); using PyTorch", exc)
         layout = inference_layout(remote.backbone, remote.neck)

@@ -26,6 +26,7 @@ from splitcast.edge.slots import OutgoingFrame, ReceivedFeatures
 from splitcast.edge.sources import FrameSource
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import codec_set
+from splitcast.models.runtime_names import RUNTIMES
 
 MAX_VIDEO_WIDTH = 960
 
@@ -35,6 +36,8 @@ class EdgeOptions:
     """How the edge runs; defaults work offline on a laptop."""
 
     model: str = "default"
+    runtime: str = RUNTIMES[0]
+    """What runs the local model: one of `splitcast.models.runtime_names.RUNTIMES`."""
     server: str | None = None
     realtime: bool = True
     max_staleness_frames: int = 10
@@ -91,7 +94,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     """Process every frame of `source`; returns the run's summary."""
     system = load_system(options.model)
     config = system.config
-    runtime = LocalRuntime(system.local, config.local_size)
+    runtime = LocalRuntime(system.local, config.local_size, runtime=options.runtime)
     feature_shape = system.local.downlink_shape(config.local_size)
     _warm_up(runtime, feature_shape)
     connection = None

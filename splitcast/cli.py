@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from splitcast.arguments import non_negative_float, positive_int, quality
-from splitcast.cloud.encoder_runtimes import ENCODER_RUNTIMES
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import add_evaluate_command, add_sweep_command
 from splitcast.models.codec_names import CODEC_NAMES
+from splitcast.models.runtime_names import RUNTIMES
 from splitcast.netem.shaping import DISTRIBUTIONS, DirectionSpec
 from splitcast.netem_cli import add_netem_command
 from splitcast.train_cli import add_train_command
@@ -55,8 +55,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--encoder",
-        choices=ENCODER_RUNTIMES,
-        default=ENCODER_RUNTIMES[0],
+        choices=RUNTIMES,
+        default=RUNTIMES[0],
         help="runtime of the remote's per-frame encoder; onnxruntime exports it once per "
         "checkpoint into $SPLITCAST_CACHE/onnx (default ~/.cache/splitcast; default: %(default)s)",
     )
@@ -101,6 +101,13 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         "--fast",
         action="store_true",
         help="process frames as fast as possible instead of at the source frame rate",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=RUNTIMES[0],
+        help="what runs the local model; onnxruntime exports it once per checkpoint into "
+        "$SPLITCAST_CACHE/onnx (default ~/.cache/splitcast; default: %(default)s)",
     )
     parser.add_argument(
         "--max-staleness",
@@ -339,6 +346,7 @@ def _run_edge(args: argparse.Namespace) -> None:
     source = open_source(args.source, max_frames=args.frames)
     options = EdgeOptions(
         model=args.model,
+        runtime=args.runtime,
         server=args.server,
         realtime=not args.fast,
         max_staleness_frames=args.max_staleness,

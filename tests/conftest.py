@@ -9,16 +9,16 @@ import grpc
 import pytest
 import torch
 
-from splitcast.cloud.onnx_encoder import CACHE_ENV
 from splitcast.launch import ChildProcess, start_server
 from splitcast.models.checkpoint import save_checkpoint
+from splitcast.models.onnx_program import CACHE_ENV
 from splitcast.models.registry import build, get_config, with_bottleneck
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Servers export their ONNX encoder into this session's folder, not the user's cache
+    """Servers and edges export their ONNX graphs into this session's folder, not the user's cache
     (child processes inherit the variable)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("cache")))

@@ -1,4 +1,5 @@
-"""The server's per-frame encoder in ONNX Runtime: same downlink as PyTorch, exported once."""
+"""ONNX Runtime on both sides: the server's per-frame encoder gives the same downlink as
+PyTorch and is exported once; the edge's local model gives the same class ids."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from splitcast.cloud.onnx_encoder import OnnxEncoder, cache_dir
 from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.edge.runtime import LocalRuntime
+from splitcast.models.onnx_program import OnnxProgram, cache_dir
 from splitcast.models.registry import SplitSystem, build, get_config
 
 
@@ -18,7 +20,7 @@ def _tiny() -> SplitSystem:
 def test_onnx_encoder_gives_the_torch_downlink_and_is_exported_once() -> None:
     onnx_runtime = RemoteRuntime(_tiny(), encoder="onnxruntime")
     torch_runtime = RemoteRuntime(_tiny(), encoder="torch")
-    assert isinstance(onnx_runtime.encode, OnnxEncoder)
+    assert isinstance(onnx_runtime.encode, OnnxProgram)
     exported = onnx_runtime.encode.path
     assert exported.parent == cache_dir() and exported.is_file()
     stamp = exported.stat().st_mtime_ns
@@ -35,7 +37,7 @@ def test_onnx_encoder_gives_the_torch_downlink_and_is_exported_once() -> None:
         assert float(np.abs(via_onnx - via_torch).max()) <= 1e-4 * max(1.0, scale)
 
     again = RemoteRuntime(_tiny(), encoder="onnxruntime")
-    assert isinstance(again.encode, OnnxEncoder) and again.encode.path == exported
+    assert isinstance(again.encode, OnnxProgram) and again.encode.path == exported
     assert exported.stat().st_mtime_ns == stamp, "same weights: the cached file is reused"
 
 
@@ -45,10 +47,27 @@ def test_other_weights_get_their_own_export() -> None:
     with torch.no_grad():
         next(changed.remote.neck.parameters()).add_(0.1)
     second = RemoteRuntime(changed, encoder="onnxruntime").encode
-    assert isinstance(first, OnnxEncoder) and isinstance(second, OnnxEncoder)
+    assert isinstance(first, OnnxProgram) and isinstance(second, OnnxProgram)
     assert first.path != second.path
 
 
 def test_an_unknown_encoder_runtime_is_refused() -> None:
     with pytest.raises(ValueError, match="openvino"):
         RemoteRuntime(_tiny(), encoder="openvino")
+
+
+def test_edge_onnx_runtime_segments_like_torch_with_and_without_features() -> None:
+    system = _tiny()
+    onnx_runtime = LocalRuntime(system.local, system.config.local_size, runtime="onnxruntime")
+    torch_runtime = LocalRuntime(_tiny().local, system.config.local_size, runtime="torch")
+    shape = system.local.downlink_shape(system.config.local_size)
+    rng = np.random.default_rng(1)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        rgb = rng.integers(0, 256, (200, 400, 3), dtype=np.uint8)
+        features = torch.randn(1, *shape, generator=generator).half()
+        for downlink in (None, features):
+            via_onnx = onnx_runtime.segment(rgb, downlink, output_size=(100, 200))
+            via_torch = torch_runtime.segment(rgb, downlink, output_size=(100, 200))
+            assert via_onnx.shape == (100, 200)
+            assert float(np.mean(via_onnx == via_torch)) >= 0.999
