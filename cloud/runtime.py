@@ -84,10 +84,9 @@ class RemoteRuntime:
         pixels = torch.from_numpy(fit(image_rgb, self.config.remote_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         delay = torch.tensor([delay_ticks], dtype=torch.float32)
-        remote = self.system.remote
-        encoding = self.encode(frame)
-        window = remote.push_encoding(context.state, encoding)
-        downlink = remote.predict_downlink(window, delay, self.config.local_size)
+        downlink = self.system.remote.stream_downlink(
+            context.state, self.encode(frame), delay, self.config.local_size
+        )
         return downlink[0].numpy()
 
     def step(

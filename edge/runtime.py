@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from splitcast.data.images import fit
 from splitcast.models.layers import resize
@@ -25,28 +24,6 @@ from splitcast.models.runtime_names import RUNTIMES
 log = logging.getLogger(__name__)
 
 Step = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-class LocalOnlyPass(nn.Module):
-    """The local model without features: frame -> logits."""
-
-    def __init__(self, model: LocalModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        return self.model(frame, None)
-
-
-class FusedPass(nn.Module):
-    """The local model fusing downlink features: (frame, downlink) -> logits."""
-
-    def __init__(self, model: LocalModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, frame: torch.Tensor, downlink: torch.Tensor) -> torch.Tensor:
-        return self.model(frame, downlink)
 
 
 class LocalRuntime:
@@ -71,10 +48,9 @@ class LocalRuntime:
             downlink = torch.zeros(1, *self.model.downlink_shape(self.local_size))
             threads = torch.get_num_threads()
             try:
-                local_only = OnnxProgram(LocalOnlyPass(self.model), (frame,), ["frame"], threads)
-                fused = OnnxProgram(
-                    FusedPass(self.model), (frame, downlink), ["frame", "downlink"], threads
-                )
+                # LocalModel.forward(frame, downlink=None): one graph per pass.
+                local_only = OnnxProgram(self.model, (frame,), ["frame"], threads)
+                fused = OnnxProgram(self.model, (frame, downlink), ["frame", "downlink"], threads)
             except Exception as exc:  # the exporter fails in many ways on unusual architectures
                 log.warning(
                     "the local model could not run in ONNX Runtime (%s); using PyTorch", exc

@@ -233,20 +233,20 @@ class RemoteModel(nn.Module):
 
         Until K frames have arrived, the oldest encoding is repeated to fill the context.
         """
-        return self.predict(self.push_encoding(state, self.encode(frame)), delay, local_size)
+        return self.predict(self._push(state, self.encode(frame)), delay, local_size)
 
     def stream_downlink(
         self,
         state: StreamState,
-        frame: torch.Tensor,
+        encoding: torch.Tensor,
         delay: torch.Tensor,
         local_size: tuple[int, int],
     ) -> torch.Tensor:
-        """`stream_step` without the logits head: the server's per-frame call."""
-        window = self.push_encoding(state, self.encode(frame))
-        return self.predict_downlink(window, delay, local_size)
+        """`stream_step` without the logits head, from the new frame's `encoding` (`encode`, or
+        a faster runtime of it): the server's per-frame call."""
+        return self.predict_downlink(self._push(state, encoding), delay, local_size)
 
-    def push_encoding(self, state: StreamState, encoding: torch.Tensor) -> torch.Tensor:
+    def _push(self, state: StreamState, encoding: torch.Tensor) -> torch.Tensor:
         """Append one frame's encoding (from `encode`, or a faster runtime of it) to the FIFO;
         returns the stacked context window [B, C, K, h, w], oldest first."""
         state.encodings.append(encoding)

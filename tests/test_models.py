@@ -52,7 +52,8 @@ def test_stream_step_matches_batch_forward_after_warm_up(name: str, warp: bool) 
         for index in range(frames.shape[2]):
             frame = frames[:, :, index]
             streamed = system.remote.stream_step(state, frame, delay, config.local_size)
-            downlink = system.remote.stream_downlink(serving, frame, delay, config.local_size)
+            encoding = system.remote.encode(frame)
+            downlink = system.remote.stream_downlink(serving, encoding, delay, config.local_size)
         batch = system.remote(frames[:, :, -config.context_frames :], delay, config.local_size)
     for a, b in zip(streamed, batch, strict=True):
         assert (a - b).abs().max().item() <= 1e-4
