@@ -2,7 +2,7 @@
 
 The encoder is the one part of the server's step that sees every frame at full remote
 resolution, and ONNX Runtime runs it much faster than PyTorch eager on this CPU (server step
-154.5 -> 104.7 ms on two threads, `benchmarks/bench_runtimes.py`). The temporal model and heads
+142.4 -> 95.9 ms on two threads, `benchmarks/bench_runtimes.py`). The temporal model and heads
 stay in PyTorch: exported too they gained only 60 -> 53 ms, and the delay-conditioned part is
 the one people change.
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,11 +13,10 @@ from splitcast.cloud.onnx_encoder import onnx_encoder
 from splitcast.data.images import fit
 from splitcast.models.codec import EncodedTensor, get_codec
 from splitcast.models.memory_format import inference_layout
+from splitcast.models.onnx_program import onnx_or_none
 from splitcast.models.registry import SplitSystem, max_context_gap
 from splitcast.models.remote import StreamState, context_delay
 from splitcast.models.runtime_names import RUNTIMES
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,10 +55,14 @@ class RemoteRuntime:
     def _encoder(self, runtime: str) -> Callable[[torch.Tensor], torch.Tensor]:
         remote = self.system.remote
         if runtime == RUNTIMES[0]:
-            try:
-                return onnx_encoder(remote, self.system.config.remote_size, torch.get_num_threads())
-            except Exception as exc:  # the exporter fails in many ways on unusual architectures
-                log.warning("the encoder could not run in ONNX Runtime (%s); using PyTorch", exc)
+            program = onnx_or_none(
+                lambda: onnx_encoder(
+                    remote, self.system.config.remote_size, torch.get_num_threads()
+                ),
+                "the encoder",
+            )
+            if program is not None:
+                return program
         layout = inference_layout(remote.backbone, remote.neck)
         return lambda frame: remote.encode(frame.contiguous(memory_format=layout))
 

@@ -8,7 +8,6 @@ weights (`splitcast.models.memory_format`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -18,10 +17,8 @@ from splitcast.data.images import fit
 from splitcast.models.layers import resize
 from splitcast.models.local import LocalModel
 from splitcast.models.memory_format import inference_layout
-from splitcast.models.onnx_program import OnnxProgram
+from splitcast.models.onnx_program import OnnxProgram, onnx_or_none
 from splitcast.models.runtime_names import RUNTIMES
-
-log = logging.getLogger(__name__)
 
 Step = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -47,15 +44,16 @@ class LocalRuntime:
             frame = torch.zeros(1, 3, *self.local_size)
             downlink = torch.zeros(1, *self.model.downlink_shape(self.local_size))
             threads = torch.get_num_threads()
-            try:
-                # LocalModel.forward(frame, downlink=None): one graph per pass.
-                local_only = OnnxProgram(self.model, (frame,), ["frame"], threads)
-                fused = OnnxProgram(self.model, (frame, downlink), ["frame", "downlink"], threads)
-            except Exception as exc:  # the exporter fails in many ways on unusual architectures
-                log.warning(
-                    "the local model could not run in ONNX Runtime (%s); using PyTorch", exc
-                )
-            else:
+            # LocalModel.forward(frame, downlink=None): one graph per pass.
+            programs = onnx_or_none(
+                lambda: (
+                    OnnxProgram(self.model, (frame,), ["frame"], threads),
+                    OnnxProgram(self.model, (frame, downlink), ["frame", "downlink"], threads),
+                ),
+                "the local model",
+            )
+            if programs is not None:
+                local_only, fused = programs
                 return lambda image, features: (
                     local_only(image) if features is None else fused(image, features.float())
                 )

@@ -10,11 +10,14 @@ process exports a checkpoint's graph once and loads it in about a second after t
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import onnxruntime as ort
 import torch
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "SPLITCAST_CACHE"
 
+T = TypeVar("T")
+
 
 def cache_dir() -> Path:
     """`$SPLITCAST_CACHE/onnx`, by default `~/.cache/splitcast/onnx`."""
@@ -31,10 +36,27 @@ def cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
+def _defining_files(module: nn.Module) -> list[Path]:
+    """The source files of every class in `module`'s tree (ours, timm's, torch's)."""
+    files = set()
+    for part in module.modules():
+        try:
+            files.add(Path(inspect.getfile(type(part))))
+        except TypeError:  # built-in classes have no source file
+            continue
+    return sorted(path for path in files if path.is_file())
+
+
 def program_key(module: nn.Module, examples: tuple[torch.Tensor, ...]) -> str:
-    """Changes whenever the exported graph would: weights, input shapes, torch version."""
+    """Changes whenever the exported graph would: weights, input shapes, torch version, the
+    layers' hyper-parameters (`repr`) and the code that defines them, so upgrading splitcast
+    or timm never reuses a graph traced from older code."""
     shapes = [tuple(example.shape) for example in examples]
-    digest = hashlib.sha256(f"{type(module).__name__}|{shapes}|{torch.__version__}".encode())
+    digest = hashlib.sha256(
+        f"{type(module).__name__}|{shapes}|{torch.__version__}|{module!r}".encode()
+    )
+    for path in _defining_files(module):
+        digest.update(path.read_bytes())
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -62,6 +84,16 @@ def export_program(
                 verbose=False,
             )
         os.replace(partial, path)
+
+
+def onnx_or_none(make: Callable[[], T], what: str) -> T | None:
+    """`make()`, or None with a warning when exporting or loading fails (the exporter fails in
+    many ways on unusual architectures): callers then run `what` in PyTorch."""
+    try:
+        return make()
+    except Exception as exc:
+        log.warning("%s could not run in ONNX Runtime (%s); using PyTorch", what, exc)
+        return None
 
 
 class OnnxProgram:

@@ -3,13 +3,18 @@ PyTorch and is exported once; the edge's local model gives the same class ids.""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.edge.runtime import LocalRuntime
-from splitcast.models.onnx_program import OnnxProgram, cache_dir
+from splitcast.models.onnx_program import OnnxProgram, cache_dir, program_key
 from splitcast.models.registry import SplitSystem, build, get_config
 
 
@@ -71,3 +76,42 @@ def test_edge_onnx_runtime_segments_like_torch_with_and_without_features() -> No
             via_torch = torch_runtime.segment(rgb, downlink, output_size=(100, 200))
             assert via_onnx.shape == (100, 200)
             assert float(np.mean(via_onnx == via_torch)) >= 0.999
+
+
+def _load_layer(path: Path, source: str, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
+    """A one-weight layer defined by `source`, imported from `path` as module `scaled_layer`."""
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("scaled_layer", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "scaled_layer", module)
+    spec.loader.exec_module(module)
+    return module.Scale()
+
+
+def test_the_export_key_follows_the_code_and_hyper_parameters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graph traced from older code or other layer settings is never reused."""
+    examples = (torch.zeros(1, 1, 8, 8),)
+    layer = (
+        "import torch\n"
+        "class Scale(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.weight = torch.nn.Parameter(torch.ones(1))\n"
+        "    def forward(self, x):\n"
+        "        return x * self.weight{}\n"
+    )
+    path = tmp_path / "scaled_layer.py"
+    before = program_key(_load_layer(path, layer.format(""), monkeypatch), examples)
+    same = program_key(_load_layer(path, layer.format(""), monkeypatch), examples)
+    edited = program_key(_load_layer(path, layer.format(" + 1"), monkeypatch), examples)
+    assert before == same
+    assert edited != before
+
+    torch.manual_seed(0)
+    stride_one = nn.Conv2d(1, 1, 3, stride=1)
+    stride_two = nn.Conv2d(1, 1, 3, stride=2)
+    stride_two.load_state_dict(stride_one.state_dict())
+    assert program_key(stride_one, examples) != program_key(stride_two, examples)
