@@ -1,7 +1,8 @@
 """The on-device loop: every frame gets an on-time output, whatever the network does.
 
 Per frame: offer it to the uplink (never blocks), read the freshest features (never blocks),
-fuse them when they are fresh enough, otherwise run local-only, and log what happened. Delays
+fuse them (scaled by the model's gain for their age) when they are fresh enough, otherwise run
+local-only, and log what happened. Delays
 are measured in source frames (D_o = t - source frame) and converted to ticks of the model's
 frame rate for the D_i policy.
 """
@@ -26,6 +27,7 @@ from splitcast.edge.slots import OutgoingFrame, ReceivedFeatures
 from splitcast.edge.sources import FrameSource
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import codec_set
+from splitcast.models.registry import downlink_gain
 from splitcast.models.runtime_names import RUNTIMES
 
 MAX_VIDEO_WIDTH = 960
@@ -154,9 +156,10 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
                 server_ms.append(received.server_ms)
                 last_source = received.source_sequence
             fused = d_o is not None and d_o <= options.max_staleness_frames
-            class_ids = runtime.segment(
-                rgb, received.features if fused else None, options.output_size
+            downlink = (
+                received.features * downlink_gain(config, d_o * ticks_per_frame) if fused else None
             )
+            class_ids = runtime.segment(rgb, downlink, options.output_size)
             latency_ms = (time.perf_counter() - step_start) * 1000.0
             latencies.append(latency_ms)
             recent_outputs = [*recent_outputs[-29:], time.perf_counter()]

@@ -179,6 +179,12 @@ def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, An
     return system.eval(), meta
 
 
+def stored_in_half(name_or_path: str | Path) -> bool:
+    """Whether a checkpoint keeps its floating-point weights in float16 (as exported)."""
+    stored = load_file(str(checkpoint_folder(name_or_path) / WEIGHTS_FILE))
+    return any(t.dtype == torch.float16 for t in stored.values())
+
+
 def load_system_with_meta(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, Any]]:
     """A registered configuration by name (its initial weights, empty meta) or a trained
     checkpoint with its meta."""

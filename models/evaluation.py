@@ -31,7 +31,7 @@ from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
 from splitcast.models.codec import Codec
 from splitcast.models.layers import class_ids
-from splitcast.models.registry import SplitSystem, max_context_gap
+from splitcast.models.registry import SplitSystem, downlink_gain, max_context_gap
 from splitcast.models.remote import context_delay
 
 METHODS = (
@@ -161,8 +161,13 @@ class OfflineEvaluator:
         mismatch: Sequence[float] | None = None,
         progress: bool = True,
         variants: dict[str, Codec] | None = None,
+        gains: Sequence[float] | None = None,
     ) -> dict[str, Any]:
         """mIoU per method per delay (and the D_o x D_i matrix when `mismatch` lists delays).
+
+        Dedelayed adds the downlink scaled by the configuration's gain for its age (the true
+        delay; see `downlink_gain`); with `gains`, it is also scored with each of those gains
+        instead (`gain_grid` in the result: one row per delay, one column per gain).
 
         Methods that do not depend on the delay (local_only, oracle) are scored once per target
         and reported in every column; that is exact because every column has the same targets.
@@ -177,6 +182,7 @@ class OfflineEvaluator:
         matrices = {m: [self._matrix() for _ in delays] for m in per_delay}
         fixed = {"local_only": self._matrix(), "oracle": self._matrix()}
         grid = [[self._matrix() for _ in mismatch] for _ in mismatch] if mismatch else None
+        gain_grid = [[self._matrix() for _ in gains or ()] for _ in delays]
         count = 0
         system, k = self.system, self.config.context_frames
         for clip in tqdm(
@@ -205,7 +211,8 @@ class OfflineEvaluator:
                 )
                 features = system.local.encode(local_frames)
                 local_only = system.local.decode(features, None, self.local_size)
-                fixed["local_only"].update(class_ids(local_only, size), labels)
+                local_ids = class_ids(local_only, size)
+                fixed["local_only"].update(local_ids, labels)
                 fixed["oracle"].update(
                     torch.stack([state.image_only_ids[t] for t in chunk]), labels
                 )
@@ -213,10 +220,11 @@ class OfflineEvaluator:
                     used = [contexts[t, d] for t in chunk]
                     context = self._stack(state, used)
                     delay = torch.full((len(chunk),), float(d))
+                    gain = downlink_gain(self.config, d)
                     downlink, predictive = system.remote.predict(context, delay, self.local_size)
                     for name, codec in variants.items():
                         sent = self._transmit(downlink, codec, self.variant_bytes[name])
-                        fused = system.local.decode(features, sent, self.local_size)
+                        fused = system.local.decode(features, sent * gain, self.local_size)
                         variant_matrices[name][column].update(class_ids(fused, size), labels)
                     downlink = self._transmit(downlink, self.codec, self.downlink_bytes)
                     matrices["remote_stale_image"][column].update(
@@ -228,16 +236,29 @@ class OfflineEvaluator:
                     matrices["remote_predictive"][column].update(
                         class_ids(predictive, size), labels
                     )
-                    fused = system.local.decode(features, downlink, self.local_size)
-                    matrices["dedelayed"][column].update(class_ids(fused, size), labels)
+                    fused = system.local.decode(features, downlink * gain, self.local_size)
+                    fused_ids = class_ids(fused, size)
+                    matrices["dedelayed"][column].update(fused_ids, labels)
+                    for cell, candidate in zip(gain_grid[column], gains or (), strict=True):
+                        if candidate == gain:
+                            ids = fused_ids
+                        elif candidate == 0.0:
+                            ids = local_ids  # adding nothing is local-only, bit for bit
+                        else:
+                            scaled = downlink * candidate
+                            ids = class_ids(
+                                system.local.decode(features, scaled, self.local_size), size
+                            )
+                        cell.update(ids, labels)
                 if grid is not None and mismatch is not None:
                     for row, true_delay in enumerate(mismatch):
                         context = self._stack(state, [contexts[t, true_delay] for t in chunk])
+                        gain = downlink_gain(self.config, true_delay)
                         for column, assumed in enumerate(mismatch):
                             downlink = system.remote.predict_downlink(
                                 context, torch.full((len(chunk),), float(assumed)), self.local_size
                             )
-                            downlink = self._transmit(downlink, self.codec)
+                            downlink = self._transmit(downlink, self.codec) * gain
                             fused = system.local.decode(features, downlink, self.local_size)
                             grid[row][column].update(class_ids(fused, size), labels)
         if count == 0:
@@ -259,6 +280,8 @@ class OfflineEvaluator:
                 name: [round(x.miou(), 2) for x in columns]
                 for name, columns in variant_matrices.items()
             }
+        if gains:
+            result["gain_grid"] = [[round(cell.miou(), 2) for cell in row] for row in gain_grid]
         if grid is not None:
             result["mismatch"] = [[round(cell.miou(), 2) for cell in row] for row in grid]
         return result
@@ -277,6 +300,7 @@ class OfflineEvaluator:
         system = self.system
         clips = [clip for clip in self.dataset.clips if schedule.get(clip.name)]
         max_gap = max_context_gap(system.config)
+        ticks_per_frame = system.config.fps / self.dataset.meta.fps
         for clip in tqdm(clips, desc="offline replay", unit="clip", disable=not progress):
             plan = schedule[clip.name]
             needed = {i for frame in plan.values() if frame.context for i in frame.context}
@@ -296,7 +320,10 @@ class OfflineEvaluator:
                     downlink = system.remote.predict_downlink(
                         context, torch.tensor([delay]), self.local_size
                     )
-                    downlink = self._transmit(downlink, self.codec)
+                    age = (t - frame.context[-1]) * ticks_per_frame
+                    downlink = self._transmit(downlink, self.codec) * downlink_gain(
+                        system.config, age
+                    )
                     fused = system.local.decode(features, downlink, self.local_size)
                     fused_ids = class_ids(fused, size)
                 matrices["dedelayed"].update(fused_ids, label)

@@ -17,7 +17,7 @@ architecture with `@register_architecture("name")`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,27 @@ def with_downlink_align(config: ModelConfig) -> ModelConfig:
     """`config` with the edge's alignment of the downlink to the current frame (see
     `DownlinkAlign`)."""
     return replace(config, params={**config.params, "downlink_align": True})
+
+
+def with_downlink_gain(config: ModelConfig, gains: Sequence[float]) -> ModelConfig:
+    """`config` whose edge scales the downlink by `gains[age]` before fusing it (see
+    `downlink_gain`)."""
+    if not gains or any(not 0.0 <= g <= 4.0 for g in gains):
+        raise ValueError(f"downlink gains must be a non-empty list of values in [0, 4]: {gains}")
+    return replace(config, params={**config.params, "downlink_gain": [float(g) for g in gains]})
+
+
+def downlink_gain(config: ModelConfig, age_ticks: float) -> float:
+    """How much of the downlink the edge adds for features `age_ticks` old (the measured D_o).
+
+    A model trained on its training clips trusts a late forecast more than it deserves on new
+    scenes; the gains, one per whole tick of age (the last one for anything older), are chosen
+    on held-out clips by `splitcast calibrate`. Without them the downlink is added as is (1).
+    """
+    gains = config.params.get("downlink_gain")
+    if not gains:
+        return 1.0
+    return float(gains[min(max(int(age_ticks + 0.5), 0), len(gains) - 1)])
 
 
 def with_max_context_gap(config: ModelConfig, max_gap: int) -> ModelConfig:

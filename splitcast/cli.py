@@ -1,4 +1,5 @@
-"""The `splitcast` command line: serve, edge, link, demo, data, train, evaluate, sweep, netem."""
+"""The `splitcast` command line: serve, edge, link, demo, data, train, evaluate, sweep,
+calibrate, netem."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from pathlib import Path
 from splitcast.arguments import non_negative_float, positive_int, quality
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
-from splitcast.evaluate_cli import add_evaluate_command, add_sweep_command
+from splitcast.evaluate_cli import (
+    add_calibrate_command,
+    add_evaluate_command,
+    add_sweep_command,
+)
 from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.netem.shaping import DISTRIBUTIONS, DirectionSpec
@@ -291,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_evaluate_command(commands)
     add_sweep_command(commands)
+    add_calibrate_command(commands)
     add_netem_command(commands)
     return parser
 

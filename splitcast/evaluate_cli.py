@@ -1,4 +1,5 @@
-"""`splitcast evaluate`: offline mIoU versus delay, or a live run through the real transport."""
+"""`splitcast evaluate` (offline mIoU versus delay, or a live run through the real transport) and
+`splitcast calibrate` (the edge's downlink gain per age, chosen on held-out clips)."""
 
 from __future__ import annotations
 
@@ -201,6 +202,71 @@ def _run_sweep(args: argparse.Namespace) -> None:
     rows = run_sweep(SweepRequest(args.rtt_ms, live, args.profile))
     print(format_rows(rows))
     print(f"wrote {args.out / 'sweep.json'}, {args.out / 'sweep.csv'}, {args.out / 'sweep.png'}")
+
+
+def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "calibrate",
+        help="choose the edge's downlink gain per age of the features on held-out clips",
+        description="Score Dedelayed on held-out clips at each delay 0..--max-delay with each "
+        "candidate gain on the downlink, keep the best gain per delay and write a copy of the "
+        "checkpoint carrying them (OUT/checkpoint), calibration.json and gain_calibration.png. "
+        "Refuses the checkpoint's own training clips.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default="default",
+        help="packaged checkpoint name or checkpoint folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("out/data/calib"),
+        help="held-out clips (default: %(default)s, from `splitcast data build --split calib`)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/calib"), help="output folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-delay",
+        type=positive_int,
+        default=10,
+        help="calibrate ages 0..N ticks; older features use the last gain (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gains",
+        type=_number_list,
+        default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25],
+        help="candidate gains (default: 0,0.25,0.5,0.75,1,1.25)",
+    )
+    parser.add_argument(
+        "--every",
+        type=positive_int,
+        default=3,
+        help="score every N-th target frame (default: %(default)s)",
+    )
+    parser.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> None:
+    from splitcast.calibrate import CalibrationRequest, calibrate
+
+    result = calibrate(
+        CalibrationRequest(
+            args.checkpoint, args.data, args.out, args.max_delay, args.gains, args.every
+        )
+    )
+    print("| age (ticks) | " + " | ".join(f"gain {g:g}" for g in result["gains"]) + " | chosen |")
+    print("|---" * (len(result["gains"]) + 2) + "|")
+    for delay, row, gain in zip(
+        result["delays"], result["gain_grid"], result["chosen_gains"], strict=True
+    ):
+        print(f"| {delay:g} | " + " | ".join(f"{v:.2f}" for v in row) + f" | {gain:g} |")
+    print(f"local-only {result['local_only']:.2f} on {result['targets']} target frames")
+    print(
+        f"wrote {args.out / 'calibration.json'}, {args.out / 'gain_calibration.png'} and "
+        f"{result['calibrated_checkpoint']['path']}"
+    )
 
 
 def _number(value: float | None, spec: str) -> str:

@@ -123,3 +123,28 @@ def plot_rate_accuracy(path: Path, rate: dict[str, Any]) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
+
+
+def plot_gain_calibration(
+    path: Path,
+    delays: list[float],
+    gains: list[float],
+    grid: list[list[float]],
+    local_only: float,
+) -> None:
+    """Dedelayed mIoU versus delay, one line per downlink gain, with local-only for scale."""
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    colours = plt.get_cmap("viridis")
+    for column, gain in enumerate(gains):
+        values = [row[column] for row in grid]
+        colour = colours(column / max(len(gains) - 1, 1))
+        axis.plot(delays, values, color=colour, marker="o", markersize=3, label=f"gain {gain:g}")
+    axis.axhline(local_only, color="tab:green", linestyle=":", label="local_only")
+    axis.set_xlabel("age of the features D_o (ticks)")
+    axis.set_ylabel("Dedelayed mIoU (%)")
+    axis.set_xticks(delays)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)

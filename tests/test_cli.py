@@ -12,7 +12,18 @@ import pytest
 
 from splitcast.cli import build_parser
 
-COMMANDS = {"serve", "edge", "link", "demo", "data", "train", "evaluate", "netem", "sweep"}
+COMMANDS = {
+    "serve",
+    "edge",
+    "link",
+    "demo",
+    "data",
+    "train",
+    "evaluate",
+    "netem",
+    "sweep",
+    "calibrate",
+}
 
 
 def splitcast(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -42,6 +53,12 @@ def test_missing_video_is_a_readable_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "video file not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_calibration_without_held_out_clips_is_a_readable_error(tmp_path: Path) -> None:
+    result = splitcast("calibrate", "--data", str(tmp_path / "none"), "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert str(tmp_path / "none") in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unknown_model_is_a_readable_error() -> None:

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 
+from splitcast.calibrate import CalibrationError, CalibrationRequest, calibrate
 from splitcast.data.build import build_split
 from splitcast.data.clips import open_clips
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.scene.generator import SceneSettings
 from splitcast.evaluate import EvaluationRequest, evaluate_offline
 from splitcast.live_eval import LiveRequest, evaluate_live
-from splitcast.models.checkpoint import save_checkpoint
+from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.evaluation import METHODS
 from splitcast.models.layers import resize
-from splitcast.models.registry import build
+from splitcast.models.registry import build, downlink_gain, with_downlink_gain
 from splitcast.sweep import SweepRequest, run_sweep
 
 DELAYS = [0.0, 1.0, 2.0, 3.0]
@@ -117,6 +118,55 @@ def test_codec_byte_figures_and_rate_sweep(
     assert int8["downlink_bytes_per_frame"]["mean"] < raw["downlink_bytes_per_frame"]["mean"]
     assert rate["local_only"] == results["miou"]["local_only"][0] and targets > 0
     assert (tmp_path / "rate_accuracy.png").stat().st_size > 10_000
+
+
+def test_downlink_gain_by_age() -> None:
+    config = build("tiny").config
+    assert downlink_gain(config, 7.0) == 1.0
+    gained = with_downlink_gain(config, [1.0, 0.75, 0.5])
+    assert [downlink_gain(gained, age) for age in (0, 0.4, 0.5, 1.6, 2, 9)] == [
+        1.0, 1.0, 0.75, 0.5, 0.5, 0.5,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="downlink gains"):
+        with_downlink_gain(config, [])
+    with pytest.raises(ValueError, match="downlink gains"):
+        with_downlink_gain(config, [1.0, -0.5])
+
+
+def test_calibration_grid_picks_the_best_gain_and_the_edge_setting_applies_it(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, checkpoint = setup
+    result = calibrate(
+        CalibrationRequest(
+            str(checkpoint), data, tmp_path, max_delay=3, gains=[0.0, 1.0, 3.0], every=1,
+            progress=False,
+        )
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "calibration.json").read_text())
+    assert saved["chosen_gains"] == result["chosen_gains"]
+    grid = result["gain_grid"]
+    assert len(grid) == 4 and all(len(row) == 3 for row in grid)
+    assert all(row[0] == result["local_only"] for row in grid)  # gain 0 is local-only
+    assert [row[1] for row in grid] == result["dedelayed_before"]  # gain 1 is as trained
+    assert result["chosen_gains"] == [[0.0, 1.0, 3.0][row.index(max(row))] for row in grid]
+    assert (tmp_path / "gain_calibration.png").stat().st_size > 10_000
+    calibrated, meta = load_checkpoint(tmp_path / "checkpoint")
+    assert calibrated.config.params["downlink_gain"] == result["chosen_gains"]
+    assert meta["calibrated_from"]["checkpoint"] == str(checkpoint)
+    rescored = evaluate_offline(
+        EvaluationRequest(str(tmp_path / "checkpoint"), data, tmp_path / "eval", DELAYS,
+                          progress=False)
+    )  # fmt: skip
+    assert rescored["miou"]["dedelayed"] == [max(row) for row in grid]
+
+
+def test_calibration_refuses_the_training_clips(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = setup
+    trained_on = {"data": {"meta": open_clips(data).meta.to_json([])}}
+    save_checkpoint(build("tiny"), tmp_path / "ckpt", trained_on)
+    with pytest.raises(CalibrationError, match="shares 2 clips"):
+        calibrate(CalibrationRequest(str(tmp_path / "ckpt"), data, tmp_path, max_delay=1))
 
 
 @pytest.mark.slow
