@@ -2,9 +2,8 @@
 
 Per frame: offer it to the uplink (never blocks), read the freshest features (never blocks),
 fuse them (scaled by the model's gain for their age) when they are fresh enough, otherwise run
-local-only, and log what happened. Delays
-are measured in source frames (D_o = t - source frame) and converted to ticks of the model's
-frame rate for the D_i policy.
+local-only, and log what happened. Delays are measured in source frames (D_o = t - source
+frame) and converted to ticks of the model's frame rate for the D_i policy and the gain.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -180,9 +181,11 @@ def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, An
 
 
 def stored_in_half(name_or_path: str | Path) -> bool:
-    """Whether a checkpoint keeps its floating-point weights in float16 (as exported)."""
-    stored = load_file(str(checkpoint_folder(name_or_path) / WEIGHTS_FILE))
-    return any(t.dtype == torch.float16 for t in stored.values())
+    """Whether a checkpoint keeps its floating-point weights in float16 (as exported); reads
+    only the weights file's header."""
+    with safe_open(str(checkpoint_folder(name_or_path) / WEIGHTS_FILE), framework="pt") as stored:
+        names = stored.keys()
+        return any(stored.get_slice(name).get_dtype() == "F16" for name in names)
 
 
 def load_system_with_meta(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, Any]]:

@@ -113,11 +113,16 @@ def with_downlink_align(config: ModelConfig) -> ModelConfig:
     return replace(config, params={**config.params, "downlink_align": True})
 
 
+def check_downlink_gains(gains: Sequence[float]) -> None:
+    """Raise ValueError unless `gains` is a non-empty list of values in [0, 4]."""
+    if not gains or any(not 0.0 <= g <= 4.0 for g in gains):
+        raise ValueError(f"downlink gains must be a non-empty list of values in [0, 4]: {gains}")
+
+
 def with_downlink_gain(config: ModelConfig, gains: Sequence[float]) -> ModelConfig:
     """`config` whose edge scales the downlink by `gains[age]` before fusing it (see
     `downlink_gain`)."""
-    if not gains or any(not 0.0 <= g <= 4.0 for g in gains):
-        raise ValueError(f"downlink gains must be a non-empty list of values in [0, 4]: {gains}")
+    check_downlink_gains(gains)
     return replace(config, params={**config.params, "downlink_gain": [float(g) for g in gains]})
 
 

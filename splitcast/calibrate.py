@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from splitcast.data.clips import ClipDataset, DataError, open_clips
+from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
 from splitcast.models.evaluation import OfflineEvaluator
-from splitcast.models.registry import with_downlink_gain
+from splitcast.models.registry import check_downlink_gains, with_downlink_gain
 from splitcast.reports import plot_gain_calibration, write_json
 
 DEFAULT_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
@@ -46,8 +46,7 @@ class CalibrationRequest:
 def calibrate(request: CalibrationRequest) -> dict[str, Any]:
     """Score every (delay, gain) pair, write calibration.json, gain_calibration.png and the
     calibrated checkpoint (`out/checkpoint`); returns the JSON's content."""
-    if not request.gains or any(not 0.0 <= g <= 4.0 for g in request.gains):
-        raise CalibrationError(f"gains must be values in [0, 4], not {request.gains}")
+    check_downlink_gains(request.gains)
     dataset = open_clips(request.data)
     system, meta = load_checkpoint(request.checkpoint)
     _check_held_out(dataset, meta, request.data)
@@ -67,8 +66,7 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         "version": system.config.version,
         "data": str(request.data),
     }
-    half = stored_in_half(request.checkpoint)
-    version = save_checkpoint(calibrated, folder, record, half=half)
+    version = save_checkpoint(calibrated, folder, record, half=stored_in_half(request.checkpoint))
     result = {
         "checkpoint": {"name": request.checkpoint, "version": system.config.version},
         "calibrated_checkpoint": {"path": str(folder), "version": version},
@@ -101,5 +99,3 @@ def _check_held_out(dataset: ClipDataset, meta: dict[str, Any], path: Path) -> N
             f"{path} shares {len(seeds - {None})} clips with the checkpoint's training data; "
             "calibrate on held-out clips, e.g. `splitcast data build --split calib`"
         )
-    if not dataset.clips:
-        raise DataError(f"{path} has no clips")

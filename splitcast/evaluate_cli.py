@@ -31,6 +31,21 @@ def _text_list(text: str) -> list[str]:
     return [item for item in text.split(",") if item]
 
 
+def _add_checkpoint_and_data(
+    parser: argparse.ArgumentParser, data: Path, data_help: str, configurations: bool = True
+) -> None:
+    """--checkpoint (a configuration name too when `configurations`) and --data."""
+    kinds = (
+        "packaged checkpoint name, checkpoint folder or configuration name"
+        if configurations
+        else "packaged checkpoint name or checkpoint folder"
+    )
+    parser.add_argument("--checkpoint", default="default", help=f"{kinds} (default: %(default)s)")
+    parser.add_argument(
+        "--data", type=Path, default=data, help=f"{data_help} (default: %(default)s)"
+    )
+
+
 def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate",
@@ -40,18 +55,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "results.json, results.csv and miou_vs_delay.png. --live: play the split through a real "
         "server, delay link and edge in real time and score the edge's actual outputs.",
     )
-    parser.add_argument(
-        "--checkpoint",
-        default="default",
-        help="packaged checkpoint name, checkpoint folder or configuration name "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("out/data/val"),
-        help="clip directory (default: %(default)s)",
-    )
+    _add_checkpoint_and_data(parser, Path("out/data/val"), "clip directory")
     parser.add_argument(
         "--delays",
         type=_number_list,
@@ -183,10 +187,7 @@ def add_sweep_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--profile", help="link profile for jitter, bandwidth and loss (see `splitcast link`)"
     )
-    parser.add_argument("--checkpoint", default="default", help="(default: %(default)s)")
-    parser.add_argument(
-        "--data", type=Path, default=Path("out/data/val"), help="(default: %(default)s)"
-    )
+    _add_checkpoint_and_data(parser, Path("out/data/val"), "clip directory")
     parser.add_argument("--clips", type=positive_int, help="only the first N clips")
     parser.add_argument(
         "--out", type=Path, default=Path("out/sweep"), help="(default: %(default)s)"
@@ -213,16 +214,11 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         "checkpoint carrying them (OUT/checkpoint), calibration.json and gain_calibration.png. "
         "Refuses the checkpoint's own training clips.",
     )
-    parser.add_argument(
-        "--checkpoint",
-        default="default",
-        help="packaged checkpoint name or checkpoint folder (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("out/data/calib"),
-        help="held-out clips (default: %(default)s, from `splitcast data build --split calib`)",
+    _add_checkpoint_and_data(
+        parser,
+        Path("out/data/calib"),
+        "held-out clips, from `splitcast data build --split calib`",
+        configurations=False,
     )
     parser.add_argument(
         "--out", type=Path, default=Path("out/calib"), help="output folder (default: %(default)s)"
@@ -236,8 +232,7 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--gains",
         type=_number_list,
-        default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25],
-        help="candidate gains (default: 0,0.25,0.5,0.75,1,1.25)",
+        help="candidate gains, e.g. 0,0.5,1 (default: 0 to 1.25 in steps of 0.25)",
     )
     parser.add_argument(
         "--every",
@@ -251,9 +246,10 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
 def _run_calibrate(args: argparse.Namespace) -> None:
     from splitcast.calibrate import CalibrationRequest, calibrate
 
+    candidates = {"gains": args.gains} if args.gains else {}
     result = calibrate(
         CalibrationRequest(
-            args.checkpoint, args.data, args.out, args.max_delay, args.gains, args.every
+            args.checkpoint, args.data, args.out, args.max_delay, every=args.every, **candidates
         )
     )
     print("| age (ticks) | " + " | ".join(f"gain {g:g}" for g in result["gains"]) + " | chosen |")
