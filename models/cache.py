@@ -41,9 +41,11 @@ def uplink_round_trip(
     return decode_image(data, fmt, size[1], size[0]), len(data)
 
 
-def _state_fingerprint(module: torch.nn.Module) -> str:
+def _state_fingerprint(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
+        if name.startswith(skip):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
@@ -78,24 +80,32 @@ def build_cache(
     uplink_format: str,
     uplink_quality: int,
     root: Path,
+    recomputed_from: int | None = None,
     batch_size: int = 1,
     progress: bool = True,
 ) -> EncodingCache:
     """Encode every frame of `dataset` (or reuse an identical earlier cache) under `root`.
 
+    `recomputed_from`: the stride above which the reader recomputes the backbone itself (a
+    model whose upper stages train); the key then ignores those stages' weights, so models
+    that differ only there share one cache, and its outputs above that stride are never read.
     Batch 1 is the default: on a CPU, EfficientNet inference costs about twice as much per
     frame at batch 8 as at batch 1 (memory traffic).
     """
-    key_source = json.dumps(
-        {
-            "data": str(dataset.root.resolve()) if dataset.root else None,
-            "clips": [(c.name, c.num_frames) for c in dataset.clips],
-            "backbone": _state_fingerprint(backbone),
-            "size": list(size),
-            "uplink": [uplink_format, uplink_quality],
-        },
-        sort_keys=True,
-    )
+    skip: tuple[str, ...] = ()
+    if recomputed_from is not None:
+        upper = {m for stage in backbone.stages_from(recomputed_from) for m in stage}
+        skip = tuple(f"{name}." for name, m in backbone.named_modules() if m in upper)
+    key = {
+        "data": str(dataset.root.resolve()) if dataset.root else None,
+        "clips": [(c.name, c.num_frames) for c in dataset.clips],
+        "backbone": _state_fingerprint(backbone, skip),
+        "size": list(size),
+        "uplink": [uplink_format, uplink_quality],
+    }
+    if recomputed_from is not None:
+        key["recomputed_from"] = recomputed_from
+    key_source = json.dumps(key, sort_keys=True)
     folder = root / hashlib.sha256(key_source.encode()).hexdigest()[:16]
     if (folder / "index.json").is_file():
         return EncodingCache(folder)

@@ -19,7 +19,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from splitcast.models.registry import ModelConfig, SplitSystem, available, build
+from splitcast.models.registry import (
+    ModelConfig,
+    SplitSystem,
+    available,
+    build,
+    remote_trained_from,
+)
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -36,7 +42,12 @@ def packaged_prefixes(system: SplitSystem) -> list[str]:
     params = system.config.params
     if params.get("freeze_remote_backbone", False):
         backbone = system.remote.backbone
-        trained = set(backbone.top_stage()) if params.get("train_remote_top", False) else set()
+        trained_from = remote_trained_from(params)
+        trained = (
+            set()
+            if trained_from is None
+            else {m for stage in backbone.stages_from(trained_from) for m in stage}
+        )
         prefixes += _prefixes_outside(backbone, trained, "remote.backbone.")
     frozen = system.local.stages.frozen
     if frozen is not None:

@@ -154,6 +154,17 @@ def max_context_gap(config: ModelConfig) -> int:
     return int(config.params.get("max_context_gap", 1))
 
 
+TOP_STAGE_STRIDE = 16  # `train_remote_top` alone trains the backbone above this stride
+
+
+def remote_trained_from(params: dict[str, Any]) -> int | None:
+    """The stride above which the remote backbone was trained on cached features (16: the top
+    stage alone, the original `train_remote_top`; 8: the stride-16 stage too), or None."""
+    if not params.get("train_remote_top", False):
+        return None
+    return int(params.get("remote_top_from", TOP_STAGE_STRIDE))
+
+
 Architecture = Callable[[ModelConfig, bool], tuple[RemoteModel, LocalModel]]
 _ARCHITECTURES: dict[str, Architecture] = {}
 _CONFIGS: dict[str, ModelConfig] = {}

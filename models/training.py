@@ -17,9 +17,10 @@ and can train the bottleneck alone (`train_only="codec"`), leaving every other w
 
 With a frozen remote backbone (the `lite` default) its outputs are cached once per frame and
 training runs on the cache. `train_remote_top` still trains the backbone's top stage (stride
-16 -> 32) on the cached stride-16 features: the remote's semantics adapt to the data at a
-fraction of the cost of training the whole backbone uncached; that stage's batch-norm
-statistics stay as pretrained. Runs under torchrun as well (DDP; gloo on CPU, NCCL on GPU).
+16 -> 32) on the cached stride-16 features, or with `remote_top_from=8` the stride-16 stage
+too, on the cached stride-8 ones: the remote's semantics adapt to the data at a fraction of
+the cost of training the whole backbone uncached; those stages' batch-norm statistics stay as
+pretrained. Runs under torchrun as well (DDP; gloo on CPU, NCCL on GPU).
 """
 
 from __future__ import annotations
@@ -53,7 +54,14 @@ from splitcast.models.checkpoint import (
 )
 from splitcast.models.layers import resize
 from splitcast.models.local import Features
-from splitcast.models.registry import ModelConfig, SplitSystem, build, max_context_gap
+from splitcast.models.registry import (
+    TOP_STAGE_STRIDE,
+    ModelConfig,
+    SplitSystem,
+    build,
+    max_context_gap,
+    remote_trained_from,
+)
 
 LOSSES = ("fused", "local", "predictive", "image_only")
 TRAIN_ONLY = ("all", "codec")
@@ -79,6 +87,7 @@ class TrainOptions:
     loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSSES, 1.0))
     freeze_remote_backbone: bool = True
     train_remote_top: bool = False
+    remote_top_from: int = TOP_STAGE_STRIDE
     fused_dropout: float = 0.0
     class_weighting: str = "inverse-sqrt"
     cache_dir: Path | None = None
@@ -124,12 +133,15 @@ class LossModel(nn.Module):
         class_weights: torch.Tensor | None = None,
         rate_lambda: float = 0.0,
         distortion_weight: float = 0.0,
-        train_remote_top: bool = False,
+        remote_top_from: int | None = None,
         fused_dropout: float = 0.0,
     ) -> None:
+        """`remote_top_from`: the stride above which the remote backbone is recomputed from
+        the cached features (trained unless frozen); None: every cached output is used as
+        stored."""
         super().__init__()
         self.remote = system.remote
-        self.train_remote_top = train_remote_top
+        self.remote_top_from = remote_top_from
         self.fused_dropout = fused_dropout
         self.local = system.local
         self.bottleneck = system.bottleneck
@@ -144,10 +156,10 @@ class LossModel(nn.Module):
         """Remote encodings [B, C, K, h, w] of the context and [B, C, h, w] of frame t."""
         if isinstance(batch, CachedBatch):
             batch_size, steps = batch.features[0].shape[:2]
-            f8, f16, f32 = (f.flatten(0, 1) for f in batch.features)
-            if self.train_remote_top:
-                f32 = self.remote.backbone.top_stage()(f16)
-            flat = self.remote.encode_features([f8, f16, f32])
+            features = [f.flatten(0, 1) for f in batch.features]
+            if self.remote_top_from is not None:
+                features = self.remote.backbone.recompute_from(self.remote_top_from, features)
+            flat = self.remote.encode_features(features)
         else:
             batch_size, steps = batch.remote.shape[0], batch.remote.shape[1] + 1
             frames = torch.cat([batch.remote, batch.remote_now.unsqueeze(1)], dim=1)
@@ -255,7 +267,8 @@ def _freeze(system: SplitSystem, options: TrainOptions) -> list[nn.Module]:
     for module in frozen:
         module.requires_grad_(False)
     if options.trains_remote_top:
-        system.remote.backbone.top_stage().requires_grad_(True)
+        for stage in system.remote.backbone.stages_from(options.remote_top_from):
+            stage.requires_grad_(True)
     return frozen
 
 
@@ -277,11 +290,14 @@ def _param_groups(system: SplitSystem, options: TrainOptions) -> list[dict[str, 
 
 def _with_training_params(options: TrainOptions) -> ModelConfig:
     """The configuration with what decides which weights a checkpoint must store: whether the
-    remote backbone is frozen, and whether its top stage was trained (kept once set, so a
-    later codec-only run still stores it)."""
+    remote backbone is frozen, and which of its upper stages were trained (kept once set, so a
+    later codec-only run or one training fewer stages still stores them)."""
     params = {**options.config.params, "freeze_remote_backbone": options.freeze_remote_backbone}
     if options.train_remote_top:
+        earlier = remote_trained_from(params) or TOP_STAGE_STRIDE
         params["train_remote_top"] = True
+        if min(earlier, options.remote_top_from) != TOP_STAGE_STRIDE:
+            params["remote_top_from"] = min(earlier, options.remote_top_from)
     if params == options.config.params:
         return options.config
     return ModelConfig.from_dict({**options.config.to_dict(), "params": params})
@@ -336,7 +352,7 @@ class Trainer:
             weights,
             options.rate_lambda,
             options.distortion_weight,
-            options.trains_remote_top,
+            remote_trained_from(self.config.params),
             options.fused_dropout,
         )
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
@@ -382,6 +398,7 @@ class Trainer:
                     config.uplink_format,
                     config.uplink_quality,
                     cache_root,
+                    recomputed_from=remote_trained_from(config.params),
                     progress=options.progress and self.rank == 0,
                 )
         return CachedClipDataset(frames, cache, flip=train, jitter=0.2 if train else 0.0)

@@ -95,9 +95,14 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     remote.add_argument(
         "--train-remote-top",
-        action="store_true",
-        help="train the remote backbone's top stage (stride 16 -> 32) on the cached stride-16 "
-        "features; the rest stays frozen and cached",
+        nargs="?",
+        type=int,
+        const=16,
+        choices=(8, 16),
+        metavar="STRIDE",
+        help="train the remote backbone's stages above STRIDE on its cached outputs at STRIDE: "
+        "16 (the default) trains the top stage (stride 16 -> 32), 8 the stride-16 stage too; "
+        "the rest stays frozen and cached",
     )
     parser.add_argument(
         "--forecast-warp",
@@ -247,7 +252,8 @@ def _run_train(args: argparse.Namespace) -> None:
         delays=args.delays,
         loss_weights=args.loss_weights,
         freeze_remote_backbone=not args.train_remote_backbone,
-        train_remote_top=args.train_remote_top,
+        train_remote_top=args.train_remote_top is not None,
+        remote_top_from=args.train_remote_top or 16,
         fused_dropout=args.fused_dropout,
         cache_dir=args.cache_dir,
         class_weighting=args.class_weighting,

@@ -210,11 +210,17 @@ def test_lite_backbones_carry_the_packaged_weights() -> None:
 
 
 @pytest.mark.parametrize("name", ["tiny", "lite", "paper"])
-def test_remote_top_stage_turns_stride_16_features_into_the_stride_32_ones(name: str) -> None:
+def test_remote_upper_stages_recompute_the_backbone_outputs_from_stride_8_or_16(name: str) -> None:
     backbone = build(name, pretrained=False).remote.backbone
     with torch.inference_mode():
-        _, f16, f32 = backbone(torch.rand(1, 3, 128, 256))
-        assert torch.allclose(backbone.top_stage()(f16), f32)
+        f8, f16, f32 = backbone(torch.rand(1, 3, 128, 256))
+        assert torch.allclose(backbone.stage_after(16)(f16), f32)
+        for stride in (8, 16):
+            recomputed = backbone.recompute_from(stride, [f8, f16, f32])
+            expected = (f8, f16, f32)
+            assert all(
+                torch.allclose(a, b, atol=1e-5) for a, b in zip(recomputed, expected, strict=True)
+            )
     names = {n for n, _ in backbone.named_parameters()}
     assert not any(n.startswith("top") for n in names)
 

@@ -151,7 +151,7 @@ def test_codec_fine_tune_trains_only_the_bottleneck_and_can_be_dropped(
     assert not any(k.startswith("bottleneck.") for k in system_state(raw))
 
 
-def test_remote_top_stage_trains_on_cached_features_and_is_stored(
+def test_remote_upper_stages_train_on_cached_features_and_are_stored(
     splits: Path, tmp_path: Path
 ) -> None:
     result = _train(splits, tmp_path / "top", "--train-remote-top", "--epochs", "1")
@@ -166,6 +166,39 @@ def test_remote_top_stage_trains_on_cached_features_and_is_stored(
     backbone = [k for k in before if k.startswith("remote.backbone.")]
     changed = {k.split(".")[3] for k in backbone if not torch.equal(before[k], after[k])}
     assert changed == {"to32"}
+    upper = _train(
+        splits,
+        tmp_path / "upper",
+        "--init",
+        str(tmp_path / "top"),
+        "--train-remote-top",
+        "8",
+        "--epochs",
+        "1",
+    )
+    assert upper.returncode == 0, upper.stderr[-2000:]
+    stored = load_file(str(tmp_path / "upper" / "model.safetensors"))
+    stages = {k.split(".")[3] for k in stored if k.startswith("remote.backbone.")}
+    assert stages == {"to16", "to32"}
+    upper_tuned, upper_meta = load_checkpoint(tmp_path / "upper")
+    assert upper_meta["config"]["params"]["remote_top_from"] == 8
+    moved = system_state(upper_tuned)
+    assert any(not torch.equal(after[k], moved[k]) for k in backbone if ".to16." in k)
+    caches = set((splits / "cache").iterdir())
+    again = _train(
+        splits,
+        tmp_path / "again",
+        "--init",
+        str(tmp_path / "upper"),
+        "--train-remote-top",
+        "--epochs",
+        "1",
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "again")[1]["config"]["params"]["remote_top_from"] == 8
+    # Its upper stages differ from those of "upper", which encoded the same frames: the cache
+    # is keyed by the frozen stages below stride 8 alone, so it is reused.
+    assert set((splits / "cache").iterdir()) == caches
     both = _train(splits, tmp_path / "both", "--train-remote-top", "--train-remote-backbone")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
