@@ -1,0 +1,98 @@
+"""Diagnostic: the edge's feature fusion against a late average of class probabilities.
+
+    .venv/bin/python benchmarks/bench_late_ensemble.py [--checkpoint NAME] [--data DIR]
+        [--delays 0,3,5,10] [--weights 0.3,0.4,0.5,0.6] [--every 6] [--out FILE]
+
+For each delay d it scores, on the same target frames, local-only, Dedelayed (the features
+fused as `splitcast evaluate` does, with the checkpoint's downlink codec and gain) and
+(1 - w) * softmax(local-only) + w * softmax(remote predictive logits for d) per weight w. The
+predictive logits are not sent by today's downlink; this measures what sending them and
+averaging late would win, before building it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from splitcast.data.clips import open_clips
+from splitcast.data.images import fit
+from splitcast.data.sampling import context_indices
+from splitcast.models.checkpoint import load_system_with_meta
+from splitcast.models.codec import get_codec
+from splitcast.models.evaluation import OfflineEvaluator
+from splitcast.models.layers import class_ids, resize
+from splitcast.models.registry import downlink_gain
+
+
+def _floats(text: str) -> list[float]:
+    return [float(part) for part in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--data", type=Path, default=Path("out/data/val"))
+    parser.add_argument("--delays", type=_floats, default=[0.0, 3.0, 5.0, 10.0])
+    parser.add_argument("--weights", type=_floats, default=[0.3, 0.4, 0.5, 0.6])
+    parser.add_argument("--every", type=int, default=6, help="score every N-th target frame")
+    parser.add_argument("--out", type=Path, help="also write the table as JSON here")
+    args = parser.parse_args()
+    if not (args.data / "meta.json").is_file():
+        parser.error(f"{args.data} holds no clips; run `splitcast data build --split val`")
+
+    system, _ = load_system_with_meta(args.checkpoint)
+    dataset = open_clips(args.data)
+    evaluator = OfflineEvaluator(
+        system, dataset, codec=get_codec(system.config.codec, system.bottleneck)
+    )
+    size_local = evaluator.local_size
+    rows = ["local_only", "dedelayed", *(f"late average w={w:g}" for w in args.weights)]
+    matrices = {(row, d): evaluator._matrix() for row in rows for d in args.delays}
+    steps = system.config.context_frames
+    with torch.inference_mode():
+        for clip in tqdm(dataset.clips, desc="late ensemble", unit="clip"):
+            targets = evaluator.targets(clip, max(args.delays), 1, args.every)
+            contexts = {
+                (t, d): context_indices(t, d, steps, 1) for t in targets for d in args.delays
+            }
+            state = evaluator._state(clip, {i for c in contexts.values() for i in c})
+            for t in targets:
+                label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
+                label_size = tuple(label.shape[-2:])
+                frame = torch.from_numpy(fit(clip.frame(t), size_local)).permute(2, 0, 1)
+                features = system.local.encode(frame.float().div(255.0).unsqueeze(0))
+                local = system.local.decode(features, None, size_local)
+                for d in args.delays:
+                    matrices["local_only", d].update(class_ids(local, label_size), label)
+                    context = evaluator._stack(state, [contexts[t, d]])
+                    downlink, predictive = system.remote.predict(
+                        context, torch.tensor([d]), size_local
+                    )
+                    sent = evaluator._transmit(downlink, evaluator.codec)
+                    fused = system.local.decode(
+                        features, sent * downlink_gain(system.config, d), size_local
+                    )
+                    matrices["dedelayed", d].update(class_ids(fused, label_size), label)
+                    remote = resize(predictive, local.shape[-2:]).softmax(1)
+                    for w in args.weights:
+                        mixed = (1 - w) * local.softmax(1) + w * remote
+                        row = f"late average w={w:g}"
+                        matrices[row, d].update(class_ids(mixed, label_size), label)
+    table = {
+        row: {f"d={d:g}": round(matrices[row, d].miou(), 2) for d in args.delays} for row in rows
+    }
+    for row, cells in table.items():
+        print(f"{row:22s}", "  ".join(f"{k} {v:.2f}" for k, v in cells.items()))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"checkpoint": args.checkpoint, "miou": table}, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
