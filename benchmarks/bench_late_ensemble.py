@@ -24,7 +24,7 @@ from splitcast.data.images import fit
 from splitcast.data.sampling import context_indices
 from splitcast.models.checkpoint import load_system_with_meta
 from splitcast.models.codec import get_codec
-from splitcast.models.evaluation import OfflineEvaluator
+from splitcast.models.evaluation import OfflineEvaluator, _to_tensor
 from splitcast.models.layers import class_ids, resize
 from splitcast.models.registry import downlink_gain
 
@@ -64,11 +64,11 @@ def main() -> None:
             for t in targets:
                 label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
                 label_size = tuple(label.shape[-2:])
-                frame = torch.from_numpy(fit(clip.frame(t), size_local)).permute(2, 0, 1)
-                features = system.local.encode(frame.float().div(255.0).unsqueeze(0))
+                features = system.local.encode(_to_tensor(fit(clip.frame(t), size_local))[None])
                 local = system.local.decode(features, None, size_local)
+                local_ids, local_probs = class_ids(local, label_size), local.softmax(1)
                 for d in args.delays:
-                    matrices["local_only", d].update(class_ids(local, label_size), label)
+                    matrices["local_only", d].update(local_ids, label)
                     context = evaluator._stack(state, [contexts[t, d]])
                     downlink, predictive = system.remote.predict(
                         context, torch.tensor([d]), size_local
@@ -80,7 +80,7 @@ def main() -> None:
                     matrices["dedelayed", d].update(class_ids(fused, label_size), label)
                     remote = resize(predictive, local.shape[-2:]).softmax(1)
                     for w in args.weights:
-                        mixed = (1 - w) * local.softmax(1) + w * remote
+                        mixed = (1 - w) * local_probs + w * remote
                         row = f"late average w={w:g}"
                         matrices[row, d].update(class_ids(mixed, label_size), label)
     table = {
