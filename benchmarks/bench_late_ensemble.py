@@ -1,13 +1,13 @@
-"""Diagnostic: the edge's feature fusion against a late average of class probabilities.
+"""The edge's two ways of using the downlink, side by side on the same networks and frames.
 
     .venv/bin/python benchmarks/bench_late_ensemble.py [--checkpoint NAME] [--data DIR]
         [--delays 0,3,5,10] [--weights 0.3,0.4,0.5,0.6] [--every 6] [--out FILE]
 
-For each delay d it scores, on the same target frames, local-only, Dedelayed (the features
-fused as `splitcast evaluate` does, with the checkpoint's downlink codec and gain) and
-(1 - w) * softmax(local-only) + w * softmax(remote predictive logits for d) per weight w. The
-predictive logits are not sent by today's downlink; this measures what sending them and
-averaging late would win, before building it.
+For each delay d it scores local-only, feature fusion (the checkpoint's features through its
+learned codec, scaled by its calibrated gains, as a fusion-mode edge does) and the late
+average (1 - w) * softmax(local-only) + w * remote class probabilities for d, exact (not
+quantised) per weight w (`splitcast.models.downlink.average`). This is the measurement
+behind the late-average mode; `splitcast evaluate` scores the mode itself with its codec.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from splitcast.data.images import fit
 from splitcast.data.sampling import context_indices
 from splitcast.models.checkpoint import load_system_with_meta
 from splitcast.models.codec import get_codec
+from splitcast.models.downlink import average, without_late_average
 from splitcast.models.evaluation import OfflineEvaluator, _to_tensor
-from splitcast.models.layers import class_ids, resize
+from splitcast.models.layers import class_ids
 from splitcast.models.registry import downlink_gain
 
 
@@ -46,12 +47,13 @@ def main() -> None:
         parser.error(f"{args.data} holds no clips; run `splitcast data build --split val`")
 
     system, _ = load_system_with_meta(args.checkpoint)
+    system.config = without_late_average(system.config)
     dataset = open_clips(args.data)
     evaluator = OfflineEvaluator(
         system, dataset, codec=get_codec(system.config.codec, system.bottleneck)
     )
     size_local = evaluator.local_size
-    rows = ["local_only", "dedelayed", *(f"late average w={w:g}" for w in args.weights)]
+    rows = ["local_only", "fusion", *(f"late average w={w:g}" for w in args.weights)]
     matrices = {(row, d): evaluator._matrix() for row in rows for d in args.delays}
     steps = system.config.context_frames
     with torch.inference_mode():
@@ -66,7 +68,7 @@ def main() -> None:
                 label_size = tuple(label.shape[-2:])
                 features = system.local.encode(_to_tensor(fit(clip.frame(t), size_local))[None])
                 local = system.local.decode(features, None, size_local)
-                local_ids, local_probs = class_ids(local, label_size), local.softmax(1)
+                local_ids = class_ids(local, label_size)
                 for d in args.delays:
                     matrices["local_only", d].update(local_ids, label)
                     context = evaluator._stack(state, [contexts[t, d]])
@@ -77,10 +79,9 @@ def main() -> None:
                     fused = system.local.decode(
                         features, sent * downlink_gain(system.config, d), size_local
                     )
-                    matrices["dedelayed", d].update(class_ids(fused, label_size), label)
-                    remote = resize(predictive, local.shape[-2:]).softmax(1)
+                    matrices["fusion", d].update(class_ids(fused, label_size), label)
                     for w in args.weights:
-                        mixed = (1 - w) * local_probs + w * remote
+                        mixed = average(local, predictive.softmax(1), w)
                         row = f"late average w={w:g}"
                         matrices[row, d].update(class_ids(mixed, label_size), label)
     table = {

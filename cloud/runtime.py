@@ -12,6 +12,7 @@ import torch
 from splitcast.cloud.onnx_encoder import onnx_encoder
 from splitcast.data.images import fit
 from splitcast.models.codec import EncodedTensor, get_codec
+from splitcast.models.downlink import check_codec, downlink_shape, remote_downlink
 from splitcast.models.memory_format import inference_layout
 from splitcast.models.onnx_program import onnx_or_none
 from splitcast.models.registry import SplitSystem, max_context_gap
@@ -48,8 +49,10 @@ class RemoteRuntime:
         self.system = system
         self.encode = self._encoder(encoder)
         self.config = system.config
-        self.codec = get_codec(codec or system.config.codec, system.bottleneck)
-        self.feature_shape = system.local.downlink_shape(system.config.local_size)
+        name = codec or system.config.codec
+        check_codec(system.config, name)
+        self.codec = get_codec(name, system.bottleneck)
+        self.feature_shape = downlink_shape(system)
         self.max_gap = max_context_gap(system.config)
 
     def _encoder(self, runtime: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -81,14 +84,13 @@ class RemoteRuntime:
     def downlink(
         self, context: StreamContext, image_rgb: np.ndarray, delay_ticks: float
     ) -> np.ndarray:
-        """Push one decoded frame into the stream's FIFO; its downlink features [C, H, W]
-        before the codec."""
+        """Push one decoded frame into the stream's FIFO; its downlink [C, H, W] before the
+        codec (features, or class probabilities in late-average mode)."""
         pixels = torch.from_numpy(fit(image_rgb, self.config.remote_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         delay = torch.tensor([delay_ticks], dtype=torch.float32)
-        downlink = self.system.remote.stream_downlink(
-            context.state, self.encode(frame), delay, self.config.local_size
-        )
+        window = self.system.remote.push(context.state, self.encode(frame))
+        downlink = remote_downlink(self.system, window, delay, self.config.local_size)
         return downlink[0].numpy()
 
     def step(

@@ -165,7 +165,7 @@ class CloudConnection:
         if tuple(info.feature_shape) != self.feature_shape:
             raise IncompatibleServer(
                 f"server sends features of shape {list(info.feature_shape)}, "
-                f"the local model fuses {list(self.feature_shape)}"
+                f"this edge expects {list(self.feature_shape)}"
             )
 
     def _stream(self, stub: pb_grpc.SplitInferenceStub, info: pb.ServerInfo) -> None:

@@ -1,9 +1,10 @@
 """The on-device loop: every frame gets an on-time output, whatever the network does.
 
-Per frame: offer it to the uplink (never blocks), read the freshest features (never blocks),
-fuse them (scaled by the model's gain for their age) when they are fresh enough, otherwise run
-local-only, and log what happened. Delays are measured in source frames (D_o = t - source
-frame) and converted to ticks of the model's frame rate for the D_i policy and the gain.
+Per frame: offer it to the uplink (never blocks), read the freshest downlink (never blocks),
+use it at the model's weight for its age (features fused with a gain, or probabilities
+averaged: `splitcast.models.downlink`) when it is fresh enough, otherwise run local-only, and
+log what happened. Delays are measured in source frames (D_o = t - source frame) and converted
+to ticks of the model's frame rate for the D_i policy and the weight.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from splitcast.edge.slots import OutgoingFrame, ReceivedFeatures
 from splitcast.edge.sources import FrameSource
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import codec_set
-from splitcast.models.registry import downlink_gain
+from splitcast.models.downlink import downlink_shape, downlink_weight, is_late_average
 from splitcast.models.runtime_names import RUNTIMES
 
 MAX_VIDEO_WIDTH = 960
@@ -95,8 +96,13 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     """Process every frame of `source`; returns the run's summary."""
     system = load_system(options.model)
     config = system.config
-    runtime = LocalRuntime(system.local, config.local_size, runtime=options.runtime)
-    feature_shape = system.local.downlink_shape(config.local_size)
+    runtime = LocalRuntime(
+        system.local,
+        config.local_size,
+        runtime=options.runtime,
+        late_average=is_late_average(config),
+    )
+    feature_shape = downlink_shape(system)
     _warm_up(runtime, feature_shape)
     connection = None
     if options.server:
@@ -155,10 +161,9 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
                 server_ms.append(received.server_ms)
                 last_source = received.source_sequence
             fused = d_o is not None and d_o <= options.max_staleness_frames
-            downlink = (
-                received.features * downlink_gain(config, d_o * ticks_per_frame) if fused else None
-            )
-            class_ids = runtime.segment(rgb, downlink, options.output_size)
+            downlink = received.features if fused else None
+            weight = downlink_weight(config, d_o * ticks_per_frame) if fused else 1.0
+            class_ids = runtime.segment(rgb, downlink, options.output_size, weight)
             latency_ms = (time.perf_counter() - step_start) * 1000.0
             latencies.append(latency_ms)
             recent_outputs = [*recent_outputs[-29:], time.perf_counter()]

@@ -1,9 +1,11 @@
-"""The edge's on-time step: the local model on the current frame, fused with features or not.
+"""The edge's on-time step: the local model on the current frame, using the downlink or not.
 
-By default the local model runs in ONNX Runtime, one exported graph for the local-only pass and
-one for the fused pass (`splitcast.models.onnx_program`): 2-3x faster than PyTorch here, which
-leaves more of a shared machine to everything else. In PyTorch it runs with channels-last
-weights (`splitcast.models.memory_format`).
+With feature fusion the downlink enters the local model; in late-average mode the local model
+runs local-only and its probabilities are averaged with the received ones
+(`splitcast.models.downlink`). By default the local model runs in ONNX Runtime, one exported
+graph for the local-only pass and one for the fused pass (`splitcast.models.onnx_program`):
+2-3x faster than PyTorch here, which leaves more of a shared machine to everything else. In
+PyTorch it runs with channels-last weights (`splitcast.models.memory_format`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from splitcast.data.images import fit
+from splitcast.models.downlink import average
 from splitcast.models.layers import resize
 from splitcast.models.local import LocalModel
 from splitcast.models.memory_format import inference_layout
@@ -32,11 +35,15 @@ class LocalRuntime:
         local_size: tuple[int, int],
         channels_last: bool = True,
         runtime: str = RUNTIMES[0],
+        late_average: bool = False,
     ) -> None:
+        """`late_average`: the downlink holds class probabilities to average with, not
+        features to fuse."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime {runtime!r} is not one of {RUNTIMES}")
         self.model = model.eval()
         self.local_size = local_size
+        self.late_average = late_average
         self.run = self._step(runtime, channels_last)
 
     def _step(self, runtime: str, channels_last: bool) -> Step:
@@ -44,11 +51,14 @@ class LocalRuntime:
             frame = torch.zeros(1, 3, *self.local_size)
             downlink = torch.zeros(1, *self.model.downlink_shape(self.local_size))
             threads = torch.get_num_threads()
-            # LocalModel.forward(frame, downlink=None): one graph per pass.
+            # LocalModel.forward(frame, downlink=None): one graph per pass, the fused one only
+            # when features are fused.
             programs = onnx_or_none(
                 lambda: (
                     OnnxProgram(self.model, (frame,), ["frame"], threads),
-                    OnnxProgram(self.model, (frame, downlink), ["frame", "downlink"], threads),
+                    None
+                    if self.late_average
+                    else OnnxProgram(self.model, (frame, downlink), ["frame", "downlink"], threads),
                 ),
                 "the local model",
             )
@@ -66,12 +76,19 @@ class LocalRuntime:
         rgb: np.ndarray,
         downlink: torch.Tensor | None,
         output_size: tuple[int, int] | None = None,
+        weight: float = 1.0,
     ) -> np.ndarray:
         """Class ids uint8 at `output_size` (default: the local input size); `downlink=None`
-        means local-only. Logits are resized before the argmax, as offline evaluation does."""
+        means local-only, else it is used at `weight` (`downlink_weight` for its age). Scores
+        are resized before the argmax, as offline evaluation does."""
         pixels = torch.from_numpy(fit(rgb, self.local_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        logits = self.run(frame, downlink)
+        if self.late_average:
+            logits = self.run(frame, None)
+            if downlink is not None:
+                logits = average(logits, downlink.float(), weight)
+        else:
+            logits = self.run(frame, None if downlink is None else downlink * weight)
         if output_size is not None and tuple(output_size) != tuple(logits.shape[-2:]):
             logits = resize(logits, output_size)
         return logits[0].argmax(0).to(torch.uint8).numpy()

@@ -8,7 +8,9 @@ payload raises `CodecError` instead of yielding garbage.
 - `raw-fp16` / `raw-fp32`: the features as floats (the reference);
 - `int8-zstd`: per-channel scale, uniform 8-bit quantisation, zstandard;
 - `learned`: the checkpoint's `FeatureBottleneck` symbols, range-coded with `constriction`
-  using the integer frequency tables stored in the checkpoint.
+  using the integer frequency tables stored in the checkpoint;
+- `probs-u4-zstd`: class probabilities (the late-average downlink, `models.downlink`) on 16
+  levels, zstandard: about 1.3-2.1 kB for 19 x 32 x 64, within 0.3 mIoU of sending them exact.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 import zstandard
 
 from splitcast.models.bottleneck import FeatureBottleneck
-from splitcast.models.codec_names import CODEC_NAMES, STATELESS_CODECS
+from splitcast.models.codec_names import CODEC_NAMES, PROBABILITY_CODEC, STATELESS_CODECS
 
 MAX_FEATURE_VALUES = 64 * 1024 * 1024
 
@@ -137,6 +139,44 @@ class Int8ZstdCodec:
         return (values.astype(np.float32) * scales[:, None, None]).astype(np.float32)
 
 
+class ProbabilityCodec:
+    """Probabilities in [0, 1] rounded to `levels` + 1 steps, one byte each, zstandard.
+
+    Most pixels are confident, so the bytes are long runs of 0 and `levels`; the decoder
+    rejects any value above `levels`.
+    """
+
+    name = PROBABILITY_CODEC
+    levels = 15
+
+    def __init__(self, level: int = 10) -> None:
+        self._compressor = zstandard.ZstdCompressor(level=level)
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def encode(self, features: np.ndarray) -> EncodedTensor:
+        array = np.clip(np.asarray(features, dtype=np.float32), 0.0, 1.0)
+        steps = np.round(array * self.levels).astype(np.uint8)
+        payload = self._compressor.compress(steps.tobytes())
+        return EncodedTensor(self.name, tuple(array.shape), "uint8", 1.0 / self.levels, payload)
+
+    def decode(self, encoded: EncodedTensor) -> np.ndarray:
+        _check_codec(encoded, self.name)
+        count = _checked_count(encoded.shape)
+        try:
+            raw = self._decompressor.decompress(encoded.payload, max_output_size=count)
+        except zstandard.ZstdError as exc:
+            raise CodecError(f"{self.name} payload does not decompress: {exc}") from None
+        if len(raw) != count:
+            raise CodecError(
+                f"{self.name} payload holds {len(raw)} values, shape {list(encoded.shape)} "
+                f"needs {count}"
+            )
+        steps = np.frombuffer(raw, dtype=np.uint8).reshape(encoded.shape)
+        if steps.max(initial=0) > self.levels:
+            raise CodecError(f"{self.name} payload has values above {self.levels}")
+        return steps.astype(np.float32) / self.levels
+
+
 class LearnedCodec:
     """The checkpoint's bottleneck, range-coded with its integer frequency tables.
 
@@ -219,6 +259,8 @@ def get_codec(name: str, bottleneck: FeatureBottleneck | None = None) -> Codec:
         return RawCodec(name, "float16" if name == "raw-fp16" else "float32")
     if name == "int8-zstd":
         return Int8ZstdCodec()
+    if name == PROBABILITY_CODEC:
+        return ProbabilityCodec()
     if name == "learned":
         if bottleneck is None:
             raise CodecError(
@@ -232,5 +274,6 @@ def get_codec(name: str, bottleneck: FeatureBottleneck | None = None) -> Codec:
 
 def codec_set(bottleneck: FeatureBottleneck | None) -> dict[str, Codec]:
     """Every codec a receiver with this bottleneck (or none) can decode, by name."""
-    names = CODEC_NAMES if bottleneck is not None and bottleneck.finalized else STATELESS_CODECS
+    learned = bottleneck is not None and bottleneck.finalized
+    names = [n for n in CODEC_NAMES if learned or n != "learned"]
     return {name: get_codec(name, bottleneck) for name in names}

@@ -6,7 +6,8 @@ delay d ticks at stride s, with the remote context ending at t - d*s:
 - `remote_stale_image`: the remote model on frame t - d*s alone (image-only), used at t;
 - `remote_stale_video`: the remote model on the K-frame context, told the delay is 0;
 - `remote_predictive`: the remote model's logits conditioned on the true delay;
-- `dedelayed`: the local model on frame t fused with the remote downlink for that delay;
+- `dedelayed`: the edge's output on frame t with the remote downlink for that delay (fused
+  features, or the late average: see `splitcast.models.downlink`);
 - `oracle`: the remote image-only model on frame t itself (what a zero-delay link gives).
 
 Remote frames pass through the uplink codec (the configuration's format and quality) first,
@@ -30,8 +31,15 @@ from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
 from splitcast.models.codec import Codec
+from splitcast.models.downlink import (
+    downlink_weight,
+    edge_scores,
+    remote_downlink,
+    remote_outputs,
+)
 from splitcast.models.layers import class_ids
-from splitcast.models.registry import SplitSystem, downlink_gain, max_context_gap
+from splitcast.models.local import Features
+from splitcast.models.registry import SplitSystem, max_context_gap
 from splitcast.models.remote import context_delay
 
 METHODS = (
@@ -165,9 +173,10 @@ class OfflineEvaluator:
     ) -> dict[str, Any]:
         """mIoU per method per delay (and the D_o x D_i matrix when `mismatch` lists delays).
 
-        Dedelayed adds the downlink scaled by the configuration's gain for its age (the true
-        delay; see `downlink_gain`); with `gains`, it is also scored with each of those gains
-        instead (`gain_grid` in the result: one row per delay, one column per gain).
+        Dedelayed uses the downlink with the configuration's weight for its age (the true
+        delay; see `downlink_weight`: the feature gain, or the late-average weight); with
+        `gains`, it is also scored with each of those weights instead (`gain_grid` in the
+        result: one row per delay, one column per candidate).
 
         Methods that do not depend on the delay (local_only, oracle) are scored once per target
         and reported in every column; that is exact because every column has the same targets.
@@ -220,12 +229,12 @@ class OfflineEvaluator:
                     used = [contexts[t, d] for t in chunk]
                     context = self._stack(state, used)
                     delay = torch.full((len(chunk),), float(d))
-                    gain = downlink_gain(self.config, d)
-                    downlink, predictive = system.remote.predict(context, delay, self.local_size)
+                    weight = downlink_weight(self.config, d)
+                    downlink, predictive = remote_outputs(system, context, delay, self.local_size)
                     for name, codec in variants.items():
                         sent = self._transmit(downlink, codec, self.variant_bytes[name])
-                        fused = system.local.decode(features, sent * gain, self.local_size)
-                        variant_matrices[name][column].update(class_ids(fused, size), labels)
+                        scores = self._edge(features, local_only, sent, weight)
+                        variant_matrices[name][column].update(class_ids(scores, size), labels)
                     downlink = self._transmit(downlink, self.codec, self.downlink_bytes)
                     matrices["remote_stale_image"][column].update(
                         torch.stack([state.image_only_ids[c[-1]] for c in used]), labels
@@ -236,31 +245,29 @@ class OfflineEvaluator:
                     matrices["remote_predictive"][column].update(
                         class_ids(predictive, size), labels
                     )
-                    fused = system.local.decode(features, downlink * gain, self.local_size)
-                    fused_ids = class_ids(fused, size)
+                    fused_ids = class_ids(self._edge(features, local_only, downlink, weight), size)
                     matrices["dedelayed"][column].update(fused_ids, labels)
                     for cell, candidate in zip(gain_grid[column], gains or (), strict=True):
-                        if candidate == gain:
+                        if candidate == weight:
                             ids = fused_ids
-                        elif candidate == 0.0:
-                            ids = local_ids  # adding nothing is local-only, bit for bit
                         else:
-                            scaled = downlink * candidate
-                            ids = class_ids(
-                                system.local.decode(features, scaled, self.local_size), size
-                            )
+                            scores = self._edge(features, local_only, downlink, candidate)
+                            ids = class_ids(scores, size)
                         cell.update(ids, labels)
                 if grid is not None and mismatch is not None:
                     for row, true_delay in enumerate(mismatch):
                         context = self._stack(state, [contexts[t, true_delay] for t in chunk])
-                        gain = downlink_gain(self.config, true_delay)
+                        weight = downlink_weight(self.config, true_delay)
                         for column, assumed in enumerate(mismatch):
-                            downlink = system.remote.predict_downlink(
-                                context, torch.full((len(chunk),), float(assumed)), self.local_size
+                            downlink = remote_downlink(
+                                system,
+                                context,
+                                torch.full((len(chunk),), float(assumed)),
+                                self.local_size,
                             )
-                            downlink = self._transmit(downlink, self.codec) * gain
-                            fused = system.local.decode(features, downlink, self.local_size)
-                            grid[row][column].update(class_ids(fused, size), labels)
+                            downlink = self._transmit(downlink, self.codec)
+                            scores = self._edge(features, local_only, downlink, weight)
+                            grid[row][column].update(class_ids(scores, size), labels)
         if count == 0:
             raise DataError(
                 f"no clip has a labelled frame far enough in for delay {max_delay:g} "
@@ -309,23 +316,22 @@ class OfflineEvaluator:
             for t, frame in sorted(plan.items()):
                 label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
                 size = tuple(label.shape[-2:])
-                local = _to_tensor(fit(clip.frame(t), self.local_size)).unsqueeze(0)
-                features = system.local.encode(local)
-                local_ids = class_ids(system.local.decode(features, None, self.local_size), size)
+                pixels = _to_tensor(fit(clip.frame(t), self.local_size)).unsqueeze(0)
+                features = system.local.encode(pixels)
+                local = system.local.decode(features, None, self.local_size)
+                local_ids = class_ids(local, size)
                 matrices["local_only"].update(local_ids, label)
                 fused_ids = local_ids
                 if frame.context is not None:
                     context = self._stack(state, [frame.context])
                     delay = context_delay(float(frame.delay), frame.context, max_gap)
-                    downlink = system.remote.predict_downlink(
-                        context, torch.tensor([delay]), self.local_size
+                    downlink = remote_downlink(
+                        system, context, torch.tensor([delay]), self.local_size
                     )
                     age = (t - frame.context[-1]) * ticks_per_frame
-                    downlink = self._transmit(downlink, self.codec) * downlink_gain(
-                        system.config, age
-                    )
-                    fused = system.local.decode(features, downlink, self.local_size)
-                    fused_ids = class_ids(fused, size)
+                    weight = downlink_weight(system.config, age)
+                    downlink = self._transmit(downlink, self.codec)
+                    fused_ids = class_ids(self._edge(features, local, downlink, weight), size)
                 matrices["dedelayed"].update(fused_ids, label)
                 if frame.output is not None:
                     agreeing += int((fused_ids[0].numpy() == frame.output).sum())
@@ -341,6 +347,16 @@ class OfflineEvaluator:
         }
         scores["replay_agreement"] = round(agreeing / compared, 5) if compared else None
         return scores
+
+    def _edge(
+        self,
+        features: Features,
+        local_only: torch.Tensor,
+        received: torch.Tensor,
+        weight: float,
+    ) -> torch.Tensor:
+        """The edge's scores with `received` (after the codec) used at `weight`."""
+        return edge_scores(self.system, features, local_only, received, weight, self.local_size)
 
     @staticmethod
     def _transmit(

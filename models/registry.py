@@ -134,9 +134,12 @@ def downlink_gain(config: ModelConfig, age_ticks: float) -> float:
     on held-out clips by `splitcast calibrate`. Without them the downlink is added as is (1).
     """
     gains = config.params.get("downlink_gain")
-    if not gains:
-        return 1.0
-    return float(gains[min(max(int(age_ticks + 0.5), 0), len(gains) - 1)])
+    return per_age(gains, age_ticks) if gains else 1.0
+
+
+def per_age(values: Sequence[float], age_ticks: float) -> float:
+    """`values[age]` for the age rounded to whole ticks; the last value for anything older."""
+    return float(values[min(max(int(age_ticks + 0.5), 0), len(values) - 1)])
 
 
 def with_max_context_gap(config: ModelConfig, max_gap: int) -> ModelConfig:

@@ -31,6 +31,8 @@ from splitcast.models.layers import (
     shift_features,
 )
 
+ENCODING_STRIDE = 8  # the neck's output grid, where the temporal model and heads run
+
 
 class DelayEmbedding(nn.Module):
     """MLP from the float delay (ticks) to one vector added to every token."""
@@ -44,7 +46,8 @@ class DelayEmbedding(nn.Module):
 
 
 class PyramidNeck(nn.Module):
-    """Fuses stride 8/16/32 features top-down into one stride-8 map of `width` channels."""
+    """Fuses stride 8/16/32 features top-down into one `ENCODING_STRIDE` map of `width`
+    channels."""
 
     def __init__(self, channels: tuple[int, int, int], width: int) -> None:
         super().__init__()
@@ -233,22 +236,12 @@ class RemoteModel(nn.Module):
 
         Until K frames have arrived, the oldest encoding is repeated to fill the context.
         """
-        return self.predict(self._push(state, self.encode(frame)), delay, local_size)
+        return self.predict(self.push(state, self.encode(frame)), delay, local_size)
 
-    def stream_downlink(
-        self,
-        state: StreamState,
-        encoding: torch.Tensor,
-        delay: torch.Tensor,
-        local_size: tuple[int, int],
-    ) -> torch.Tensor:
-        """`stream_step` without the logits head, from the new frame's `encoding` (`encode`, or
-        a faster runtime of it): the server's per-frame call."""
-        return self.predict_downlink(self._push(state, encoding), delay, local_size)
-
-    def _push(self, state: StreamState, encoding: torch.Tensor) -> torch.Tensor:
+    def push(self, state: StreamState, encoding: torch.Tensor) -> torch.Tensor:
         """Append one frame's encoding (from `encode`, or a faster runtime of it) to the FIFO;
-        returns the stacked context window [B, C, K, h, w], oldest first."""
+        returns the stacked context window [B, C, K, h, w], oldest first (the server's
+        per-frame call, followed by the heads)."""
         state.encodings.append(encoding)
         missing = self.context_frames - len(state.encodings)
         window = [state.encodings[0]] * missing + list(state.encodings)

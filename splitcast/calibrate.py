@@ -8,22 +8,28 @@ and writes a copy of the checkpoint whose configuration carries those gains
 (`params.downlink_gain`, applied by the edge to the measured age D_o and by `evaluate`). The
 copy keeps the weights' version: the networks a server must agree on are unchanged.
 Selecting on a split that is neither trained on nor reported keeps the reported figures honest.
+
+With `late_average` the copy switches the edge to the late average instead
+(`splitcast.models.downlink`): the candidates are the weights of the remote's class
+probabilities per age (`params.late_weight`), and the server then sends those probabilities.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
+from splitcast.models.downlink import check_late_weights, is_late_average, with_late_average
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.models.registry import check_downlink_gains, with_downlink_gain
 from splitcast.reports import plot_gain_calibration, write_json
 
 DEFAULT_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+DEFAULT_LATE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 class CalibrationError(ValueError):
@@ -38,27 +44,40 @@ class CalibrationRequest:
     data: Path = Path("out/data/calib")
     out: Path = Path("out/calib")
     max_delay: int = 10
-    gains: list[float] = field(default_factory=lambda: list(DEFAULT_GAINS))
+    gains: list[float] | None = None
+    """Candidates per age (default: `DEFAULT_GAINS`, or `DEFAULT_LATE_WEIGHTS`)."""
     every: int = 3
     progress: bool = True
+    late_average: bool = False
+
+    def candidates(self) -> list[float]:
+        if self.gains is not None:
+            return list(self.gains)
+        return list(DEFAULT_LATE_WEIGHTS if self.late_average else DEFAULT_GAINS)
 
 
 def calibrate(request: CalibrationRequest) -> dict[str, Any]:
-    """Score every (delay, gain) pair, write calibration.json, gain_calibration.png and the
-    calibrated checkpoint (`out/checkpoint`); returns the JSON's content."""
-    check_downlink_gains(request.gains)
+    """Score every (delay, candidate) pair, write calibration.json, gain_calibration.png and
+    the calibrated checkpoint (`out/checkpoint`); returns the JSON's content."""
+    candidates = request.candidates()
+    configure = with_late_average if request.late_average else with_downlink_gain
+    (check_late_weights if request.late_average else check_downlink_gains)(candidates)
     dataset = open_clips(request.data)
     system, meta = load_checkpoint(request.checkpoint)
     _check_held_out(dataset, meta, request.data)
+    before = system.config
+    if is_late_average(before) and not request.late_average:
+        raise CalibrationError(
+            f"{request.checkpoint} averages late; calibrate its weights with --late-average"
+        )
+    system = replace(system, config=configure(before, candidates[:1]))
     codec = get_codec(system.config.codec, system.bottleneck)
     delays = [float(d) for d in range(request.max_delay + 1)]
     evaluator = OfflineEvaluator(system, dataset, codec=codec)
-    scores = evaluator.run(
-        delays, every=request.every, gains=request.gains, progress=request.progress
-    )
+    scores = evaluator.run(delays, every=request.every, gains=candidates, progress=request.progress)
     grid = scores["gain_grid"]
-    chosen = [request.gains[row.index(max(row))] for row in grid]
-    calibrated = replace(system, config=with_downlink_gain(system.config, chosen))
+    chosen = [candidates[row.index(max(row))] for row in grid]
+    calibrated = replace(system, config=configure(before, chosen))
     folder = request.out / "checkpoint"
     record = {k: v for k, v in meta.items() if k not in ("config", "packaged_prefixes")}
     record["calibrated_from"] = {
@@ -73,17 +92,22 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         "data": str(request.data),
         "targets": scores["targets"],
         "every": request.every,
+        "mode": "late-average" if request.late_average else "feature gain",
         "delays": delays,
-        "gains": request.gains,
+        "gains": candidates,
         "gain_grid": grid,
         "local_only": scores["miou"]["local_only"][0],
         "chosen_gains": chosen,
-        "dedelayed_before": scores["miou"]["dedelayed"],
     }
     request.out.mkdir(parents=True, exist_ok=True)
     write_json(request.out / "calibration.json", result)
     plot_gain_calibration(
-        request.out / "gain_calibration.png", delays, request.gains, grid, result["local_only"]
+        request.out / "gain_calibration.png",
+        delays,
+        candidates,
+        grid,
+        result["local_only"],
+        "late-average weight" if request.late_average else "gain",
     )
     return result
 

@@ -12,6 +12,7 @@ import torch
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_system_with_meta, system_state
 from splitcast.models.codec import Codec, get_codec
+from splitcast.models.downlink import check_codec, is_late_average
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.models.registry import SplitSystem
 from splitcast.reports import (
@@ -49,6 +50,7 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
     dataset = open_clips(request.data)
     fps = dataset.meta.fps
     codec = request.codec or system.config.codec
+    check_codec(system.config, codec)
     evaluator = OfflineEvaluator(system, dataset, codec=get_codec(codec, system.bottleneck))
     variants = rate_variants(system, request) if request.rate_sweep else None
     main = evaluator.run(request.delays, stride=1, every=request.every, progress=request.progress)
@@ -140,6 +142,8 @@ def rate_variants(system: SplitSystem, request: EvaluationRequest) -> RateVarian
     """raw-fp16 and int8-zstd (references) and the learned codec of each checkpoint of
     `request.rate_sweep`, which must share `system`'s networks (trained with `--train-only
     codec` from it, e.g. with different --rate-lambda, --codec-width or --codec-stride)."""
+    if is_late_average(system.config):
+        raise ValueError("--rate-sweep compares feature codecs; this model sends probabilities")
     variants: dict[str, Codec] = {name: get_codec(name) for name in ("raw-fp16", "int8-zstd")}
     settings = {}
     for checkpoint in request.rate_sweep:

@@ -208,11 +208,12 @@ def _run_sweep(args: argparse.Namespace) -> None:
 def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "calibrate",
-        help="choose the edge's downlink gain per age of the features on held-out clips",
+        help="choose how much the edge uses the downlink per age, on held-out clips",
         description="Score Dedelayed on held-out clips at each delay 0..--max-delay with each "
-        "candidate gain on the downlink, keep the best gain per delay and write a copy of the "
-        "checkpoint carrying them (OUT/checkpoint), calibration.json and gain_calibration.png. "
-        "Refuses the checkpoint's own training clips.",
+        "candidate gain on the downlink features (or, with --late-average, each weight of the "
+        "remote's class probabilities in the edge's average), keep the best per delay and "
+        "write a copy of the checkpoint carrying them (OUT/checkpoint), calibration.json and "
+        "gain_calibration.png. Refuses the checkpoint's own training clips.",
     )
     _add_checkpoint_and_data(
         parser,
@@ -227,12 +228,19 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         "--max-delay",
         type=positive_int,
         default=10,
-        help="calibrate ages 0..N ticks; older features use the last gain (default: %(default)s)",
+        help="calibrate ages 0..N ticks; older answers use the last value (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--late-average",
+        action="store_true",
+        help="switch the copy to the late average: the server sends its class probabilities "
+        "for now and the edge averages them with its own (see README, Late average)",
     )
     parser.add_argument(
         "--gains",
         type=_number_list,
-        help="candidate gains, e.g. 0,0.5,1 (default: 0 to 1.25 in steps of 0.25)",
+        help="candidates, e.g. 0,0.5,1 (default: gains 0 to 1.25 in steps of 0.25; with "
+        "--late-average weights 0 to 0.7 in steps of 0.1)",
     )
     parser.add_argument(
         "--every",
@@ -246,13 +254,19 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
 def _run_calibrate(args: argparse.Namespace) -> None:
     from splitcast.calibrate import CalibrationRequest, calibrate
 
-    candidates = {"gains": args.gains} if args.gains else {}
     result = calibrate(
         CalibrationRequest(
-            args.checkpoint, args.data, args.out, args.max_delay, every=args.every, **candidates
+            args.checkpoint,
+            args.data,
+            args.out,
+            args.max_delay,
+            args.gains,
+            every=args.every,
+            late_average=args.late_average,
         )
     )
-    print("| age (ticks) | " + " | ".join(f"gain {g:g}" for g in result["gains"]) + " | chosen |")
+    name = "weight" if args.late_average else "gain"
+    print("| age (ticks) | " + " | ".join(f"{name} {g:g}" for g in result["gains"]) + " | chosen |")
     print("|---" * (len(result["gains"]) + 2) + "|")
     for delay, row, gain in zip(
         result["delays"], result["gain_grid"], result["chosen_gains"], strict=True

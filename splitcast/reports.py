@@ -131,14 +131,18 @@ def plot_gain_calibration(
     gains: list[float],
     grid: list[list[float]],
     local_only: float,
+    candidate: str = "gain",
 ) -> None:
-    """Dedelayed mIoU versus delay, one line per downlink gain, with local-only for scale."""
+    """Dedelayed mIoU versus delay, one line per `candidate` value (downlink gain or
+    late-average weight), with local-only for scale."""
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     colours = plt.get_cmap("viridis")
     for column, gain in enumerate(gains):
         values = [row[column] for row in grid]
         colour = colours(column / max(len(gains) - 1, 1))
-        axis.plot(delays, values, color=colour, marker="o", markersize=3, label=f"gain {gain:g}")
+        axis.plot(
+            delays, values, color=colour, marker="o", markersize=3, label=f"{candidate} {gain:g}"
+        )
     axis.axhline(local_only, color="tab:green", linestyle=":", label="local_only")
     axis.set_xlabel("age of the features D_o (ticks)")
     axis.set_ylabel("Dedelayed mIoU (%)")

@@ -113,7 +113,9 @@ def test_learned_corrupt_or_truncated_payload_is_an_error(
             codec.decode(dataclasses.replace(encoded, payload=payload))
     with pytest.raises(CodecError, match="bottleneck"):
         codec.decode(dataclasses.replace(encoded, shape=(3, *encoded.shape[1:])))
-    assert set(codec_set(system.bottleneck)) == {"raw-fp16", "raw-fp32", "int8-zstd", "learned"}
+    assert set(codec_set(system.bottleneck)) == {
+        "raw-fp16", "raw-fp32", "int8-zstd", "learned", "probs-u4-zstd"
+    }  # fmt: skip
     assert "learned" not in codec_set(None)
 
 

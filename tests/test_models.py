@@ -53,7 +53,8 @@ def test_stream_step_matches_batch_forward_after_warm_up(name: str, warp: bool) 
             frame = frames[:, :, index]
             streamed = system.remote.stream_step(state, frame, delay, config.local_size)
             encoding = system.remote.encode(frame)
-            downlink = system.remote.stream_downlink(serving, encoding, delay, config.local_size)
+            window = system.remote.push(serving, encoding)
+            downlink = system.remote.predict_downlink(window, delay, config.local_size)
         batch = system.remote(frames[:, :, -config.context_frames :], delay, config.local_size)
     for a, b in zip(streamed, batch, strict=True):
         assert (a - b).abs().max().item() <= 1e-4
