@@ -84,11 +84,11 @@ class LocalRuntime:
         pixels = torch.from_numpy(fit(rgb, self.local_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         if self.late_average:
-            logits = self.run(frame, None)
+            scores = self.run(frame, None)
             if downlink is not None:
-                logits = average(logits, downlink.float(), weight)
+                scores = average(scores, downlink.float(), weight)
         else:
-            logits = self.run(frame, None if downlink is None else downlink * weight)
-        if output_size is not None and tuple(output_size) != tuple(logits.shape[-2:]):
-            logits = resize(logits, output_size)
-        return logits[0].argmax(0).to(torch.uint8).numpy()
+            scores = self.run(frame, None if downlink is None else downlink * weight)
+        if output_size is not None and tuple(output_size) != tuple(scores.shape[-2:]):
+            scores = resize(scores, output_size)
+        return scores[0].argmax(0).to(torch.uint8).numpy()
