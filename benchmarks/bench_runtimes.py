@@ -7,7 +7,9 @@ and in ONNX Runtime.
 Two copies of the checkpoint take turns frame by frame on the built-in moving scene, so both
 see the same machine state. Edge steps run on one torch thread, then server steps on
 `--server-threads` (2, as `splitcast demo` runs them). Prints p50 per step and variant, the
-ratio, and whether the outputs agree (class ids; largest downlink difference).
+ratio, and whether the outputs agree (class ids; largest downlink difference). The "fused"
+edge step is whatever the checkpoint does with an answer: fuse features, or average class
+probabilities (the default).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.edge.runtime import LocalRuntime
 from splitcast.edge.sources import MOVING_SCENE, open_source
 from splitcast.models.checkpoint import load_system
+from splitcast.models.downlink import downlink_shape, is_late_average
 
 WARM_UP_FRAMES = 2
 EDGE_VARIANTS = (
@@ -77,9 +80,13 @@ def main() -> None:
     edges = {}
     for name, runtime, channels_last in EDGE_VARIANTS:
         system = load_system(args.checkpoint)
-        edges[name] = LocalRuntime(system.local, system.config.local_size, channels_last, runtime)
-    shape = edges["onnxruntime"].model.downlink_shape(edges["onnxruntime"].local_size)
-    features = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+        late = is_late_average(system.config)
+        edges[name] = LocalRuntime(
+            system.local, system.config.local_size, channels_last, runtime, late
+        )
+    downlink = torch.randn(1, *downlink_shape(system), generator=torch.Generator().manual_seed(0))
+    # A late-average model receives class probabilities, a fusion model features.
+    features = downlink.softmax(1) if late else downlink
     local_times, local_ids = _side_by_side(
         frames,
         {name: lambda rgb, e=edge: e.segment(rgb, None) for name, edge in edges.items()},

@@ -101,9 +101,10 @@ def remote_outputs(
 
 def average(local_logits: torch.Tensor, remote_probs: torch.Tensor, weight: float) -> torch.Tensor:
     """(1 - weight) * softmax(local_logits) + weight * remote_probs resized to the local
-    output: class probabilities [B, classes, H, W]."""
+    output: class probabilities [B, classes, H, W]. In place on the softmax (`lerp_`): each
+    fresh full-size tensor costs the edge about a millisecond, half the step's extra time."""
     remote = resize(remote_probs, tuple(local_logits.shape[-2:]))
-    return (1.0 - weight) * local_logits.softmax(1) + weight * remote
+    return local_logits.softmax(1).lerp_(remote, weight)
 
 
 def edge_scores(
