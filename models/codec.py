@@ -85,6 +85,22 @@ class RawCodec:
         return array.astype(np.float32)
 
 
+def _decompress(
+    decompressor: zstandard.ZstdDecompressor, encoded: EncodedTensor, expected: int
+) -> bytes:
+    """The zstandard payload's bytes, exactly `expected` of them, or CodecError."""
+    try:
+        raw = decompressor.decompress(encoded.payload, max_output_size=expected)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"{encoded.codec} payload does not decompress: {exc}") from None
+    if len(raw) != expected:
+        raise CodecError(
+            f"{encoded.codec} payload holds {len(raw)} bytes, shape {list(encoded.shape)} "
+            f"needs {expected}"
+        )
+    return raw
+
+
 def _checked_count(shape: tuple[int, ...]) -> int:
     if not shape or any(dim <= 0 for dim in shape):
         raise CodecError(f"invalid tensor shape {list(shape)}")
@@ -123,15 +139,7 @@ class Int8ZstdCodec:
             raise CodecError(f"int8-zstd needs a [C, H, W] shape, got {list(encoded.shape)}")
         channels = encoded.shape[0]
         expected = 4 * channels + count
-        try:
-            raw = self._decompressor.decompress(encoded.payload, max_output_size=expected)
-        except zstandard.ZstdError as exc:
-            raise CodecError(f"int8-zstd payload does not decompress: {exc}") from None
-        if len(raw) != expected:
-            raise CodecError(
-                f"int8-zstd payload holds {len(raw)} bytes, shape {list(encoded.shape)} "
-                f"needs {expected}"
-            )
+        raw = _decompress(self._decompressor, encoded, expected)
         scales = np.frombuffer(raw[: 4 * channels], dtype="<f4")
         if not (np.isfinite(scales).all() and (scales > 0).all()):
             raise CodecError("int8-zstd payload has invalid channel scales")
@@ -162,15 +170,7 @@ class ProbabilityCodec:
     def decode(self, encoded: EncodedTensor) -> np.ndarray:
         _check_codec(encoded, self.name)
         count = _checked_count(encoded.shape)
-        try:
-            raw = self._decompressor.decompress(encoded.payload, max_output_size=count)
-        except zstandard.ZstdError as exc:
-            raise CodecError(f"{self.name} payload does not decompress: {exc}") from None
-        if len(raw) != count:
-            raise CodecError(
-                f"{self.name} payload holds {len(raw)} values, shape {list(encoded.shape)} "
-                f"needs {count}"
-            )
+        raw = _decompress(self._decompressor, encoded, count)
         steps = np.frombuffer(raw, dtype=np.uint8).reshape(encoded.shape)
         if steps.max(initial=0) > self.levels:
             raise CodecError(f"{self.name} payload has values above {self.levels}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 import torch
 
+from splitcast.edge.loop import EdgeOptions, EdgeSummary, run_edge
+from splitcast.edge.sources import MovingSceneSource
 from splitcast.launch import ChildProcess, start_server
 from splitcast.models.checkpoint import save_checkpoint
 from splitcast.models.onnx_program import CACHE_ENV
@@ -57,3 +60,29 @@ def learned_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("learned") / "tiny-learned"
     save_checkpoint(system, folder, {}, half=False)
     return folder
+
+
+EdgeRun = Callable[[Path, Path], tuple[EdgeSummary, list[dict]]]
+
+
+@pytest.fixture
+def edge_against_own_server() -> EdgeRun:
+    """`run(checkpoint, log_path)`: see `_edge_against_own_server`."""
+    return _edge_against_own_server
+
+
+def _edge_against_own_server(checkpoint: Path, log_path: Path) -> tuple[EdgeSummary, list[dict]]:
+    """60 moving-scene frames through an edge and a real `splitcast serve` both running
+    `checkpoint`; the summary and the edge's per-frame log."""
+    with start_server(str(checkpoint), threads=1) as server:
+        summary = run_edge(
+            MovingSceneSource(num_frames=60),
+            EdgeOptions(
+                model=str(checkpoint),
+                server=server.address,
+                wait_for_server_s=30.0,
+                log_path=log_path,
+                progress=False,
+            ),
+        )
+    return summary, [json.loads(line) for line in log_path.read_text().splitlines()]

@@ -4,8 +4,8 @@ scores, calibration of its weights, and a real server sending class probabilitie
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -14,11 +14,8 @@ import torch
 from splitcast.calibrate import CalibrationError, CalibrationRequest, calibrate
 from splitcast.data.build import build_split
 from splitcast.data.scene.generator import SceneSettings
-from splitcast.edge.loop import EdgeOptions, run_edge
 from splitcast.edge.runtime import LocalRuntime
-from splitcast.edge.sources import MovingSceneSource
 from splitcast.evaluate import EvaluationRequest, evaluate_offline
-from splitcast.launch import start_server
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.codec import CodecError, get_codec
 from splitcast.models.downlink import (
@@ -33,6 +30,9 @@ from splitcast.models.downlink import (
 )
 from splitcast.models.layers import class_ids, resize
 from splitcast.models.registry import build
+
+if TYPE_CHECKING:
+    from conftest import EdgeRun
 
 
 def test_average_is_local_at_zero_and_remote_at_one() -> None:
@@ -132,24 +132,15 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
         calibrate(CalibrationRequest(str(tmp_path / "calib" / "checkpoint"), data, tmp_path))
 
 
-def test_edge_averages_probabilities_from_a_real_server(tmp_path: Path) -> None:
+def test_edge_averages_probabilities_from_a_real_server(
+    tmp_path: Path, edge_against_own_server: EdgeRun
+) -> None:
     system = build("tiny")
     system.config = with_late_average(system.config, [0.5])
     folder = tmp_path / "tiny-late"
     save_checkpoint(system, folder, {}, half=False)
-    with start_server(str(folder), threads=1) as server:
-        summary = run_edge(
-            MovingSceneSource(num_frames=60),
-            EdgeOptions(
-                model=str(folder),
-                server=server.address,
-                wait_for_server_s=30.0,
-                log_path=tmp_path / "edge.jsonl",
-                progress=False,
-            ),
-        )
+    summary, records = edge_against_own_server(folder, tmp_path / "edge.jsonl")
     link = summary.link
     assert link["codec"] == "probs-u4-zstd" and link["decode_errors"] == 0
     assert summary.fused_fraction > 0.5
-    records = [json.loads(line) for line in (tmp_path / "edge.jsonl").read_text().splitlines()]
     assert sum(r["fused"] for r in records) == summary.fused

@@ -4,39 +4,30 @@ decodes and fuses them, and a corrupt payload costs one frame's fusion, never th
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from splitcast.edge.connection import CloudConnection
-from splitcast.edge.loop import EdgeOptions, run_edge
-from splitcast.edge.sources import MovingSceneSource
-from splitcast.launch import start_server
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import codec_set, get_codec
 from splitcast.v1 import splitcast_pb2 as pb
 
+if TYPE_CHECKING:
+    from conftest import EdgeRun
 
-def test_edge_fuses_learned_features_from_a_real_server(learned_tiny: Path, tmp_path: Path) -> None:
-    with start_server(str(learned_tiny), threads=1) as server:
-        summary = run_edge(
-            MovingSceneSource(num_frames=60),
-            EdgeOptions(
-                model=str(learned_tiny),
-                server=server.address,
-                wait_for_server_s=30.0,
-                log_path=tmp_path / "edge.jsonl",
-                progress=False,
-            ),
-        )
+
+def test_edge_fuses_learned_features_from_a_real_server(
+    learned_tiny: Path, tmp_path: Path, edge_against_own_server: EdgeRun
+) -> None:
+    summary, records = edge_against_own_server(learned_tiny, tmp_path / "edge.jsonl")
     link = summary.link
     print(f"learned codec: {link['downlink_bytes'] / max(1, link['features_received']):.0f} B/msg")
     assert link["codec"] == "learned" and link["decode_errors"] == 0
     assert summary.fused_fraction > 0.5
     shape = load_system(learned_tiny).local.downlink_shape((128, 256))
     assert link["downlink_bytes"] / link["features_received"] < 0.1 * 2 * np.prod(shape)
-    records = [json.loads(line) for line in (tmp_path / "edge.jsonl").read_text().splitlines()]
     assert sum(r["fused"] for r in records) == summary.fused
 
 
