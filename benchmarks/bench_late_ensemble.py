@@ -1,13 +1,16 @@
-"""The edge's two ways of using the downlink, side by side on the same networks and frames.
+"""The edge's ways of using the downlink, side by side on the same networks and frames.
 
     .venv/bin/python benchmarks/bench_late_ensemble.py [--checkpoint NAME] [--data DIR]
-        [--delays 0,3,5,10] [--weights 0.3,0.4,0.5,0.6] [--every 6] [--out FILE]
+        [--delays 0,3,5,10] [--weights 0.4,0.6,0.7,0.8] [--blurs 1,5,7] [--every 6]
+        [--out FILE]
 
 For each delay d it scores local-only, feature fusion (the checkpoint's features through its
-learned codec, scaled by its calibrated gains, as a fusion-mode edge does) and the late
-average (1 - w) * softmax(local-only) + w * remote class probabilities for d, exact (not
-quantised) per weight w (`splitcast.models.downlink.average`). This is the measurement
-behind the late-average mode; `splitcast evaluate` scores the mode itself with its codec.
+learned codec, scaled by its calibrated gains, as a fusion-mode edge does), the arithmetic
+average (1 - w) * softmax(local-only) + w * remote class probabilities for d, and the late
+average the edge uses (`splitcast.models.downlink.average`: log softmax(local-only) +
+w * log of the remote's probabilities blurred over k x k cells) per blur k, each per weight w,
+exact (not quantised). This is the measurement behind the late-average mode; `splitcast
+evaluate` scores the mode itself with its codec. Choose on the calib split, not val.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from splitcast.data.images import fit
 from splitcast.data.sampling import context_indices
 from splitcast.models.checkpoint import load_system_with_meta
 from splitcast.models.codec import get_codec
-from splitcast.models.downlink import average, without_late_average
+from splitcast.models.downlink import average, log_probabilities, without_late_average
 from splitcast.models.evaluation import OfflineEvaluator, _to_tensor
-from splitcast.models.layers import class_ids
+from splitcast.models.layers import class_ids, resize
 from splitcast.models.registry import downlink_gain
 
 
@@ -39,7 +42,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--data", type=Path, default=Path("out/data/val"))
     parser.add_argument("--delays", type=_floats, default=[0.0, 3.0, 5.0, 10.0])
-    parser.add_argument("--weights", type=_floats, default=[0.3, 0.4, 0.5, 0.6])
+    parser.add_argument("--weights", type=_floats, default=[0.4, 0.6, 0.7, 0.8])
+    parser.add_argument("--blurs", type=_floats, default=[1, 5, 7], help="odd box sides")
     parser.add_argument("--every", type=int, default=6, help="score every N-th target frame")
     parser.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = parser.parse_args()
@@ -53,7 +57,11 @@ def main() -> None:
         system, dataset, codec=get_codec(system.config.codec, system.bottleneck)
     )
     size_local = evaluator.local_size
-    rows = ["local_only", "fusion", *(f"late average w={w:g}" for w in args.weights)]
+    mixes = [("arithmetic", 0, w) for w in args.weights] + [
+        ("pooled", int(k), w) for k in args.blurs for w in args.weights
+    ]
+    names = {mix: f"{mix[0]} k={mix[1]} w={mix[2]:g}" for mix in mixes}
+    rows = ["local_only", "fusion", *names.values()]
     matrices = {(row, d): evaluator._matrix() for row in rows for d in args.delays}
     steps = system.config.context_frames
     with torch.inference_mode():
@@ -80,15 +88,19 @@ def main() -> None:
                         features, sent * downlink_gain(system.config, d), size_local
                     )
                     matrices["fusion", d].update(class_ids(fused, label_size), label)
-                    for w in args.weights:
-                        mixed = average(local, predictive.softmax(1), w)
-                        row = f"late average w={w:g}"
-                        matrices[row, d].update(class_ids(mixed, label_size), label)
+                    probs = resize(predictive.softmax(1), size_local)
+                    for mix in mixes:
+                        kind, blur, w = mix
+                        if kind == "arithmetic":
+                            mixed = local.softmax(1).lerp_(probs, w)
+                        else:
+                            mixed = average(local, log_probabilities(predictive), w, blur)
+                        matrices[names[mix], d].update(class_ids(mixed, label_size), label)
     table = {
         row: {f"d={d:g}": round(matrices[row, d].miou(), 2) for d in args.delays} for row in rows
     }
     for row, cells in table.items():
-        print(f"{row:22s}", "  ".join(f"{k} {v:.2f}" for k, v in cells.items()))
+        print(f"{row:26s}", "  ".join(f"{k} {v:.2f}" for k, v in cells.items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"checkpoint": args.checkpoint, "miou": table}, indent=2))

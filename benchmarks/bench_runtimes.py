@@ -9,7 +9,7 @@ see the same machine state. Edge steps run on one torch thread, then server step
 `--server-threads` (2, as `splitcast demo` runs them). Prints p50 per step and variant, the
 ratio, and whether the outputs agree (class ids; largest downlink difference). The "fused"
 edge step is whatever the checkpoint does with an answer: fuse features, or average class
-probabilities (the default).
+log-probabilities (the default).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.edge.runtime import LocalRuntime
 from splitcast.edge.sources import MOVING_SCENE, open_source
 from splitcast.models.checkpoint import load_system
-from splitcast.models.downlink import downlink_shape, is_late_average
+from splitcast.models.downlink import downlink_shape, is_late_average, late_blur
 
 WARM_UP_FRAMES = 2
 EDGE_VARIANTS = (
@@ -82,11 +82,16 @@ def main() -> None:
         system = load_system(args.checkpoint)
         late = is_late_average(system.config)
         edges[name] = LocalRuntime(
-            system.local, system.config.local_size, channels_last, runtime, late
+            system.local,
+            system.config.local_size,
+            channels_last,
+            runtime,
+            late,
+            late_blur(system.config),
         )
     downlink = torch.randn(1, *downlink_shape(system), generator=torch.Generator().manual_seed(0))
-    # A late-average model receives class probabilities, a fusion model features.
-    features = downlink.softmax(1) if late else downlink
+    # A late-average model receives class log-probabilities, a fusion model features.
+    features = downlink.log_softmax(1) if late else downlink
     local_times, local_ids = _side_by_side(
         frames,
         {name: lambda rgb, e=edge: e.segment(rgb, None) for name, edge in edges.items()},

@@ -85,7 +85,7 @@ class RemoteRuntime:
         self, context: StreamContext, image_rgb: np.ndarray, delay_ticks: float
     ) -> np.ndarray:
         """Push one decoded frame into the stream's FIFO; its downlink [C, H, W] before the
-        codec (features, or class probabilities in late-average mode)."""
+        codec (features, or class log-probabilities in late-average mode)."""
         pixels = torch.from_numpy(fit(image_rgb, self.config.remote_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         delay = torch.tensor([delay_ticks], dtype=torch.float32)

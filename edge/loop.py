@@ -1,8 +1,8 @@
 """The on-device loop: every frame gets an on-time output, whatever the network does.
 
 Per frame: offer it to the uplink (never blocks), read the freshest downlink (never blocks),
-use it at the model's weight for its age (features fused with a gain, or probabilities
-averaged: `splitcast.models.downlink`) when it is fresh enough, otherwise run local-only, and
+use it at the model's weight for its age (features fused with a gain, or log-probabilities
+pooled: `splitcast.models.downlink`) when it is fresh enough, otherwise run local-only, and
 log what happened. Delays are measured in source frames (D_o = t - source frame) and converted
 to ticks of the model's frame rate for the D_i policy and the weight.
 """
@@ -27,7 +27,12 @@ from splitcast.edge.slots import OutgoingFrame, ReceivedFeatures
 from splitcast.edge.sources import FrameSource
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import codec_set
-from splitcast.models.downlink import downlink_shape, downlink_weight, is_late_average
+from splitcast.models.downlink import (
+    downlink_shape,
+    downlink_weight,
+    is_late_average,
+    late_blur,
+)
 from splitcast.models.runtime_names import RUNTIMES
 
 MAX_VIDEO_WIDTH = 960
@@ -101,6 +106,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         config.local_size,
         runtime=options.runtime,
         late_average=is_late_average(config),
+        late_blur=late_blur(config),
     )
     feature_shape = downlink_shape(system)
     _warm_up(runtime, feature_shape)

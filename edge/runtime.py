@@ -1,7 +1,7 @@
 """The edge's on-time step: the local model on the current frame, using the downlink or not.
 
 With feature fusion the downlink enters the local model; in late-average mode the local model
-runs local-only and its probabilities are averaged with the received ones
+runs local-only and its log-probabilities are pooled with the received ones
 (`splitcast.models.downlink`). By default the local model runs in ONNX Runtime, one exported
 graph for the local-only pass and one for the fused pass (`splitcast.models.onnx_program`):
 2-3x faster than PyTorch here, which leaves more of a shared machine to everything else. In
@@ -36,14 +36,16 @@ class LocalRuntime:
         channels_last: bool = True,
         runtime: str = RUNTIMES[0],
         late_average: bool = False,
+        late_blur: int = 1,
     ) -> None:
-        """`late_average`: the downlink holds class probabilities to average with, not
-        features to fuse."""
+        """`late_average`: the downlink holds class log-probabilities to average with (over
+        `late_blur` cells, `splitcast.models.downlink.average`), not features to fuse."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime {runtime!r} is not one of {RUNTIMES}")
         self.model = model.eval()
         self.local_size = local_size
         self.late_average = late_average
+        self.late_blur = late_blur
         self.run = self._step(runtime, channels_last)
 
     def _step(self, runtime: str, channels_last: bool) -> Step:
@@ -86,7 +88,7 @@ class LocalRuntime:
         if self.late_average:
             scores = self.run(frame, None)
             if downlink is not None:
-                scores = average(scores, downlink.float(), weight)
+                scores = average(scores, downlink.float(), weight, self.late_blur)
         else:
             scores = self.run(frame, None if downlink is None else downlink * weight)
         if output_size is not None and tuple(output_size) != tuple(scores.shape[-2:]):

@@ -9,8 +9,10 @@ payload raises `CodecError` instead of yielding garbage.
 - `int8-zstd`: per-channel scale, uniform 8-bit quantisation, zstandard;
 - `learned`: the checkpoint's `FeatureBottleneck` symbols, range-coded with `constriction`
   using the integer frequency tables stored in the checkpoint;
-- `probs-u4-zstd`: class probabilities (the late-average downlink, `models.downlink`) on 16
-  levels, zstandard: about 1.3-2.1 kB for 19 x 32 x 64, within 0.3 mIoU of sending them exact.
+- `logprobs-u4-zstd`: class log-probabilities (the late-average downlink, `models.downlink`)
+  floored at `LOG_PROBABILITY_FLOOR` on 16 levels, zstandard: about 2.2-2.7 kB for 19 x 32 x 64,
+  as good as sending them exact (the pooling needs the small probabilities, which 16 linear
+  levels of probability round to 0).
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ import torch
 import zstandard
 
 from splitcast.models.bottleneck import FeatureBottleneck
-from splitcast.models.codec_names import CODEC_NAMES, PROBABILITY_CODEC, STATELESS_CODECS
+from splitcast.models.codec_names import (
+    CODEC_NAMES,
+    LOG_PROBABILITY_FLOOR,
+    PROBABILITY_CODEC,
+    STATELESS_CODECS,
+)
 
 MAX_FEATURE_VALUES = 64 * 1024 * 1024
 
@@ -148,7 +155,8 @@ class Int8ZstdCodec:
 
 
 class ProbabilityCodec:
-    """Probabilities in [0, 1] rounded to `levels` + 1 steps, one byte each, zstandard.
+    """Log-probabilities in [`LOG_PROBABILITY_FLOOR`, 0] rounded to `levels` + 1 steps, one
+    byte each, zstandard.
 
     Most pixels are confident, so the bytes are long runs of 0 and `levels`; the decoder
     rejects any value above `levels`.
@@ -162,10 +170,11 @@ class ProbabilityCodec:
         self._decompressor = zstandard.ZstdDecompressor()
 
     def encode(self, features: np.ndarray) -> EncodedTensor:
-        array = np.clip(np.asarray(features, dtype=np.float32), 0.0, 1.0)
-        steps = np.round(array * self.levels).astype(np.uint8)
+        array = np.clip(np.asarray(features, dtype=np.float32), LOG_PROBABILITY_FLOOR, 0.0)
+        steps = np.round(array * (self.levels / LOG_PROBABILITY_FLOOR)).astype(np.uint8)
         payload = self._compressor.compress(steps.tobytes())
-        return EncodedTensor(self.name, tuple(array.shape), "uint8", 1.0 / self.levels, payload)
+        step = LOG_PROBABILITY_FLOOR / self.levels
+        return EncodedTensor(self.name, tuple(array.shape), "uint8", step, payload)
 
     def decode(self, encoded: EncodedTensor) -> np.ndarray:
         _check_codec(encoded, self.name)
@@ -174,7 +183,7 @@ class ProbabilityCodec:
         steps = np.frombuffer(raw, dtype=np.uint8).reshape(encoded.shape)
         if steps.max(initial=0) > self.levels:
             raise CodecError(f"{self.name} payload has values above {self.levels}")
-        return steps.astype(np.float32) / self.levels
+        return steps.astype(np.float32) * np.float32(LOG_PROBABILITY_FLOOR / self.levels)
 
 
 class LearnedCodec:

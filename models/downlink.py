@@ -3,13 +3,17 @@
 - Feature fusion (the paper's): the server sends the remote's downlink features; the edge adds
   them, scaled by the gain for their age (`downlink_gain`), inside its local model.
 - Late average (`params.late_average`): the server sends the remote's delay-conditioned class
-  probabilities (softmax of its predictive logits, on its stride-8 grid) with the
-  `probs-u4-zstd` codec; the edge runs local-only and outputs
-  (1 - w) * its own probabilities + w * the remote's, w chosen per age of the answer on
-  held-out clips (`splitcast calibrate --late-average`). Measured on the default's networks
-  (benchmarks/bench_late_ensemble.py), this beats fusing the features at every delay: the
-  local model trained to fuse learns to lean on its own frame, and averaging keeps both
-  opinions. Same networks, same delay conditioning; only the last step differs.
+  log-probabilities (log-softmax of its predictive logits, on its stride-8 grid) with the
+  `logprobs-u4-zstd` codec; the edge runs local-only and outputs the weighted geometric
+  average log p_local + w * log blur(p_remote): w chosen per age of the answer on held-out
+  clips (`splitcast calibrate --late-average`), blur a k x k box average of the remote's
+  probabilities on its grid (`params.late_blur`, k = 7 by default). The blur says "this class
+  is around here": a forecast is right about what is in the scene more often than about
+  exactly where, and the edge's own frame supplies the where. Measured on the default's
+  networks and the calib clips (benchmarks/bench_late_ensemble.py), this beats fusing the
+  features and the arithmetic average of probabilities at every delay: the local model
+  trained to fuse learns to lean on its own frame, and pooling keeps both opinions. Same
+  networks, same delay conditioning; only the last step differs.
 
 Every place that produces or consumes the downlink (server, edge, offline evaluation and
 replay, calibration) goes through these functions, so they agree bit for bit.
@@ -21,8 +25,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
-from splitcast.models.codec_names import PROBABILITY_CODEC
+from splitcast.models.codec_names import (
+    DEFAULT_LATE_BLUR,
+    LOG_PROBABILITY_FLOOR,
+    PROBABILITY_CODEC,
+)
 from splitcast.models.layers import resize
 from splitcast.models.local import Features
 from splitcast.models.registry import ModelConfig, SplitSystem, downlink_gain, per_age
@@ -34,34 +43,53 @@ def is_late_average(config: ModelConfig) -> bool:
     return bool(config.params.get("late_average", False))
 
 
+def late_blur(config: ModelConfig) -> int:
+    """Side of the box the edge averages the remote's probabilities over (1: none)."""
+    return int(config.params.get("late_blur", 1))
+
+
 def check_late_weights(weights: Sequence[float]) -> None:
     """Raise ValueError unless `weights` is a non-empty list of values in [0, 1]."""
     if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
         raise ValueError(f"late-average weights must be a non-empty list in [0, 1]: {weights}")
 
 
-def with_late_average(config: ModelConfig, weights: Sequence[float]) -> ModelConfig:
-    """`config` in late-average mode with weight `weights[age]` on the remote's probabilities."""
+def with_late_average(
+    config: ModelConfig, weights: Sequence[float], blur: int = DEFAULT_LATE_BLUR
+) -> ModelConfig:
+    """`config` in late-average mode with weight `weights[age]` on the remote's
+    log-probabilities, blurred over `blur` x `blur` cells."""
     check_late_weights(weights)
-    params = {**config.params, "late_average": True, "late_weight": [float(w) for w in weights]}
+    if blur < 1 or blur % 2 == 0:
+        raise ValueError(f"the late-average blur must be an odd number of cells: {blur}")
+    params = {
+        **config.params,
+        "late_average": True,
+        "late_weight": [float(w) for w in weights],
+        "late_blur": int(blur),
+    }
     return replace(config, codec=PROBABILITY_CODEC, params=params)
 
 
 def without_late_average(config: ModelConfig) -> ModelConfig:
     """`config` fusing features again, with its learned codec when it has a bottleneck (e.g. to
     compare both modes on the same networks)."""
-    params = {k: v for k, v in config.params.items() if k not in ("late_average", "late_weight")}
+    late = ("late_average", "late_weight", "late_blur")
+    params = {k: v for k, v in config.params.items() if k not in late}
     codec = "learned" if "bottleneck" in params else ModelConfig.codec
     return replace(config, codec=codec, params=params)
 
 
 def check_codec(config: ModelConfig, codec: str) -> None:
     """Raise ValueError when `codec` cannot carry this configuration's downlink: the
-    probability codec clips features to [0, 1], the learned one only codes features."""
+    probability codec clips features to [LOG_PROBABILITY_FLOOR, 0], the learned one only codes
+    features."""
     if is_late_average(config) and codec == "learned":
-        raise ValueError("the learned codec codes features; this model sends class probabilities")
+        raise ValueError(
+            "the learned codec codes features; this model sends class log-probabilities"
+        )
     if not is_late_average(config) and codec == PROBABILITY_CODEC:
-        raise ValueError(f"{codec} carries class probabilities; this model sends features")
+        raise ValueError(f"{codec} carries class log-probabilities; this model sends features")
 
 
 def downlink_weight(config: ModelConfig, age_ticks: float) -> float:
@@ -87,7 +115,7 @@ def remote_downlink(
     """What the server sends (before the codec) for stacked encodings [B, C, K, h, w] told
     `delay` [B], to a local model at `local_size`."""
     if is_late_average(system.config):
-        return system.remote.predict(context, delay, local_size)[1].softmax(1)
+        return log_probabilities(system.remote.predict(context, delay, local_size)[1])
     return system.remote.predict_downlink(context, delay, local_size)
 
 
@@ -96,15 +124,27 @@ def remote_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(`remote_downlink`, the predictive logits) from one pass of the heads."""
     features, logits = system.remote.predict(context, delay, local_size)
-    return (logits.softmax(1) if is_late_average(system.config) else features), logits
+    return (log_probabilities(logits) if is_late_average(system.config) else features), logits
 
 
-def average(local_logits: torch.Tensor, remote_probs: torch.Tensor, weight: float) -> torch.Tensor:
-    """(1 - weight) * softmax(local_logits) + weight * remote_probs resized to the local
-    output: class probabilities [B, classes, H, W]. In place on the softmax (`lerp_`): each
-    fresh full-size tensor costs the edge about a millisecond, half the step's extra time."""
-    remote = resize(remote_probs, tuple(local_logits.shape[-2:]))
-    return local_logits.softmax(1).lerp_(remote, weight)
+def log_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """What a late-average server sends: log-softmax floored where its codec floors it, so the
+    edge sees the same range with or without a wire."""
+    return logits.log_softmax(1).clamp_min_(LOG_PROBABILITY_FLOOR)
+
+
+def average(
+    local_logits: torch.Tensor, remote_log_probs: torch.Tensor, weight: float, blur: int
+) -> torch.Tensor:
+    """log softmax(local_logits) + weight * log of the remote's probabilities box-averaged over
+    `blur` x `blur` cells of its grid, resized to the local output: unnormalised class
+    log-probabilities [B, classes, H, W] (their argmax is the edge's answer). In place on the
+    local log-softmax: each fresh full-size tensor costs the edge about a millisecond."""
+    remote = remote_log_probs.exp()
+    if blur > 1:
+        remote = F.avg_pool2d(remote, blur, 1, blur // 2, count_include_pad=False)
+    remote = resize(remote.log_(), tuple(local_logits.shape[-2:]))
+    return local_logits.log_softmax(1).add_(remote, alpha=weight)
 
 
 def edge_scores(
@@ -119,5 +159,5 @@ def edge_scores(
     downlink (after the codec), from the local encoder's `features` and the local-only logits
     they give."""
     if is_late_average(system.config):
-        return average(local_logits, received, weight)
+        return average(local_logits, received, weight, late_blur(system.config))
     return system.local.decode(features, received * weight, size)

@@ -11,7 +11,8 @@ Selecting on a split that is neither trained on nor reported keeps the reported 
 
 With `late_average` the copy switches the edge to the late average instead
 (`splitcast.models.downlink`): the candidates are the weights of the remote's class
-probabilities per age (`params.late_weight`), and the server then sends those probabilities.
+log-probabilities per age (`params.late_weight`, with the blur `late_blur`), and the server
+then sends those log-probabilities.
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ from typing import Any
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
-from splitcast.models.downlink import check_late_weights, is_late_average, with_late_average
+from splitcast.models.codec_names import DEFAULT_LATE_BLUR
+from splitcast.models.downlink import (
+    check_late_weights,
+    is_late_average,
+    with_late_average,
+)
 from splitcast.models.evaluation import OfflineEvaluator
-from splitcast.models.registry import check_downlink_gains, with_downlink_gain
+from splitcast.models.registry import ModelConfig, check_downlink_gains, with_downlink_gain
 from splitcast.reports import plot_gain_calibration, write_json
 
 DEFAULT_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
-DEFAULT_LATE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+DEFAULT_LATE_WEIGHTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 
 
 class CalibrationError(ValueError):
@@ -49,6 +55,8 @@ class CalibrationRequest:
     every: int = 3
     progress: bool = True
     late_average: bool = False
+    late_blur: int = DEFAULT_LATE_BLUR
+    """Side of the box the late average blurs the remote's probabilities over."""
 
     def candidates(self) -> list[float]:
         if self.gains is not None:
@@ -60,7 +68,12 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
     """Score every (delay, candidate) pair, write calibration.json, gain_calibration.png and
     the calibrated checkpoint (`out/checkpoint`); returns the JSON's content."""
     candidates = request.candidates()
-    configure = with_late_average if request.late_average else with_downlink_gain
+
+    def configure(config: ModelConfig, values: list[float]) -> ModelConfig:
+        if request.late_average:
+            return with_late_average(config, values, request.late_blur)
+        return with_downlink_gain(config, values)
+
     (check_late_weights if request.late_average else check_downlink_gains)(candidates)
     dataset = open_clips(request.data)
     system, meta = load_checkpoint(request.checkpoint)
@@ -93,6 +106,7 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         "targets": scores["targets"],
         "every": request.every,
         "mode": "late-average" if request.late_average else "feature gain",
+        "late_blur": request.late_blur if request.late_average else None,
         "delays": delays,
         "gains": candidates,
         "gain_grid": grid,

@@ -143,7 +143,7 @@ def rate_variants(system: SplitSystem, request: EvaluationRequest) -> RateVarian
     `request.rate_sweep`, which must share `system`'s networks (trained with `--train-only
     codec` from it, e.g. with different --rate-lambda, --codec-width or --codec-stride)."""
     if is_late_average(system.config):
-        raise ValueError("--rate-sweep compares feature codecs; this model sends probabilities")
+        raise ValueError("--rate-sweep compares feature codecs; this model sends log-probabilities")
     variants: dict[str, Codec] = {name: get_codec(name) for name in ("raw-fp16", "int8-zstd")}
     settings = {}
     for checkpoint in request.rate_sweep:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from splitcast.arguments import non_negative_float, positive_int
-from splitcast.models.codec_names import CODEC_NAMES
+from splitcast.models.codec_names import CODEC_NAMES, DEFAULT_LATE_BLUR
 
 
 def _number_list(text: str) -> list[float]:
@@ -211,7 +211,7 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         help="choose how much the edge uses the downlink per age, on held-out clips",
         description="Score Dedelayed on held-out clips at each delay 0..--max-delay with each "
         "candidate gain on the downlink features (or, with --late-average, each weight of the "
-        "remote's class probabilities in the edge's average), keep the best per delay and "
+        "remote's class log-probabilities in the edge's average), keep the best per delay and "
         "write a copy of the checkpoint carrying them (OUT/checkpoint), calibration.json and "
         "gain_calibration.png. Refuses the checkpoint's own training clips.",
     )
@@ -233,14 +233,22 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--late-average",
         action="store_true",
-        help="switch the copy to the late average: the server sends its class probabilities "
-        "for now and the edge averages them with its own (see README, Late average)",
+        help="switch the copy to the late average: the server sends its class "
+        "log-probabilities for now and the edge averages them with its own (see README, Late "
+        "average)",
+    )
+    parser.add_argument(
+        "--late-blur",
+        type=positive_int,
+        default=DEFAULT_LATE_BLUR,
+        help="with --late-average: side, in cells of the remote's grid, of the box its "
+        "probabilities are averaged over before pooling; odd (default: %(default)s)",
     )
     parser.add_argument(
         "--gains",
         type=_number_list,
         help="candidates, e.g. 0,0.5,1 (default: gains 0 to 1.25 in steps of 0.25; with "
-        "--late-average weights 0 to 0.7 in steps of 0.1)",
+        "--late-average weights 0, 0.2, 0.4-0.8 in steps of 0.1, 1)",
     )
     parser.add_argument(
         "--every",
@@ -263,6 +271,7 @@ def _run_calibrate(args: argparse.Namespace) -> None:
             args.gains,
             every=args.every,
             late_average=args.late_average,
+            late_blur=args.late_blur,
         )
     )
     name = "weight" if args.late_average else "gain"

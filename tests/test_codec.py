@@ -114,7 +114,7 @@ def test_learned_corrupt_or_truncated_payload_is_an_error(
     with pytest.raises(CodecError, match="bottleneck"):
         codec.decode(dataclasses.replace(encoded, shape=(3, *encoded.shape[1:])))
     assert set(codec_set(system.bottleneck)) == {
-        "raw-fp16", "raw-fp32", "int8-zstd", "learned", "probs-u4-zstd"
+        "raw-fp16", "raw-fp32", "int8-zstd", "learned", "logprobs-u4-zstd"
     }  # fmt: skip
     assert "learned" not in codec_set(None)
 

@@ -1,5 +1,5 @@
 """The late average end to end: its arithmetic, its codec, the edge runtime against the offline
-scores, calibration of its weights, and a real server sending class probabilities."""
+scores, calibration of its weights, and a real server sending class log-probabilities."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from splitcast.edge.runtime import LocalRuntime
 from splitcast.evaluate import EvaluationRequest, evaluate_offline
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.codec import CodecError, get_codec
+from splitcast.models.codec_names import LOG_PROBABILITY_FLOOR
 from splitcast.models.downlink import (
     average,
     check_codec,
@@ -35,25 +36,39 @@ if TYPE_CHECKING:
     from conftest import EdgeRun
 
 
-def test_average_is_local_at_zero_and_remote_at_one() -> None:
+def test_average_is_local_at_zero_and_adds_the_remote_log_probabilities_at_one() -> None:
     local = torch.randn(2, 5, 8, 16)
-    remote = torch.rand(2, 5, 4, 8).softmax(1)
-    assert torch.allclose(average(local, remote, 0.0), local.softmax(1))
-    assert torch.allclose(average(local, remote, 1.0), resize(remote, (8, 16)))
-    mixed = average(local, remote, 0.3)
-    assert torch.allclose(mixed.sum(1), torch.ones(2, 8, 16), atol=1e-5)
+    remote = torch.randn(2, 5, 4, 8).log_softmax(1)
+    assert torch.allclose(average(local, remote, 0.0, 7), local.log_softmax(1))
+    expected = local.log_softmax(1) + resize(remote, (8, 16))
+    assert torch.allclose(average(local, remote, 1.0, 1), expected, atol=1e-5)
 
 
-def test_probability_codec_round_trip_and_corruption() -> None:
-    codec = get_codec("probs-u4-zstd")
-    probs = torch.randn(19, 32, 64).mul(4).softmax(0).numpy()
-    encoded = codec.encode(probs)
+def test_average_blurs_the_remote_probabilities_over_the_box() -> None:
+    probs = torch.full((1, 2, 5, 5), 0.1)
+    probs[0, 1] = 0.9
+    probs[0, :, 2, 2] = torch.tensor([0.9, 0.1])  # one cell sure of class 0
+    uniform = torch.zeros(1, 2, 5, 5)
+    pooled = average(uniform, probs.log(), 1.0, 3).exp() * 2  # undo the uniform local 1/2
+    assert torch.allclose(pooled[0, 0, 2, 3], torch.tensor((0.9 + 8 * 0.1) / 9))
+    assert torch.allclose(pooled[0, 0, 0, 0], torch.tensor(0.1))  # out of the cell's reach
+    assert torch.allclose(pooled[0, 0, 1, 1], torch.tensor((0.9 + 8 * 0.1) / 9))
+    unblurred = average(uniform, probs.log(), 1.0, 1).exp() * 2
+    assert torch.allclose(unblurred, probs)
+
+
+def test_log_probability_codec_round_trip_and_corruption() -> None:
+    codec = get_codec("logprobs-u4-zstd")
+    log_probs = torch.randn(19, 32, 64).mul(4).log_softmax(0).numpy()
+    encoded = codec.encode(log_probs)
     decoded = codec.decode(encoded)
-    assert decoded.shape == probs.shape and np.abs(decoded - probs).max() <= 0.5 / 15 + 1e-6
-    assert len(encoded.payload) < probs.size  # under one byte per value
+    floored = np.maximum(log_probs, LOG_PROBABILITY_FLOOR)
+    assert decoded.shape == log_probs.shape
+    assert np.abs(decoded - floored).max() <= 0.5 * -LOG_PROBABILITY_FLOOR / 15 + 1e-5
+    assert len(encoded.payload) < log_probs.size  # under one byte per value
     with pytest.raises(CodecError, match="does not decompress"):
         codec.decode(dataclasses.replace(encoded, payload=encoded.payload[:-4]))
-    big = get_codec("probs-u4-zstd").encode(np.full((2, 2, 2), 1.0, dtype=np.float32))
+    big = codec.encode(np.full((2, 2, 2), LOG_PROBABILITY_FLOOR, dtype=np.float32))
     wrong_shape = dataclasses.replace(big, shape=(2, 2, 3))
     with pytest.raises(CodecError, match="needs 12"):
         codec.decode(wrong_shape)
@@ -62,25 +77,29 @@ def test_probability_codec_round_trip_and_corruption() -> None:
 def test_modes_refuse_the_other_modes_codec() -> None:
     fusion = build("tiny").config
     late = with_late_average(fusion, [0.5, 0.25])
-    assert is_late_average(late) and late.codec == "probs-u4-zstd"
+    assert is_late_average(late) and late.codec == "logprobs-u4-zstd"
     assert [downlink_weight(late, age) for age in (0, 1, 7)] == [0.5, 0.25, 0.25]
     assert without_late_average(late) == fusion
     with pytest.raises(ValueError, match="sends features"):
-        check_codec(fusion, "probs-u4-zstd")
-    with pytest.raises(ValueError, match="sends class probabilities"):
+        check_codec(fusion, "logprobs-u4-zstd")
+    with pytest.raises(ValueError, match="sends class log-probabilities"):
         check_codec(late, "learned")
     with pytest.raises(ValueError, match="late-average weights"):
         with_late_average(fusion, [1.5])
+    with pytest.raises(ValueError, match="odd number"):
+        with_late_average(fusion, [0.5], blur=4)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_edge_runtime_outputs_the_offline_late_average(runtime: str) -> None:
     system = build("tiny")
-    system.config = with_late_average(system.config, [0.4])
+    system.config = with_late_average(system.config, [0.4], blur=3)
     config = system.config
     rgb = np.random.default_rng(0).integers(0, 256, (*config.local_size, 3), dtype=np.uint8)
-    received = torch.rand(1, *downlink_shape(system)).softmax(1)
-    edge = LocalRuntime(system.local, config.local_size, runtime=runtime, late_average=True)
+    received = torch.randn(1, *downlink_shape(system)).mul(3).log_softmax(1)
+    edge = LocalRuntime(
+        system.local, config.local_size, runtime=runtime, late_average=True, late_blur=3
+    )
     frame = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0)
     with torch.inference_mode():
         features = system.local.encode(frame)
@@ -111,15 +130,16 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
     result = calibrate(
         CalibrationRequest(
             str(checkpoint), data, tmp_path / "calib", max_delay=2, gains=weights, every=1,
-            progress=False, late_average=True,
+            progress=False, late_average=True, late_blur=5,
         )
     )  # fmt: skip
     grid = result["gain_grid"]
     assert result["mode"] == "late-average" and len(grid) == 3
     assert result["chosen_gains"] == [weights[row.index(max(row))] for row in grid]
     calibrated, _ = load_checkpoint(tmp_path / "calib" / "checkpoint")
-    assert is_late_average(calibrated.config) and calibrated.config.codec == "probs-u4-zstd"
+    assert is_late_average(calibrated.config) and calibrated.config.codec == "logprobs-u4-zstd"
     assert calibrated.config.params["late_weight"] == result["chosen_gains"]
+    assert calibrated.config.params["late_blur"] == result["late_blur"] == 5
     rescored = evaluate_offline(
         EvaluationRequest(
             str(tmp_path / "calib" / "checkpoint"), data, tmp_path / "eval", [0.0, 1.0, 2.0],
@@ -132,7 +152,7 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
         calibrate(CalibrationRequest(str(tmp_path / "calib" / "checkpoint"), data, tmp_path))
 
 
-def test_edge_averages_probabilities_from_a_real_server(
+def test_edge_averages_log_probabilities_from_a_real_server(
     tmp_path: Path, edge_against_own_server: EdgeRun
 ) -> None:
     system = build("tiny")
@@ -141,6 +161,6 @@ def test_edge_averages_probabilities_from_a_real_server(
     save_checkpoint(system, folder, {}, half=False)
     summary, records = edge_against_own_server(folder, tmp_path / "edge.jsonl")
     link = summary.link
-    assert link["codec"] == "probs-u4-zstd" and link["decode_errors"] == 0
+    assert link["codec"] == "logprobs-u4-zstd" and link["decode_errors"] == 0
     assert summary.fused_fraction > 0.5
     assert sum(r["fused"] for r in records) == summary.fused
