@@ -27,7 +27,7 @@ from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.edge.runtime import LocalRuntime
 from splitcast.edge.sources import MOVING_SCENE, open_source
 from splitcast.models.checkpoint import load_system
-from splitcast.models.downlink import downlink_shape, is_late_average, late_blur
+from splitcast.models.downlink import downlink_shape, downlink_use, is_late_average
 
 WARM_UP_FRAMES = 2
 EDGE_VARIANTS = (
@@ -87,11 +87,11 @@ def main() -> None:
             channels_last,
             runtime,
             late,
-            late_blur(system.config),
         )
     downlink = torch.randn(1, *downlink_shape(system), generator=torch.Generator().manual_seed(0))
     # A late-average model receives class log-probabilities, a fusion model features.
     features = downlink.log_softmax(1) if late else downlink
+    use = downlink_use(system.config, 3.0)  # an answer 100 ms old
     local_times, local_ids = _side_by_side(
         frames,
         {name: lambda rgb, e=edge: e.segment(rgb, None) for name, edge in edges.items()},
@@ -99,7 +99,10 @@ def main() -> None:
     )
     fused_times, fused_ids = _side_by_side(
         frames,
-        {name: lambda rgb, e=edge: e.segment(rgb, features) for name, edge in edges.items()},
+        {
+            name: lambda rgb, e=edge: e.segment(rgb, features, None, use)
+            for name, edge in edges.items()
+        },
         "edge fused",
     )
 

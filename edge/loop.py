@@ -28,10 +28,10 @@ from splitcast.edge.sources import FrameSource
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import codec_set
 from splitcast.models.downlink import (
+    AS_SENT,
     downlink_shape,
-    downlink_weight,
+    downlink_use,
     is_late_average,
-    late_blur,
 )
 from splitcast.models.runtime_names import RUNTIMES
 
@@ -106,7 +106,6 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         config.local_size,
         runtime=options.runtime,
         late_average=is_late_average(config),
-        late_blur=late_blur(config),
     )
     feature_shape = downlink_shape(system)
     _warm_up(runtime, feature_shape)
@@ -168,8 +167,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
                 last_source = received.source_sequence
             fused = d_o is not None and d_o <= options.max_staleness_frames
             downlink = received.features if fused else None
-            weight = downlink_weight(config, d_o * ticks_per_frame) if fused else 1.0
-            class_ids = runtime.segment(rgb, downlink, options.output_size, weight)
+            use = downlink_use(config, d_o * ticks_per_frame) if fused else AS_SENT
+            class_ids = runtime.segment(rgb, downlink, options.output_size, use)
             latency_ms = (time.perf_counter() - step_start) * 1000.0
             latencies.append(latency_ms)
             recent_outputs = [*recent_outputs[-29:], time.perf_counter()]

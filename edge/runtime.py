@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from splitcast.data.images import fit
-from splitcast.models.downlink import average
+from splitcast.models.downlink import AS_SENT, AnswerUse, average
 from splitcast.models.layers import resize
 from splitcast.models.local import LocalModel
 from splitcast.models.memory_format import inference_layout
@@ -36,16 +36,14 @@ class LocalRuntime:
         channels_last: bool = True,
         runtime: str = RUNTIMES[0],
         late_average: bool = False,
-        late_blur: int = 1,
     ) -> None:
-        """`late_average`: the downlink holds class log-probabilities to average with (over
-        `late_blur` cells, `splitcast.models.downlink.average`), not features to fuse."""
+        """`late_average`: the downlink holds class log-probabilities to average with
+        (`splitcast.models.downlink.average`), not features to fuse."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime {runtime!r} is not one of {RUNTIMES}")
         self.model = model.eval()
         self.local_size = local_size
         self.late_average = late_average
-        self.late_blur = late_blur
         self.run = self._step(runtime, channels_last)
 
     def _step(self, runtime: str, channels_last: bool) -> Step:
@@ -78,19 +76,19 @@ class LocalRuntime:
         rgb: np.ndarray,
         downlink: torch.Tensor | None,
         output_size: tuple[int, int] | None = None,
-        weight: float = 1.0,
+        use: AnswerUse = AS_SENT,
     ) -> np.ndarray:
         """Class ids uint8 at `output_size` (default: the local input size); `downlink=None`
-        means local-only, else it is used at `weight` (`downlink_weight` for its age). Scores
+        means local-only, else it is used as `use` (`downlink_use` for its age). Scores
         are resized before the argmax, as offline evaluation does."""
         pixels = torch.from_numpy(fit(rgb, self.local_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         if self.late_average:
             scores = self.run(frame, None)
             if downlink is not None:
-                scores = average(scores, downlink.float(), weight, self.late_blur)
+                scores = average(scores, downlink.float(), use.weight, use.blur)
         else:
-            scores = self.run(frame, None if downlink is None else downlink * weight)
+            scores = self.run(frame, None if downlink is None else downlink * use.weight)
         if output_size is not None and tuple(output_size) != tuple(scores.shape[-2:]):
             scores = resize(scores, output_size)
         return scores[0].argmax(0).to(torch.uint8).numpy()

@@ -5,15 +5,15 @@
 - Late average (`params.late_average`): the server sends the remote's delay-conditioned class
   log-probabilities (log-softmax of its predictive logits, on its stride-8 grid) with the
   `logprobs-u4-zstd` codec; the edge runs local-only and outputs the weighted geometric
-  average log p_local + w * log blur(p_remote): w chosen per age of the answer on held-out
-  clips (`splitcast calibrate --late-average`), blur a k x k box average of the remote's
-  probabilities on its grid (`params.late_blur`, k = 7 by default). The blur says "this class
-  is around here": a forecast is right about what is in the scene more often than about
-  exactly where, and the edge's own frame supplies the where. Measured on the default's
-  networks and the calib clips (benchmarks/bench_late_ensemble.py), this beats fusing the
-  features and the arithmetic average of probabilities at every delay: the local model
-  trained to fuse learns to lean on its own frame, and pooling keeps both opinions. Same
-  networks, same delay conditioning; only the last step differs.
+  average log p_local + w * log blur(p_remote), blur a k x k box average of the remote's
+  probabilities on its grid; w and k are chosen per age of the answer on held-out clips
+  (`splitcast calibrate --late-average`; `params.late_weight`, `params.late_blur`). The blur
+  says "this class is around here": a late forecast is right about what is in the scene more
+  often than about exactly where, and the edge's own frame supplies the where. Measured on
+  the default's networks and the calib clips (benchmarks/bench_late_ensemble.py), this beats
+  fusing the features and the arithmetic average of probabilities at every delay: the local
+  model trained to fuse learns to lean on its own frame, and pooling keeps both opinions.
+  Same networks, same delay conditioning; only the last step differs.
 
 Every place that produces or consumes the downlink (server, edge, offline evaluation and
 replay, calibration) goes through these functions, so they agree bit for bit.
@@ -22,20 +22,29 @@ replay, calibration) goes through these functions, so they agree bit for bit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from splitcast.models.codec_names import (
-    DEFAULT_LATE_BLUR,
-    LOG_PROBABILITY_FLOOR,
-    PROBABILITY_CODEC,
-)
+from splitcast.models.codec_names import LOG_PROBABILITY_FLOOR, PROBABILITY_CODEC
 from splitcast.models.layers import resize
 from splitcast.models.local import Features
 from splitcast.models.registry import ModelConfig, SplitSystem, downlink_gain, per_age
 from splitcast.models.remote import ENCODING_STRIDE
+
+
+@dataclass(frozen=True)
+class AnswerUse:
+    """How the edge uses one answer: the feature gain or late-average weight, and (late
+    average only) the side of the box the remote's probabilities are blurred over."""
+
+    weight: float
+    blur: int = 1
+
+
+AS_SENT = AnswerUse(1.0)
+"""The answer used as it arrives: gain 1 (or weight 1), no blur."""
 
 
 def is_late_average(config: ModelConfig) -> bool:
@@ -43,30 +52,25 @@ def is_late_average(config: ModelConfig) -> bool:
     return bool(config.params.get("late_average", False))
 
 
-def late_blur(config: ModelConfig) -> int:
-    """Side of the box the edge averages the remote's probabilities over (1: none)."""
-    return int(config.params.get("late_blur", 1))
-
-
-def check_late_weights(weights: Sequence[float]) -> None:
-    """Raise ValueError unless `weights` is a non-empty list of values in [0, 1]."""
-    if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
+def check_late_uses(uses: Sequence[AnswerUse]) -> None:
+    """Raise ValueError unless every weight is in [0, 1] and every blur an odd box side."""
+    if not uses or any(not 0.0 <= u.weight <= 1.0 for u in uses):
+        weights = [u.weight for u in uses]
         raise ValueError(f"late-average weights must be a non-empty list in [0, 1]: {weights}")
+    if any(u.blur < 1 or u.blur % 2 == 0 for u in uses):
+        blurs = [u.blur for u in uses]
+        raise ValueError(f"the late-average blur must be an odd number of cells: {blurs}")
 
 
-def with_late_average(
-    config: ModelConfig, weights: Sequence[float], blur: int = DEFAULT_LATE_BLUR
-) -> ModelConfig:
-    """`config` in late-average mode with weight `weights[age]` on the remote's
-    log-probabilities, blurred over `blur` x `blur` cells."""
-    check_late_weights(weights)
-    if blur < 1 or blur % 2 == 0:
-        raise ValueError(f"the late-average blur must be an odd number of cells: {blur}")
+def with_late_average(config: ModelConfig, uses: Sequence[AnswerUse]) -> ModelConfig:
+    """`config` in late-average mode using an answer `age` ticks old as `uses[age]` (the last
+    for older ones)."""
+    check_late_uses(uses)
     params = {
         **config.params,
         "late_average": True,
-        "late_weight": [float(w) for w in weights],
-        "late_blur": int(blur),
+        "late_weight": [float(u.weight) for u in uses],
+        "late_blur": [int(u.blur) for u in uses],
     }
     return replace(config, codec=PROBABILITY_CODEC, params=params)
 
@@ -92,12 +96,14 @@ def check_codec(config: ModelConfig, codec: str) -> None:
         raise ValueError(f"{codec} carries class log-probabilities; this model sends features")
 
 
-def downlink_weight(config: ModelConfig, age_ticks: float) -> float:
-    """How much the edge uses an answer `age_ticks` old: the averaging weight in late-average
-    mode, the feature gain otherwise."""
+def downlink_use(config: ModelConfig, age_ticks: float) -> AnswerUse:
+    """How the edge uses an answer `age_ticks` old: the averaging weight and blur in
+    late-average mode, the feature gain otherwise."""
     if is_late_average(config):
-        return per_age(config.params["late_weight"], age_ticks)
-    return downlink_gain(config, age_ticks)
+        params = config.params
+        blur = int(per_age(params.get("late_blur", [1]), age_ticks))
+        return AnswerUse(per_age(params["late_weight"], age_ticks), blur)
+    return AnswerUse(downlink_gain(config, age_ticks))
 
 
 def downlink_shape(system: SplitSystem) -> tuple[int, int, int]:
@@ -152,12 +158,12 @@ def edge_scores(
     features: Features,
     local_logits: torch.Tensor,
     received: torch.Tensor,
-    weight: float,
+    use: AnswerUse,
     size: tuple[int, int],
 ) -> torch.Tensor:
     """The edge's class scores [B, classes, *size] for local input `size` with a received
-    downlink (after the codec), from the local encoder's `features` and the local-only logits
-    they give."""
+    downlink (after the codec) used as `use`, from the local encoder's `features` and the
+    local-only logits they give."""
     if is_late_average(system.config):
-        return average(local_logits, received, weight, late_blur(system.config))
-    return system.local.decode(features, received * weight, size)
+        return average(local_logits, received, use.weight, use.blur)
+    return system.local.decode(features, received * use.weight, size)

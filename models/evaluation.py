@@ -32,7 +32,8 @@ from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
 from splitcast.models.codec import Codec
 from splitcast.models.downlink import (
-    downlink_weight,
+    AnswerUse,
+    downlink_use,
     edge_scores,
     remote_downlink,
     remote_outputs,
@@ -169,14 +170,14 @@ class OfflineEvaluator:
         mismatch: Sequence[float] | None = None,
         progress: bool = True,
         variants: dict[str, Codec] | None = None,
-        gains: Sequence[float] | None = None,
+        gains: Sequence[AnswerUse] | None = None,
     ) -> dict[str, Any]:
         """mIoU per method per delay (and the D_o x D_i matrix when `mismatch` lists delays).
 
-        Dedelayed uses the downlink with the configuration's weight for its age (the true
-        delay; see `downlink_weight`: the feature gain, or the late-average weight); with
-        `gains`, it is also scored with each of those weights instead (`gain_grid` in the
-        result: one row per delay, one column per candidate).
+        Dedelayed uses the downlink as the configuration says for its age (the true delay; see
+        `downlink_use`: the feature gain, or the late-average weight and blur); with `gains`,
+        it is also scored with each of those uses instead (`gain_grid` in the result: one row
+        per delay, one column per candidate).
 
         Methods that do not depend on the delay (local_only, oracle) are scored once per target
         and reported in every column; that is exact because every column has the same targets.
@@ -229,11 +230,11 @@ class OfflineEvaluator:
                     used = [contexts[t, d] for t in chunk]
                     context = self._stack(state, used)
                     delay = torch.full((len(chunk),), float(d))
-                    weight = downlink_weight(self.config, d)
+                    use = downlink_use(self.config, d)
                     downlink, predictive = remote_outputs(system, context, delay, self.local_size)
                     for name, codec in variants.items():
                         sent = self._transmit(downlink, codec, self.variant_bytes[name])
-                        scores = self._edge(features, local_only, sent, weight)
+                        scores = self._edge(features, local_only, sent, use)
                         variant_matrices[name][column].update(class_ids(scores, size), labels)
                     downlink = self._transmit(downlink, self.codec, self.downlink_bytes)
                     matrices["remote_stale_image"][column].update(
@@ -245,10 +246,10 @@ class OfflineEvaluator:
                     matrices["remote_predictive"][column].update(
                         class_ids(predictive, size), labels
                     )
-                    fused_ids = class_ids(self._edge(features, local_only, downlink, weight), size)
+                    fused_ids = class_ids(self._edge(features, local_only, downlink, use), size)
                     matrices["dedelayed"][column].update(fused_ids, labels)
                     for cell, candidate in zip(gain_grid[column], gains or (), strict=True):
-                        if candidate == weight:
+                        if candidate == use:
                             ids = fused_ids
                         else:
                             scores = self._edge(features, local_only, downlink, candidate)
@@ -257,7 +258,7 @@ class OfflineEvaluator:
                 if grid is not None and mismatch is not None:
                     for row, true_delay in enumerate(mismatch):
                         context = self._stack(state, [contexts[t, true_delay] for t in chunk])
-                        weight = downlink_weight(self.config, true_delay)
+                        use = downlink_use(self.config, true_delay)
                         for column, assumed in enumerate(mismatch):
                             downlink = remote_downlink(
                                 system,
@@ -266,7 +267,7 @@ class OfflineEvaluator:
                                 self.local_size,
                             )
                             downlink = self._transmit(downlink, self.codec)
-                            scores = self._edge(features, local_only, downlink, weight)
+                            scores = self._edge(features, local_only, downlink, use)
                             grid[row][column].update(class_ids(scores, size), labels)
         if count == 0:
             raise DataError(
@@ -329,9 +330,9 @@ class OfflineEvaluator:
                         system, context, torch.tensor([delay]), self.local_size
                     )
                     age = (t - frame.context[-1]) * ticks_per_frame
-                    weight = downlink_weight(system.config, age)
+                    use = downlink_use(system.config, age)
                     downlink = self._transmit(downlink, self.codec)
-                    fused_ids = class_ids(self._edge(features, local, downlink, weight), size)
+                    fused_ids = class_ids(self._edge(features, local, downlink, use), size)
                 matrices["dedelayed"].update(fused_ids, label)
                 if frame.output is not None:
                     agreeing += int((fused_ids[0].numpy() == frame.output).sum())
@@ -353,10 +354,10 @@ class OfflineEvaluator:
         features: Features,
         local_only: torch.Tensor,
         received: torch.Tensor,
-        weight: float,
+        use: AnswerUse,
     ) -> torch.Tensor:
-        """The edge's scores with `received` (after the codec) used at `weight`."""
-        return edge_scores(self.system, features, local_only, received, weight, self.local_size)
+        """The edge's scores with `received` (after the codec) used as `use`."""
+        return edge_scores(self.system, features, local_only, received, use, self.local_size)
 
     @staticmethod
     def _transmit(

@@ -10,9 +10,9 @@ copy keeps the weights' version: the networks a server must agree on are unchang
 Selecting on a split that is neither trained on nor reported keeps the reported figures honest.
 
 With `late_average` the copy switches the edge to the late average instead
-(`splitcast.models.downlink`): the candidates are the weights of the remote's class
-log-probabilities per age (`params.late_weight`, with the blur `late_blur`), and the server
-then sends those log-probabilities.
+(`splitcast.models.downlink`): the candidates are pairs of a weight of the remote's class
+log-probabilities and a blur of its probabilities, chosen per age (`params.late_weight`,
+`params.late_blur`), and the server then sends those log-probabilities.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Any
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
-from splitcast.models.codec_names import DEFAULT_LATE_BLUR
+from splitcast.models.codec_names import DEFAULT_LATE_BLURS
 from splitcast.models.downlink import (
-    check_late_weights,
+    AnswerUse,
+    check_late_uses,
     is_late_average,
     with_late_average,
 )
@@ -35,7 +36,7 @@ from splitcast.models.registry import ModelConfig, check_downlink_gains, with_do
 from splitcast.reports import plot_gain_calibration, write_json
 
 DEFAULT_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
-DEFAULT_LATE_WEIGHTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+DEFAULT_LATE_WEIGHTS = (0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 class CalibrationError(ValueError):
@@ -55,31 +56,38 @@ class CalibrationRequest:
     every: int = 3
     progress: bool = True
     late_average: bool = False
-    late_blur: int = DEFAULT_LATE_BLUR
-    """Side of the box the late average blurs the remote's probabilities over."""
+    late_blurs: list[int] | None = None
+    """Late average only: box sides tried with every weight (default: `DEFAULT_LATE_BLURS`)."""
 
-    def candidates(self) -> list[float]:
-        if self.gains is not None:
-            return list(self.gains)
-        return list(DEFAULT_LATE_WEIGHTS if self.late_average else DEFAULT_GAINS)
+    def candidates(self) -> list[AnswerUse]:
+        if not self.late_average:
+            gains = self.gains if self.gains is not None else DEFAULT_GAINS
+            return [AnswerUse(float(g)) for g in gains]
+        weights = self.gains if self.gains is not None else DEFAULT_LATE_WEIGHTS
+        blurs = self.late_blurs if self.late_blurs is not None else DEFAULT_LATE_BLURS
+        return [AnswerUse(float(w), int(k)) for k in blurs for w in weights]
 
 
 def calibrate(request: CalibrationRequest) -> dict[str, Any]:
     """Score every (delay, candidate) pair, write calibration.json, gain_calibration.png and
     the calibrated checkpoint (`out/checkpoint`); returns the JSON's content."""
     candidates = request.candidates()
+    late = request.late_average
+    if late:
+        check_late_uses(candidates)
+    else:
+        check_downlink_gains([c.weight for c in candidates])
 
-    def configure(config: ModelConfig, values: list[float]) -> ModelConfig:
-        if request.late_average:
-            return with_late_average(config, values, request.late_blur)
-        return with_downlink_gain(config, values)
+    def configure(config: ModelConfig, uses: list[AnswerUse]) -> ModelConfig:
+        if late:
+            return with_late_average(config, uses)
+        return with_downlink_gain(config, [u.weight for u in uses])
 
-    (check_late_weights if request.late_average else check_downlink_gains)(candidates)
     dataset = open_clips(request.data)
     system, meta = load_checkpoint(request.checkpoint)
     _check_held_out(dataset, meta, request.data)
     before = system.config
-    if is_late_average(before) and not request.late_average:
+    if is_late_average(before) and not late:
         raise CalibrationError(
             f"{request.checkpoint} averages late; calibrate its weights with --late-average"
         )
@@ -105,25 +113,30 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         "data": str(request.data),
         "targets": scores["targets"],
         "every": request.every,
-        "mode": "late-average" if request.late_average else "feature gain",
-        "late_blur": request.late_blur if request.late_average else None,
+        "mode": "late-average" if late else "feature gain",
         "delays": delays,
-        "gains": candidates,
+        "gains": [c.weight for c in candidates],
+        "blurs": [c.blur for c in candidates] if late else None,
         "gain_grid": grid,
         "local_only": scores["miou"]["local_only"][0],
-        "chosen_gains": chosen,
+        "chosen_gains": [c.weight for c in chosen],
+        "chosen_blurs": [c.blur for c in chosen] if late else None,
     }
     request.out.mkdir(parents=True, exist_ok=True)
     write_json(request.out / "calibration.json", result)
     plot_gain_calibration(
         request.out / "gain_calibration.png",
         delays,
-        candidates,
+        [candidate_label(c, late) for c in candidates],
         grid,
         result["local_only"],
-        "late-average weight" if request.late_average else "gain",
     )
     return result
+
+
+def candidate_label(use: AnswerUse, late_average: bool) -> str:
+    """How tables and plots name a candidate: `gain 0.5`, or `w 0.6 k 7` (weight, blur)."""
+    return f"w {use.weight:g} k {use.blur}" if late_average else f"gain {use.weight:g}"
 
 
 def _check_held_out(dataset: ClipDataset, meta: dict[str, Any], path: Path) -> None:

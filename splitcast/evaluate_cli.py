@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from splitcast.arguments import non_negative_float, positive_int
-from splitcast.models.codec_names import CODEC_NAMES, DEFAULT_LATE_BLUR
+from splitcast.models.codec_names import CODEC_NAMES, DEFAULT_LATE_BLURS
 
 
 def _number_list(text: str) -> list[float]:
@@ -238,17 +238,17 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         "average)",
     )
     parser.add_argument(
-        "--late-blur",
-        type=positive_int,
-        default=DEFAULT_LATE_BLUR,
-        help="with --late-average: side, in cells of the remote's grid, of the box its "
-        "probabilities are averaged over before pooling; odd (default: %(default)s)",
+        "--late-blurs",
+        type=_int_list,
+        help="with --late-average: box sides, in cells of the remote's grid, its probabilities "
+        "may be averaged over before pooling, each tried with every weight; odd (default: "
+        f"{','.join(map(str, DEFAULT_LATE_BLURS))})",
     )
     parser.add_argument(
         "--gains",
         type=_number_list,
         help="candidates, e.g. 0,0.5,1 (default: gains 0 to 1.25 in steps of 0.25; with "
-        "--late-average weights 0, 0.2, 0.4-0.8 in steps of 0.1, 1)",
+        "--late-average weights 0.4 to 0.8 in steps of 0.1)",
     )
     parser.add_argument(
         "--every",
@@ -260,27 +260,25 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> None:
-    from splitcast.calibrate import CalibrationRequest, calibrate
+    from splitcast.calibrate import CalibrationRequest, calibrate, candidate_label
 
-    result = calibrate(
-        CalibrationRequest(
-            args.checkpoint,
-            args.data,
-            args.out,
-            args.max_delay,
-            args.gains,
-            every=args.every,
-            late_average=args.late_average,
-            late_blur=args.late_blur,
-        )
+    request = CalibrationRequest(
+        args.checkpoint,
+        args.data,
+        args.out,
+        args.max_delay,
+        args.gains,
+        every=args.every,
+        late_average=args.late_average,
+        late_blurs=args.late_blurs,
     )
-    name = "weight" if args.late_average else "gain"
-    print("| age (ticks) | " + " | ".join(f"{name} {g:g}" for g in result["gains"]) + " | chosen |")
-    print("|---" * (len(result["gains"]) + 2) + "|")
-    for delay, row, gain in zip(
-        result["delays"], result["gain_grid"], result["chosen_gains"], strict=True
-    ):
-        print(f"| {delay:g} | " + " | ".join(f"{v:.2f}" for v in row) + f" | {gain:g} |")
+    result = calibrate(request)
+    labels = [candidate_label(use, args.late_average) for use in request.candidates()]
+    print("| age (ticks) | " + " | ".join(labels) + " | chosen |")
+    print("|---" * (len(labels) + 2) + "|")
+    for delay, row in zip(result["delays"], result["gain_grid"], strict=True):
+        chosen = labels[row.index(max(row))]
+        print(f"| {delay:g} | " + " | ".join(f"{v:.2f}" for v in row) + f" | {chosen} |")
     print(f"local-only {result['local_only']:.2f} on {result['targets']} target frames")
     print(
         f"wrote {args.out / 'calibration.json'}, {args.out / 'gain_calibration.png'} and "

@@ -128,27 +128,24 @@ def plot_rate_accuracy(path: Path, rate: dict[str, Any]) -> None:
 def plot_gain_calibration(
     path: Path,
     delays: list[float],
-    gains: list[float],
+    labels: list[str],
     grid: list[list[float]],
     local_only: float,
-    candidate: str = "gain",
 ) -> None:
-    """Dedelayed mIoU versus delay, one line per `candidate` value (downlink gain or
-    late-average weight), with local-only for scale."""
+    """Dedelayed mIoU versus delay, one line per candidate (`labels[i]` names column i of
+    `grid`: a downlink gain, or a late-average weight and blur), with local-only for scale."""
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     colours = plt.get_cmap("viridis")
-    for column, gain in enumerate(gains):
+    for column, label in enumerate(labels):
         values = [row[column] for row in grid]
-        colour = colours(column / max(len(gains) - 1, 1))
-        axis.plot(
-            delays, values, color=colour, marker="o", markersize=3, label=f"{candidate} {gain:g}"
-        )
+        colour = colours(column / max(len(labels) - 1, 1))
+        axis.plot(delays, values, color=colour, marker="o", markersize=3, label=label)
     axis.axhline(local_only, color="tab:green", linestyle=":", label="local_only")
-    axis.set_xlabel("age of the features D_o (ticks)")
+    axis.set_xlabel("age of the answer D_o (ticks)")
     axis.set_ylabel("Dedelayed mIoU (%)")
     axis.set_xticks(delays)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7, ncol=1 + len(labels) // 10)
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)

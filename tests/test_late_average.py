@@ -20,10 +20,11 @@ from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.codec import CodecError, get_codec
 from splitcast.models.codec_names import LOG_PROBABILITY_FLOOR
 from splitcast.models.downlink import (
+    AnswerUse,
     average,
     check_codec,
     downlink_shape,
-    downlink_weight,
+    downlink_use,
     edge_scores,
     is_late_average,
     with_late_average,
@@ -76,37 +77,39 @@ def test_log_probability_codec_round_trip_and_corruption() -> None:
 
 def test_modes_refuse_the_other_modes_codec() -> None:
     fusion = build("tiny").config
-    late = with_late_average(fusion, [0.5, 0.25])
+    late = with_late_average(fusion, [AnswerUse(0.5, 1), AnswerUse(0.25, 5)])
     assert is_late_average(late) and late.codec == "logprobs-u4-zstd"
-    assert [downlink_weight(late, age) for age in (0, 1, 7)] == [0.5, 0.25, 0.25]
+    assert [downlink_use(late, age) for age in (0, 1, 7)] == [
+        AnswerUse(0.5, 1), AnswerUse(0.25, 5), AnswerUse(0.25, 5)
+    ]  # fmt: skip
+    assert downlink_use(fusion, 3) == AnswerUse(1.0)
     assert without_late_average(late) == fusion
     with pytest.raises(ValueError, match="sends features"):
         check_codec(fusion, "logprobs-u4-zstd")
     with pytest.raises(ValueError, match="sends class log-probabilities"):
         check_codec(late, "learned")
     with pytest.raises(ValueError, match="late-average weights"):
-        with_late_average(fusion, [1.5])
+        with_late_average(fusion, [AnswerUse(1.5)])
     with pytest.raises(ValueError, match="odd number"):
-        with_late_average(fusion, [0.5], blur=4)
+        with_late_average(fusion, [AnswerUse(0.5, 4)])
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_edge_runtime_outputs_the_offline_late_average(runtime: str) -> None:
     system = build("tiny")
-    system.config = with_late_average(system.config, [0.4], blur=3)
+    use = AnswerUse(0.4, 3)
+    system.config = with_late_average(system.config, [use])
     config = system.config
     rgb = np.random.default_rng(0).integers(0, 256, (*config.local_size, 3), dtype=np.uint8)
     received = torch.randn(1, *downlink_shape(system)).mul(3).log_softmax(1)
-    edge = LocalRuntime(
-        system.local, config.local_size, runtime=runtime, late_average=True, late_blur=3
-    )
+    edge = LocalRuntime(system.local, config.local_size, runtime=runtime, late_average=True)
     frame = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0)
     with torch.inference_mode():
         features = system.local.encode(frame)
         local = system.local.decode(features, None, config.local_size)
-        scores = edge_scores(system, features, local, received, 0.4, config.local_size)
+        scores = edge_scores(system, features, local, received, use, config.local_size)
     offline = class_ids(scores, (100, 200))[0].numpy()
-    on_edge = edge.segment(rgb, received, output_size=(100, 200), weight=0.4)
+    on_edge = edge.segment(rgb, received, output_size=(100, 200), use=use)
     assert (on_edge == offline).mean() > 0.999
     assert (edge.segment(rgb, None) == class_ids(local, config.local_size)[0].numpy()).all()
 
@@ -126,20 +129,22 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
     clips: tuple[Path, Path], tmp_path: Path
 ) -> None:
     data, checkpoint = clips
-    weights = [0.0, 0.5, 1.0]
-    result = calibrate(
-        CalibrationRequest(
-            str(checkpoint), data, tmp_path / "calib", max_delay=2, gains=weights, every=1,
-            progress=False, late_average=True, late_blur=5,
-        )
+    request = CalibrationRequest(
+        str(checkpoint), data, tmp_path / "calib", max_delay=2, gains=[0.0, 0.5, 1.0], every=1,
+        progress=False, late_average=True, late_blurs=[1, 5],
     )  # fmt: skip
+    candidates = request.candidates()
+    assert len(candidates) == 6 and {c.blur for c in candidates} == {1, 5}
+    result = calibrate(request)
     grid = result["gain_grid"]
-    assert result["mode"] == "late-average" and len(grid) == 3
-    assert result["chosen_gains"] == [weights[row.index(max(row))] for row in grid]
+    assert result["mode"] == "late-average" and len(grid) == 3 and len(grid[0]) == 6
+    chosen = [candidates[row.index(max(row))] for row in grid]
+    assert result["chosen_gains"] == [c.weight for c in chosen]
+    assert result["chosen_blurs"] == [c.blur for c in chosen]
     calibrated, _ = load_checkpoint(tmp_path / "calib" / "checkpoint")
     assert is_late_average(calibrated.config) and calibrated.config.codec == "logprobs-u4-zstd"
     assert calibrated.config.params["late_weight"] == result["chosen_gains"]
-    assert calibrated.config.params["late_blur"] == result["late_blur"] == 5
+    assert calibrated.config.params["late_blur"] == result["chosen_blurs"]
     rescored = evaluate_offline(
         EvaluationRequest(
             str(tmp_path / "calib" / "checkpoint"), data, tmp_path / "eval", [0.0, 1.0, 2.0],
@@ -156,7 +161,7 @@ def test_edge_averages_log_probabilities_from_a_real_server(
     tmp_path: Path, edge_against_own_server: EdgeRun
 ) -> None:
     system = build("tiny")
-    system.config = with_late_average(system.config, [0.5])
+    system.config = with_late_average(system.config, [AnswerUse(0.5, 3)])
     folder = tmp_path / "tiny-late"
     save_checkpoint(system, folder, {}, half=False)
     summary, records = edge_against_own_server(folder, tmp_path / "edge.jsonl")
