@@ -142,15 +142,17 @@ def log_probabilities(logits: torch.Tensor) -> torch.Tensor:
 def average(
     local_logits: torch.Tensor, remote_log_probs: torch.Tensor, weight: float, blur: int
 ) -> torch.Tensor:
-    """log softmax(local_logits) + weight * log of the remote's probabilities box-averaged over
-    `blur` x `blur` cells of its grid, resized to the local output: unnormalised class
-    log-probabilities [B, classes, H, W] (their argmax is the edge's answer). In place on the
-    local log-softmax: each fresh full-size tensor costs the edge about a millisecond."""
+    """local_logits + weight * log of the remote's probabilities box-averaged over `blur` x
+    `blur` cells of its grid, resized to the local output: class scores [B, classes, H, W]
+    whose argmax is the edge's answer. They equal log softmax(local) + weight * log
+    blur(p_remote) up to a per-pixel constant (the local log-sum-exp), which no argmax sees,
+    so the edge skips the softmax; and it works in place on the resized remote, because each
+    fresh full-size tensor costs the edge about a millisecond."""
     remote = remote_log_probs.exp()
     if blur > 1:
         remote = F.avg_pool2d(remote, blur, 1, blur // 2, count_include_pad=False)
     remote = resize(remote.log_(), tuple(local_logits.shape[-2:]))
-    return local_logits.log_softmax(1).add_(remote, alpha=weight)
+    return remote.mul_(weight).add_(local_logits)
 
 
 def edge_scores(

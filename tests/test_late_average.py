@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from splitcast.calibrate import CalibrationError, CalibrationRequest, calibrate
 from splitcast.data.build import build_split
@@ -37,12 +38,22 @@ if TYPE_CHECKING:
     from conftest import EdgeRun
 
 
-def test_average_is_local_at_zero_and_adds_the_remote_log_probabilities_at_one() -> None:
+def test_average_is_log_linear_pooling_up_to_a_per_pixel_constant() -> None:
     local = torch.randn(2, 5, 8, 16)
     remote = torch.randn(2, 5, 4, 8).log_softmax(1)
-    assert torch.allclose(average(local, remote, 0.0, 7), local.log_softmax(1))
-    expected = local.log_softmax(1) + resize(remote, (8, 16))
-    assert torch.allclose(average(local, remote, 1.0, 1), expected, atol=1e-5)
+    assert torch.allclose(average(local, remote, 0.0, 7), local)
+    for weight, blur in ((1.0, 1), (0.6, 3)):
+        scores = average(local, remote, weight, blur)
+        pooled = local.log_softmax(1) + weight * resize(
+            F.avg_pool2d(remote.exp(), blur, 1, blur // 2, count_include_pad=False).log(),
+            (8, 16),
+        )
+        offset = scores - pooled  # the local log-sum-exp, the same for every class
+        assert torch.allclose(offset, local.logsumexp(1, keepdim=True).expand_as(offset), atol=1e-5)
+        assert torch.equal(scores.argmax(1), pooled.argmax(1))
+    untouched = local.clone()
+    average(local, remote, 0.5, 3)
+    assert torch.equal(local, untouched)  # the caller's logits are reused for other delays
 
 
 def test_average_blurs_the_remote_probabilities_over_the_box() -> None:
@@ -50,11 +61,11 @@ def test_average_blurs_the_remote_probabilities_over_the_box() -> None:
     probs[0, 1] = 0.9
     probs[0, :, 2, 2] = torch.tensor([0.9, 0.1])  # one cell sure of class 0
     uniform = torch.zeros(1, 2, 5, 5)
-    pooled = average(uniform, probs.log(), 1.0, 3).exp() * 2  # undo the uniform local 1/2
+    pooled = average(uniform, probs.log(), 1.0, 3).exp()
     assert torch.allclose(pooled[0, 0, 2, 3], torch.tensor((0.9 + 8 * 0.1) / 9))
     assert torch.allclose(pooled[0, 0, 0, 0], torch.tensor(0.1))  # out of the cell's reach
     assert torch.allclose(pooled[0, 0, 1, 1], torch.tensor((0.9 + 8 * 0.1) / 9))
-    unblurred = average(uniform, probs.log(), 1.0, 1).exp() * 2
+    unblurred = average(uniform, probs.log(), 1.0, 1).exp()
     assert torch.allclose(unblurred, probs)
 
 
