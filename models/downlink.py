@@ -57,9 +57,9 @@ def check_late_uses(uses: Sequence[AnswerUse]) -> None:
     if not uses or any(not 0.0 <= u.weight <= 1.0 for u in uses):
         weights = [u.weight for u in uses]
         raise ValueError(f"late-average weights must be a non-empty list in [0, 1]: {weights}")
-    if any(u.blur < 1 or u.blur % 2 == 0 for u in uses):
-        blurs = [u.blur for u in uses]
-        raise ValueError(f"the late-average blur must be an odd number of cells: {blurs}")
+    wrong = sorted({u.blur for u in uses if u.blur < 1 or u.blur % 2 == 0})
+    if wrong:
+        raise ValueError(f"the late-average blur must be an odd number of cells, not {wrong}")
 
 
 def with_late_average(config: ModelConfig, uses: Sequence[AnswerUse]) -> ModelConfig:
