@@ -37,13 +37,17 @@ def _floats(text: str) -> list[float]:
     return [float(part) for part in text.split(",")]
 
 
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--data", type=Path, default=Path("out/data/val"))
     parser.add_argument("--delays", type=_floats, default=[0.0, 3.0, 5.0, 10.0])
     parser.add_argument("--weights", type=_floats, default=[0.4, 0.6, 0.7, 0.8])
-    parser.add_argument("--blurs", type=_floats, default=[1, 5, 7], help="odd box sides")
+    parser.add_argument("--blurs", type=_ints, default=[1, 5, 7], help="odd box sides")
     parser.add_argument("--every", type=int, default=6, help="score every N-th target frame")
     parser.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = parser.parse_args()
@@ -58,7 +62,7 @@ def main() -> None:
     )
     size_local = evaluator.local_size
     mixes = [("arithmetic", 0, w) for w in args.weights] + [
-        ("pooled", int(k), w) for k in args.blurs for w in args.weights
+        ("pooled", k, w) for k in args.blurs for w in args.weights
     ]
     names = {mix: f"{mix[0]} k={mix[1]} w={mix[2]:g}" for mix in mixes}
     rows = ["local_only", "fusion", *names.values()]
@@ -89,12 +93,13 @@ def main() -> None:
                     )
                     matrices["fusion", d].update(class_ids(fused, label_size), label)
                     probs = resize(predictive.softmax(1), size_local)
+                    log_probs = log_probabilities(predictive)
                     for mix in mixes:
                         kind, blur, w = mix
                         if kind == "arithmetic":
                             mixed = local.softmax(1).lerp_(probs, w)
                         else:
-                            mixed = average(local, log_probabilities(predictive), w, blur)
+                            mixed = average(local, log_probs, w, blur)
                         matrices[names[mix], d].update(class_ids(mixed, label_size), label)
     table = {
         row: {f"d={d:g}": round(matrices[row, d].miou(), 2) for d in args.delays} for row in rows

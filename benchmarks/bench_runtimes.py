@@ -82,11 +82,7 @@ def main() -> None:
         system = load_system(args.checkpoint)
         late = is_late_average(system.config)
         edges[name] = LocalRuntime(
-            system.local,
-            system.config.local_size,
-            channels_last,
-            runtime,
-            late,
+            system.local, system.config.local_size, channels_last, runtime, late
         )
     downlink = torch.randn(1, *downlink_shape(system), generator=torch.Generator().manual_seed(0))
     # A late-average model receives class log-probabilities, a fusion model features.
