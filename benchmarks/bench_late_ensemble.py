@@ -1,21 +1,23 @@
 """The edge's ways of using the downlink, side by side on the same networks and frames.
 
     .venv/bin/python benchmarks/bench_late_ensemble.py [--checkpoint NAME] [--data DIR]
-        [--delays 0,3,5,10] [--weights 0.4,0.6,0.7,0.8] [--blurs 1,5,7] [--every 6]
-        [--out FILE]
+        [--delays 0,3,5,10] [--weights 0.4,0.6,0.7,0.8] [--blurs 1,5,7]
+        [--warped-weights 0,0.3] [--every 6] [--out FILE]
 
 For each delay d it scores local-only, feature fusion (the checkpoint's features through its
 learned codec, scaled by its calibrated gains, as a fusion-mode edge does), the arithmetic
 average (1 - w) * softmax(local-only) + w * remote class probabilities for d, and the late
 average the edge uses (`splitcast.models.downlink.average`: log softmax(local-only) +
-w * log of the remote's probabilities blurred over k x k cells) per blur k, each per weight w,
-exact (not quantised). This is the measurement behind the late-average mode; `splitcast
+w * log of the forecast's probabilities blurred over k x k cells + v * the remote's on-time
+log-probabilities moved along the edge's optical flow) per blur k and weight v, each per
+weight w, exact (not quantised). This is the measurement behind the late-average mode; `splitcast
 evaluate` scores the mode itself with its codec. Choose on the calib split, not val.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -27,8 +29,15 @@ from splitcast.data.images import fit
 from splitcast.data.sampling import context_indices
 from splitcast.models.checkpoint import load_system_with_meta
 from splitcast.models.codec import get_codec
-from splitcast.models.downlink import average, log_probabilities, without_late_average
-from splitcast.models.evaluation import OfflineEvaluator, _to_tensor
+from splitcast.models.downlink import (
+    AS_SENT,
+    AnswerUse,
+    average,
+    remote_outputs,
+    with_late_average,
+    without_late_average,
+)
+from splitcast.models.evaluation import OfflineEvaluator, _EdgeMotion, _to_tensor
 from splitcast.models.layers import class_ids, resize
 from splitcast.models.registry import downlink_gain
 
@@ -48,6 +57,9 @@ def main() -> None:
     parser.add_argument("--delays", type=_floats, default=[0.0, 3.0, 5.0, 10.0])
     parser.add_argument("--weights", type=_floats, default=[0.4, 0.6, 0.7, 0.8])
     parser.add_argument("--blurs", type=_ints, default=[1, 5, 7], help="odd box sides")
+    parser.add_argument(
+        "--warped-weights", type=_floats, default=[0.0, 0.3], help="weights of the moved answer"
+    )
     parser.add_argument("--every", type=int, default=6, help="score every N-th target frame")
     parser.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = parser.parse_args()
@@ -56,15 +68,22 @@ def main() -> None:
 
     system, _ = load_system_with_meta(args.checkpoint)
     system.config = without_late_average(system.config)
+    late = dataclasses.replace(system, config=with_late_average(system.config, [AS_SENT]))
     dataset = open_clips(args.data)
     evaluator = OfflineEvaluator(
         system, dataset, codec=get_codec(system.config.codec, system.bottleneck)
     )
     size_local = evaluator.local_size
-    mixes = [("arithmetic", 0, w) for w in args.weights] + [
-        ("pooled", k, w) for k in args.blurs for w in args.weights
+    mixes = [("arithmetic", AnswerUse(w)) for w in args.weights] + [
+        ("pooled", AnswerUse(w, k, v))
+        for v in args.warped_weights
+        for k in args.blurs
+        for w in args.weights
     ]
-    names = {mix: f"{mix[0]} k={mix[1]} w={mix[2]:g}" for mix in mixes}
+    names = {
+        mix: f"{mix[0]} k={mix[1].blur} w={mix[1].weight:g} v={mix[1].warped_weight:g}"
+        for mix in mixes
+    }
     rows = ["local_only", "fusion", *names.values()]
     matrices = {(row, d): evaluator._matrix() for row in rows for d in args.delays}
     steps = system.config.context_frames
@@ -75,6 +94,7 @@ def main() -> None:
                 (t, d): context_indices(t, d, steps, 1) for t in targets for d in args.delays
             }
             state = evaluator._state(clip, {i for c in contexts.values() for i in c})
+            motion = _EdgeMotion(clip, size_local)
             for t in targets:
                 label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
                 label_size = tuple(label.shape[-2:])
@@ -93,13 +113,14 @@ def main() -> None:
                     )
                     matrices["fusion", d].update(class_ids(fused, label_size), label)
                     probs = resize(predictive.softmax(1), size_local)
-                    log_probs = log_probabilities(predictive)
+                    received = remote_outputs(late, context, torch.tensor([d]), size_local)[0]
+                    flows = motion.flows([t], contexts[t, d][-1:])
                     for mix in mixes:
-                        kind, blur, w = mix
+                        kind, use = mix
                         if kind == "arithmetic":
-                            mixed = local.softmax(1).lerp_(probs, w)
+                            mixed = local.softmax(1).lerp_(probs, use.weight)
                         else:
-                            mixed = average(local, log_probs, w, blur)
+                            mixed = average(local, received, use, flows)
                         matrices[names[mix], d].update(class_ids(mixed, label_size), label)
     table = {
         row: {f"d={d:g}": round(matrices[row, d].miou(), 2) for d in args.delays} for row in rows

@@ -85,9 +85,15 @@ def main() -> None:
             system.local, system.config.local_size, channels_last, runtime, late
         )
     downlink = torch.randn(1, *downlink_shape(system), generator=torch.Generator().manual_seed(0))
-    # A late-average model receives class log-probabilities, a fusion model features.
-    features = downlink.log_softmax(1) if late else downlink
+    # A late-average model receives two maps of class log-probabilities, a fusion model
+    # features.
+    if late:
+        features = torch.cat([half.log_softmax(1) for half in downlink.chunk(2, 1)], 1)
+    else:
+        features = downlink
     use = downlink_use(system.config, 3.0)  # an answer 100 ms old
+    for edge in edges.values():
+        edge.segment(frames[0], None, sequence=0)  # the answer's frame, to measure motion from
     local_times, local_ids = _side_by_side(
         frames,
         {name: lambda rgb, e=edge: e.segment(rgb, None) for name, edge in edges.items()},
@@ -96,7 +102,7 @@ def main() -> None:
     fused_times, fused_ids = _side_by_side(
         frames,
         {
-            name: lambda rgb, e=edge: e.segment(rgb, features, None, use)
+            name: lambda rgb, e=edge: e.segment(rgb, features, None, use, 1, 0)
             for name, edge in edges.items()
         },
         "edge fused",

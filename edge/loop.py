@@ -106,6 +106,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         config.local_size,
         runtime=options.runtime,
         late_average=is_late_average(config),
+        history_frames=options.max_staleness_frames + 1,
     )
     feature_shape = downlink_shape(system)
     _warm_up(runtime, feature_shape)
@@ -168,7 +169,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
             fused = d_o is not None and d_o <= options.max_staleness_frames
             downlink = received.features if fused else None
             use = downlink_use(config, d_o * ticks_per_frame) if fused else AS_SENT
-            class_ids = runtime.segment(rgb, downlink, options.output_size, use)
+            answered = None if received is None else received.source_sequence
+            class_ids = runtime.segment(rgb, downlink, options.output_size, use, index, answered)
             latency_ms = (time.perf_counter() - step_start) * 1000.0
             latencies.append(latency_ms)
             recent_outputs = [*recent_outputs[-29:], time.perf_counter()]

@@ -2,17 +2,21 @@
 
 - Feature fusion (the paper's): the server sends the remote's downlink features; the edge adds
   them, scaled by the gain for their age (`downlink_gain`), inside its local model.
-- Late average (`params.late_average`): the server sends the remote's delay-conditioned class
-  log-probabilities (log-softmax of its predictive logits, on its stride-8 grid) with the
-  `logprobs-u4-zstd` codec; the edge runs local-only and outputs the weighted geometric
-  average log p_local + w * log blur(p_remote), blur a k x k box average of the remote's
-  probabilities on its grid; w and k are chosen per age of the answer on held-out clips
-  (`splitcast calibrate --late-average`; `params.late_weight`, `params.late_blur`). The blur
-  says "this class is around here": a late forecast is right about what is in the scene more
-  often than about exactly where, and the edge's own frame supplies the where. Measured on
-  the default's networks and the calib clips (benchmarks/bench_late_ensemble.py), this beats
-  fusing the features and the arithmetic average of probabilities at every delay: the local
-  model trained to fuse learns to lean on its own frame, and pooling keeps both opinions.
+- Late average (`params.late_average`): the server sends two maps of class log-probabilities
+  (log-softmax of the remote's predictive logits, on its stride-8 grid) with the
+  `logprobs-u4-zstd` codec: its forecast for the delay it was told, and its on-time answer
+  for the newest frame it saw (delay 0). The edge runs local-only and outputs the weighted
+  geometric average log p_local + w * log blur(p_forecast) + v * log moved(p_on_time): blur
+  a k x k box average of the forecast's probabilities on its grid, moved the on-time answer
+  warped to the current frame along the optical flow the edge measures between the two
+  frames (`splitcast.models.motion`). w, k and v are chosen per age of the answer on
+  held-out clips (`splitcast calibrate --late-average`; `params.late_weight`, `late_blur`,
+  `late_warped_weight`). The blur says "this class is around here": a late forecast is right
+  about what is in the scene more often than about exactly where. The warp supplies what only
+  the edge knows: how the scene actually moved while the answer was in flight (the server can
+  only forecast it). Measured on the default's networks and the calib clips
+  (benchmarks/bench_late_ensemble.py), pooling beats fusing the features and the arithmetic
+  average of probabilities at every delay, and the moved on-time answer adds to the forecast.
   Same networks, same delay conditioning; only the last step differs.
 
 Every place that produces or consumes the downlink (server, edge, offline evaluation and
@@ -30,17 +34,20 @@ import torch.nn.functional as F
 from splitcast.models.codec_names import LOG_PROBABILITY_FLOOR, PROBABILITY_CODEC
 from splitcast.models.layers import resize
 from splitcast.models.local import Features
+from splitcast.models.motion import warp_to_now
 from splitcast.models.registry import ModelConfig, SplitSystem, downlink_gain, per_age
 from splitcast.models.remote import ENCODING_STRIDE
 
 
 @dataclass(frozen=True)
 class AnswerUse:
-    """How the edge uses one answer: the feature gain or late-average weight, and (late
-    average only) the side of the box the remote's probabilities are blurred over."""
+    """How the edge uses one answer: the feature gain or late-average weight of the forecast,
+    and (late average only) the side of the box the forecast's probabilities are blurred over
+    and the weight of the on-time answer moved to the current frame."""
 
     weight: float
     blur: int = 1
+    warped_weight: float = 0.0
 
 
 AS_SENT = AnswerUse(1.0)
@@ -54,8 +61,8 @@ def is_late_average(config: ModelConfig) -> bool:
 
 def check_late_uses(uses: Sequence[AnswerUse]) -> None:
     """Raise ValueError unless every weight is in [0, 1] and every blur an odd box side."""
-    if not uses or any(not 0.0 <= u.weight <= 1.0 for u in uses):
-        weights = [u.weight for u in uses]
+    if not uses or any(not 0.0 <= w <= 1.0 for u in uses for w in (u.weight, u.warped_weight)):
+        weights = [(u.weight, u.warped_weight) for u in uses]
         raise ValueError(f"late-average weights must be a non-empty list in [0, 1]: {weights}")
     wrong = sorted({u.blur for u in uses if u.blur < 1 or u.blur % 2 == 0})
     if wrong:
@@ -71,6 +78,7 @@ def with_late_average(config: ModelConfig, uses: Sequence[AnswerUse]) -> ModelCo
         "late_average": True,
         "late_weight": [float(u.weight) for u in uses],
         "late_blur": [int(u.blur) for u in uses],
+        "late_warped_weight": [float(u.warped_weight) for u in uses],
     }
     return replace(config, codec=PROBABILITY_CODEC, params=params)
 
@@ -78,7 +86,7 @@ def with_late_average(config: ModelConfig, uses: Sequence[AnswerUse]) -> ModelCo
 def without_late_average(config: ModelConfig) -> ModelConfig:
     """`config` fusing features again, with its learned codec when it has a bottleneck (e.g. to
     compare both modes on the same networks)."""
-    late = ("late_average", "late_weight", "late_blur")
+    late = ("late_average", "late_weight", "late_blur", "late_warped_weight")
     params = {k: v for k, v in config.params.items() if k not in late}
     codec = "learned" if "bottleneck" in params else ModelConfig.codec
     return replace(config, codec=codec, params=params)
@@ -97,12 +105,13 @@ def check_codec(config: ModelConfig, codec: str) -> None:
 
 
 def downlink_use(config: ModelConfig, age_ticks: float) -> AnswerUse:
-    """How the edge uses an answer `age_ticks` old: the averaging weight and blur in
+    """How the edge uses an answer `age_ticks` old: the averaging weights and blur in
     late-average mode, the feature gain otherwise."""
     if is_late_average(config):
         params = config.params
         blur = int(per_age(params.get("late_blur", [1]), age_ticks))
-        return AnswerUse(per_age(params["late_weight"], age_ticks), blur)
+        warped = per_age(params.get("late_warped_weight", [0.0]), age_ticks)
+        return AnswerUse(per_age(params["late_weight"], age_ticks), blur, warped)
     return AnswerUse(downlink_gain(config, age_ticks))
 
 
@@ -111,7 +120,7 @@ def downlink_shape(system: SplitSystem) -> tuple[int, int, int]:
     config = system.config
     if is_late_average(config):
         height, width = config.remote_size
-        return (config.num_classes, height // ENCODING_STRIDE, width // ENCODING_STRIDE)
+        return (2 * config.num_classes, height // ENCODING_STRIDE, width // ENCODING_STRIDE)
     return system.local.downlink_shape(config.local_size)
 
 
@@ -120,17 +129,22 @@ def remote_downlink(
 ) -> torch.Tensor:
     """What the server sends (before the codec) for stacked encodings [B, C, K, h, w] told
     `delay` [B], to a local model at `local_size`."""
-    if is_late_average(system.config):
-        return log_probabilities(system.remote.predict(context, delay, local_size)[1])
-    return system.remote.predict_downlink(context, delay, local_size)
+    return remote_outputs(system, context, delay, local_size)[0]
 
 
 def remote_outputs(
     system: SplitSystem, context: torch.Tensor, delay: torch.Tensor, local_size: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(`remote_downlink`, the predictive logits) from one pass of the heads."""
-    features, logits = system.remote.predict(context, delay, local_size)
-    return (log_probabilities(logits) if is_late_average(system.config) else features), logits
+    """(`remote_downlink`, the predictive logits for `delay`) from one pass of the heads; in
+    late-average mode the pass also answers for delay 0, and the downlink is the forecast's
+    log-probabilities followed by the on-time answer's [B, 2 x classes, h, w]."""
+    if not is_late_average(system.config):
+        return system.remote.predict(context, delay, local_size)
+    both = system.remote.predict(
+        torch.cat([context, context]), torch.cat([delay, torch.zeros_like(delay)]), local_size
+    )[1]
+    logits = both[: len(delay)]
+    return torch.cat([log_probabilities(logits), log_probabilities(both[len(delay) :])], 1), logits
 
 
 def log_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -140,19 +154,30 @@ def log_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def average(
-    local_logits: torch.Tensor, remote_log_probs: torch.Tensor, weight: float, blur: int
+    local_logits: torch.Tensor,
+    received: torch.Tensor,
+    use: AnswerUse,
+    flows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """local_logits + weight * log of the remote's probabilities box-averaged over `blur` x
-    `blur` cells of its grid, resized to the local output: class scores [B, classes, H, W]
-    whose argmax is the edge's answer. They equal log softmax(local) + weight * log
-    blur(p_remote) up to a per-pixel constant (the local log-sum-exp), which no argmax sees,
-    so the edge skips the softmax; and it works in place on the resized remote, because each
-    fresh full-size tensor costs the edge about a millisecond."""
-    remote = remote_log_probs.exp()
-    if blur > 1:
-        remote = F.avg_pool2d(remote, blur, 1, blur // 2, count_include_pad=False)
-    remote = resize(remote.log_(), tuple(local_logits.shape[-2:]))
-    return remote.mul_(weight).add_(local_logits)
+    """The edge's class scores [B, classes, H, W] from its local-only logits and a received
+    late-average downlink [B, 2 x classes, h, w] (forecast, on-time answer): local_logits +
+    weight * log of the forecast's probabilities box-averaged over `blur` x `blur` cells +
+    warped_weight * the on-time log-probabilities moved along `flows` [B, H', W', 2]
+    (`splitcast.models.motion`; None: not moved), summed on the remote's grid and resized
+    once. They equal log softmax(local) + those terms up to a per-pixel constant (the local
+    log-sum-exp), which no argmax sees, so the edge skips the softmax; and it adds in place
+    to the resized remote, because each fresh full-size tensor costs the edge about a
+    millisecond."""
+    classes = local_logits.shape[1]
+    remote = received[:, :classes].exp()
+    if use.blur > 1:
+        remote = F.avg_pool2d(remote, use.blur, 1, use.blur // 2, count_include_pad=False)
+    remote = remote.log_().mul_(use.weight)
+    if use.warped_weight:
+        on_time = received[:, classes:]
+        moved = on_time if flows is None else warp_to_now(on_time, flows)
+        remote = remote.add_(moved, alpha=use.warped_weight)
+    return resize(remote, tuple(local_logits.shape[-2:])).add_(local_logits)
 
 
 def edge_scores(
@@ -162,10 +187,11 @@ def edge_scores(
     received: torch.Tensor,
     use: AnswerUse,
     size: tuple[int, int],
+    flows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The edge's class scores [B, classes, *size] for local input `size` with a received
     downlink (after the codec) used as `use`, from the local encoder's `features` and the
-    local-only logits they give."""
+    local-only logits they give; `flows`: late average only, see `average`."""
     if is_late_average(system.config):
-        return average(local_logits, received, use.weight, use.blur)
+        return average(local_logits, received, use, flows)
     return system.local.decode(features, received * use.weight, size)

@@ -35,11 +35,13 @@ from splitcast.models.downlink import (
     AnswerUse,
     downlink_use,
     edge_scores,
+    is_late_average,
     remote_downlink,
     remote_outputs,
 )
 from splitcast.models.layers import class_ids
 from splitcast.models.local import Features
+from splitcast.models.motion import MotionEstimator, grey
 from splitcast.models.registry import SplitSystem, max_context_gap
 from splitcast.models.remote import context_delay
 
@@ -76,6 +78,31 @@ class _ClipState:
     encodings: dict[int, torch.Tensor]
     image_only_ids: dict[int, torch.Tensor]
     stale_video_ids: dict[tuple[int, ...], torch.Tensor]
+
+
+class _EdgeMotion:
+    """The flow a live edge measures from each target frame back to an answer's frame (late
+    average only: `splitcast.models.motion`), on the same grey local-size images."""
+
+    def __init__(self, clip: Clip, local_size: tuple[int, int]) -> None:
+        self.clip = clip
+        self.local_size = local_size
+        self.estimator = MotionEstimator()
+        self.greys: dict[int, np.ndarray] = {}
+
+    def _grey(self, index: int) -> np.ndarray:
+        if index not in self.greys:
+            self.greys[index] = grey(fit(self.clip.frame(index), self.local_size))
+        return self.greys[index]
+
+    def flows(self, targets: Sequence[int], sources: Sequence[int]) -> torch.Tensor:
+        """Flows [B, H, W, 2] from each target frame to its source frame."""
+        return torch.stack(
+            [
+                self.estimator.backward_flow(self._grey(t), self._grey(s))
+                for t, s in zip(targets, sources, strict=True)
+            ]
+        )
 
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -213,6 +240,7 @@ class OfflineEvaluator:
                 image_only=set(targets) | {c[-1] for c in contexts.values()},
                 contexts={tuple(contexts[t, d]) for t in targets for d in delays},
             )
+            motion = self._motion(clip)
             for chunk in _chunks(targets, self.batch_size):
                 labels = torch.from_numpy(np.stack([clip.label(t) for t in chunk])).long()
                 size = tuple(labels.shape[-2:])
@@ -231,10 +259,11 @@ class OfflineEvaluator:
                     context = self._stack(state, used)
                     delay = torch.full((len(chunk),), float(d))
                     use = downlink_use(self.config, d)
+                    flows = None if motion is None else motion.flows(chunk, [c[-1] for c in used])
                     downlink, predictive = remote_outputs(system, context, delay, self.local_size)
                     for name, codec in variants.items():
                         sent = self._transmit(downlink, codec, self.variant_bytes[name])
-                        scores = self._edge(features, local_only, sent, use)
+                        scores = self._edge(features, local_only, sent, use, flows)
                         variant_matrices[name][column].update(class_ids(scores, size), labels)
                     downlink = self._transmit(downlink, self.codec, self.downlink_bytes)
                     matrices["remote_stale_image"][column].update(
@@ -246,19 +275,24 @@ class OfflineEvaluator:
                     matrices["remote_predictive"][column].update(
                         class_ids(predictive, size), labels
                     )
-                    fused_ids = class_ids(self._edge(features, local_only, downlink, use), size)
+                    scores = self._edge(features, local_only, downlink, use, flows)
+                    fused_ids = class_ids(scores, size)
                     matrices["dedelayed"][column].update(fused_ids, labels)
                     for cell, candidate in zip(gain_grid[column], gains or (), strict=True):
                         if candidate == use:
                             ids = fused_ids
                         else:
-                            scores = self._edge(features, local_only, downlink, candidate)
+                            scores = self._edge(features, local_only, downlink, candidate, flows)
                             ids = class_ids(scores, size)
                         cell.update(ids, labels)
                 if grid is not None and mismatch is not None:
                     for row, true_delay in enumerate(mismatch):
-                        context = self._stack(state, [contexts[t, true_delay] for t in chunk])
+                        used = [contexts[t, true_delay] for t in chunk]
+                        context = self._stack(state, used)
                         use = downlink_use(self.config, true_delay)
+                        flows = (
+                            None if motion is None else motion.flows(chunk, [c[-1] for c in used])
+                        )
                         for column, assumed in enumerate(mismatch):
                             downlink = remote_downlink(
                                 system,
@@ -267,7 +301,7 @@ class OfflineEvaluator:
                                 self.local_size,
                             )
                             downlink = self._transmit(downlink, self.codec)
-                            scores = self._edge(features, local_only, downlink, use)
+                            scores = self._edge(features, local_only, downlink, use, flows)
                             grid[row][column].update(class_ids(scores, size), labels)
         if count == 0:
             raise DataError(
@@ -314,6 +348,7 @@ class OfflineEvaluator:
             needed = {i for frame in plan.values() if frame.context for i in frame.context}
             sources = {f.latest_source for f in plan.values() if f.latest_source is not None}
             state = self._state(clip, needed, image_only=sources)
+            motion = self._motion(clip)
             for t, frame in sorted(plan.items()):
                 label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
                 size = tuple(label.shape[-2:])
@@ -331,8 +366,10 @@ class OfflineEvaluator:
                     )
                     age = (t - frame.context[-1]) * ticks_per_frame
                     use = downlink_use(system.config, age)
+                    flows = None if motion is None else motion.flows([t], frame.context[-1:])
                     downlink = self._transmit(downlink, self.codec)
-                    fused_ids = class_ids(self._edge(features, local, downlink, use), size)
+                    scores = self._edge(features, local, downlink, use, flows)
+                    fused_ids = class_ids(scores, size)
                 matrices["dedelayed"].update(fused_ids, label)
                 if frame.output is not None:
                     agreeing += int((fused_ids[0].numpy() == frame.output).sum())
@@ -349,15 +386,20 @@ class OfflineEvaluator:
         scores["replay_agreement"] = round(agreeing / compared, 5) if compared else None
         return scores
 
+    def _motion(self, clip: Clip) -> _EdgeMotion | None:
+        """What measures the edge's flows in `clip`, if this configuration uses them."""
+        return _EdgeMotion(clip, self.local_size) if is_late_average(self.config) else None
+
     def _edge(
         self,
         features: Features,
         local_only: torch.Tensor,
         received: torch.Tensor,
         use: AnswerUse,
+        flows: torch.Tensor | None,
     ) -> torch.Tensor:
         """The edge's scores with `received` (after the codec) used as `use`."""
-        return edge_scores(self.system, features, local_only, received, use, self.local_size)
+        return edge_scores(self.system, features, local_only, received, use, self.local_size, flows)
 
     @staticmethod
     def _transmit(

@@ -10,9 +10,10 @@ copy keeps the weights' version: the networks a server must agree on are unchang
 Selecting on a split that is neither trained on nor reported keeps the reported figures honest.
 
 With `late_average` the copy switches the edge to the late average instead
-(`splitcast.models.downlink`): the candidates are pairs of a weight of the remote's class
-log-probabilities and a blur of its probabilities, chosen per age (`params.late_weight`,
-`params.late_blur`), and the server then sends those log-probabilities.
+(`splitcast.models.downlink`): the candidates are triples of a weight of the forecast's class
+log-probabilities, a blur of its probabilities and a weight of the on-time answer moved to
+the current frame, chosen per age (`params.late_weight`, `params.late_blur`,
+`params.late_warped_weight`), and the server then sends those log-probabilities.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
-from splitcast.models.codec_names import DEFAULT_LATE_BLURS
+from splitcast.models.codec_names import DEFAULT_LATE_BLURS, DEFAULT_LATE_WARPED_WEIGHTS
 from splitcast.models.downlink import (
     AnswerUse,
     check_late_uses,
@@ -36,7 +37,7 @@ from splitcast.models.registry import ModelConfig, check_downlink_gains, with_do
 from splitcast.reports import plot_gain_calibration, write_json
 
 DEFAULT_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
-DEFAULT_LATE_WEIGHTS = (0.4, 0.5, 0.6, 0.7, 0.8)
+DEFAULT_LATE_WEIGHTS = (0.3, 0.4, 0.5, 0.6)
 
 
 class CalibrationError(ValueError):
@@ -58,6 +59,9 @@ class CalibrationRequest:
     late_average: bool = False
     late_blurs: list[int] | None = None
     """Late average only: box sides tried with every weight (default: `DEFAULT_LATE_BLURS`)."""
+    late_warped_weights: list[float] | None = None
+    """Late average only: weights of the moved on-time answer tried with every other pair
+    (default: `DEFAULT_LATE_WARPED_WEIGHTS`)."""
 
     def candidates(self) -> list[AnswerUse]:
         if not self.late_average:
@@ -65,7 +69,11 @@ class CalibrationRequest:
             return [AnswerUse(float(g)) for g in gains]
         weights = self.gains if self.gains is not None else DEFAULT_LATE_WEIGHTS
         blurs = self.late_blurs if self.late_blurs is not None else DEFAULT_LATE_BLURS
-        return [AnswerUse(float(w), int(k)) for k in blurs for w in weights]
+        warped = self.late_warped_weights
+        warped = warped if warped is not None else DEFAULT_LATE_WARPED_WEIGHTS
+        return [
+            AnswerUse(float(w), int(k), float(v)) for v in warped for k in blurs for w in weights
+        ]
 
 
 def calibrate(request: CalibrationRequest) -> dict[str, Any]:
@@ -117,26 +125,50 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         "delays": delays,
         "gains": [c.weight for c in candidates],
         "blurs": [c.blur for c in candidates] if late else None,
+        "warped_weights": [c.warped_weight for c in candidates] if late else None,
         "gain_grid": grid,
         "local_only": scores["miou"]["local_only"][0],
         "chosen_gains": [c.weight for c in chosen],
         "chosen_blurs": [c.blur for c in chosen] if late else None,
+        "chosen_warped_weights": [c.warped_weight for c in chosen] if late else None,
     }
     request.out.mkdir(parents=True, exist_ok=True)
     write_json(request.out / "calibration.json", result)
     plot_gain_calibration(
         request.out / "gain_calibration.png",
         delays,
-        [candidate_label(c, late) for c in candidates],
-        grid,
+        plotted_lines(candidates, grid, late),
         result["local_only"],
     )
     return result
 
 
+def plotted_lines(
+    candidates: list[AnswerUse], grid: list[list[float]], late_average: bool
+) -> dict[str, list[float]]:
+    """What the calibration plot draws: each gain's scores per age; for the late average,
+    the best over weights and blurs for each weight of the moved answer (too many candidates
+    to draw one by one)."""
+    if not late_average:
+        return {
+            candidate_label(c, late_average): [row[i] for row in grid]
+            for i, c in enumerate(candidates)
+        }
+    groups: dict[float, list[int]] = {}
+    for i, candidate in enumerate(candidates):
+        groups.setdefault(candidate.warped_weight, []).append(i)
+    return {
+        f"moved answer v {v:g}, best w and k": [max(row[i] for i in columns) for row in grid]
+        for v, columns in groups.items()
+    }
+
+
 def candidate_label(use: AnswerUse, late_average: bool) -> str:
-    """How tables and plots name a candidate: `gain 0.5`, or `w 0.6 k 7` (weight, blur)."""
-    return f"w {use.weight:g} k {use.blur}" if late_average else f"gain {use.weight:g}"
+    """How tables and plots name a candidate: `gain 0.5`, or `w 0.6 k 7 v 0.2` (weight, blur,
+    warped weight)."""
+    if not late_average:
+        return f"gain {use.weight:g}"
+    return f"w {use.weight:g} k {use.blur} v {use.warped_weight:g}"
 
 
 def _check_held_out(dataset: ClipDataset, meta: dict[str, Any], path: Path) -> None:

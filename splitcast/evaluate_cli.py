@@ -7,7 +7,11 @@ import argparse
 from pathlib import Path
 
 from splitcast.arguments import non_negative_float, positive_int
-from splitcast.models.codec_names import CODEC_NAMES, DEFAULT_LATE_BLURS
+from splitcast.models.codec_names import (
+    CODEC_NAMES,
+    DEFAULT_LATE_BLURS,
+    DEFAULT_LATE_WARPED_WEIGHTS,
+)
 
 
 def _number_list(text: str) -> list[float]:
@@ -245,10 +249,17 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         f"{','.join(map(str, DEFAULT_LATE_BLURS))})",
     )
     parser.add_argument(
+        "--late-warped-weights",
+        type=_number_list,
+        help="with --late-average: weights of the remote's on-time answer moved to the current "
+        "frame along the edge's optical flow, each tried with every weight and blur; in [0, 1] "
+        f"(default: {','.join(map(str, DEFAULT_LATE_WARPED_WEIGHTS))})",
+    )
+    parser.add_argument(
         "--gains",
         type=_number_list,
         help="candidates, e.g. 0,0.5,1 (default: gains 0 to 1.25 in steps of 0.25; with "
-        "--late-average weights 0.4 to 0.8 in steps of 0.1)",
+        "--late-average weights 0.3 to 0.6 in steps of 0.1)",
     )
     parser.add_argument(
         "--every",
@@ -260,7 +271,12 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> None:
-    from splitcast.calibrate import CalibrationRequest, calibrate, candidate_label
+    from splitcast.calibrate import (
+        CalibrationRequest,
+        calibrate,
+        candidate_label,
+        plotted_lines,
+    )
 
     request = CalibrationRequest(
         args.checkpoint,
@@ -271,14 +287,17 @@ def _run_calibrate(args: argparse.Namespace) -> None:
         every=args.every,
         late_average=args.late_average,
         late_blurs=args.late_blurs,
+        late_warped_weights=args.late_warped_weights,
     )
     result = calibrate(request)
-    labels = [candidate_label(use, args.late_average) for use in request.candidates()]
-    print("| age (ticks) | " + " | ".join(labels) + " | chosen |")
-    print("|---" * (len(labels) + 2) + "|")
-    for delay, row in zip(result["delays"], result["gain_grid"], strict=True):
-        chosen = labels[row.index(max(row))]
-        print(f"| {delay:g} | " + " | ".join(f"{v:.2f}" for v in row) + f" | {chosen} |")
+    candidates = request.candidates()
+    lines = plotted_lines(candidates, result["gain_grid"], args.late_average)
+    print("| age (ticks) | " + " | ".join(lines) + " | chosen |")
+    print("|---" * (len(lines) + 2) + "|")
+    for number, (delay, row) in enumerate(zip(result["delays"], result["gain_grid"], strict=True)):
+        chosen = candidate_label(candidates[row.index(max(row))], args.late_average)
+        values = " | ".join(f"{column[number]:.2f}" for column in lines.values())
+        print(f"| {delay:g} | {values} | {chosen} |")
     print(f"local-only {result['local_only']:.2f} on {result['targets']} target frames")
     print(
         f"wrote {args.out / 'calibration.json'}, {args.out / 'gain_calibration.png'} and "

@@ -128,24 +128,22 @@ def plot_rate_accuracy(path: Path, rate: dict[str, Any]) -> None:
 def plot_gain_calibration(
     path: Path,
     delays: list[float],
-    labels: list[str],
-    grid: list[list[float]],
+    lines: dict[str, list[float]],
     local_only: float,
 ) -> None:
-    """Dedelayed mIoU versus delay, one line per candidate (`labels[i]` names column i of
-    `grid`: a downlink gain, or a late-average weight and blur), with local-only for scale."""
+    """Dedelayed mIoU versus delay, one line per entry of `lines` (a downlink gain, or the
+    best of a group of late-average candidates), with local-only for scale."""
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     colours = plt.get_cmap("viridis")
-    for column, label in enumerate(labels):
-        values = [row[column] for row in grid]
-        colour = colours(column / max(len(labels) - 1, 1))
+    for number, (label, values) in enumerate(lines.items()):
+        colour = colours(number / max(len(lines) - 1, 1))
         axis.plot(delays, values, color=colour, marker="o", markersize=3, label=label)
     axis.axhline(local_only, color="tab:green", linestyle=":", label="local_only")
     axis.set_xlabel("age of the answer D_o (ticks)")
     axis.set_ylabel("Dedelayed mIoU (%)")
     axis.set_xticks(delays)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, ncol=1 + len(labels) // 10)
+    axis.legend(fontsize=7, ncol=1 + len(lines) // 10)
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)

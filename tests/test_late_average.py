@@ -7,12 +7,13 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from splitcast.calibrate import CalibrationError, CalibrationRequest, calibrate
+from splitcast.calibrate import CalibrationError, CalibrationRequest, calibrate, plotted_lines
 from splitcast.data.build import build_split
 from splitcast.data.scene.generator import SceneSettings
 from splitcast.edge.runtime import LocalRuntime
@@ -32,6 +33,7 @@ from splitcast.models.downlink import (
     without_late_average,
 )
 from splitcast.models.layers import class_ids, resize
+from splitcast.models.motion import FrameHistory, MotionEstimator, grey, warp_to_now
 from splitcast.models.registry import build
 
 if TYPE_CHECKING:
@@ -40,33 +42,75 @@ if TYPE_CHECKING:
 
 def test_average_is_log_linear_pooling_up_to_a_per_pixel_constant() -> None:
     local = torch.randn(2, 5, 8, 16)
-    remote = torch.randn(2, 5, 4, 8).log_softmax(1)
-    assert torch.allclose(average(local, remote, 0.0, 7), local)
-    for weight, blur in ((1.0, 1), (0.6, 3)):
-        scores = average(local, remote, weight, blur)
-        pooled = local.log_softmax(1) + weight * resize(
-            F.avg_pool2d(remote.exp(), blur, 1, blur // 2, count_include_pad=False).log(),
-            (8, 16),
-        )
+    forecast = torch.randn(2, 5, 4, 8).log_softmax(1)
+    on_time = torch.randn(2, 5, 4, 8).log_softmax(1)
+    received = torch.cat([forecast, on_time], 1)
+    flows = torch.randn(2, 8, 16, 2)
+    assert torch.allclose(average(local, received, AnswerUse(0.0, 7), flows), local)
+    for use in (AnswerUse(1.0, 1), AnswerUse(0.6, 3), AnswerUse(0.4, 3, 0.3)):
+        scores = average(local, received, use, flows)
+        blurred = F.avg_pool2d(forecast.exp(), use.blur, 1, use.blur // 2, count_include_pad=False)
+        remote = use.weight * blurred.log() + use.warped_weight * warp_to_now(on_time, flows)
+        pooled = local.log_softmax(1) + resize(remote, (8, 16))
         offset = scores - pooled  # the local log-sum-exp, the same for every class
         assert torch.allclose(offset, local.logsumexp(1, keepdim=True).expand_as(offset), atol=1e-5)
         assert torch.equal(scores.argmax(1), pooled.argmax(1))
-    untouched = local.clone()
-    average(local, remote, 0.5, 3)
-    assert torch.equal(local, untouched)  # the caller's logits are reused for other delays
+    untouched = local.clone(), received.clone()
+    average(local, received, AnswerUse(0.5, 3, 0.5), flows)
+    assert torch.equal(local, untouched[0])  # the caller's logits are reused for other delays
+    assert torch.equal(received, untouched[1])
 
 
-def test_average_blurs_the_remote_probabilities_over_the_box() -> None:
+def test_average_blurs_the_forecast_probabilities_over_the_box() -> None:
     probs = torch.full((1, 2, 5, 5), 0.1)
     probs[0, 1] = 0.9
     probs[0, :, 2, 2] = torch.tensor([0.9, 0.1])  # one cell sure of class 0
     uniform = torch.zeros(1, 2, 5, 5)
-    pooled = average(uniform, probs.log(), 1.0, 3).exp()
+    received = torch.cat([probs.log(), torch.zeros_like(probs)], 1)
+    pooled = average(uniform, received, AnswerUse(1.0, 3)).exp()
     assert torch.allclose(pooled[0, 0, 2, 3], torch.tensor((0.9 + 8 * 0.1) / 9))
     assert torch.allclose(pooled[0, 0, 0, 0], torch.tensor(0.1))  # out of the cell's reach
     assert torch.allclose(pooled[0, 0, 1, 1], torch.tensor((0.9 + 8 * 0.1) / 9))
-    unblurred = average(uniform, probs.log(), 1.0, 1).exp()
+    unblurred = average(uniform, received, AnswerUse(1.0, 1)).exp()
     assert torch.allclose(unblurred, probs)
+
+
+def _textured_frame(shift: int) -> np.ndarray:
+    """A smooth random texture (grey, 64 x 128) moved `shift` pixels to the right."""
+    noise = np.random.default_rng(3).random((64, 160)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min()) * 255
+    return np.ascontiguousarray(smooth[:, 16 - shift : 144 - shift].astype(np.uint8))
+
+
+def test_measured_flow_moves_the_on_time_answer_with_the_scene() -> None:
+    source, current = _textured_frame(0), _textured_frame(8)  # the scene moved 8 px right
+    flow = MotionEstimator().backward_flow(current, source)
+    inner = flow[8:-8, 16:-16]
+    assert abs(float(inner[..., 0].median()) + 8) < 1 and abs(float(inner[..., 1].median())) < 1
+    still = MotionEstimator().backward_flow(source, source)
+    assert float(still.abs().max()) < 0.5
+    # on the answer's 4x-coarser grid, a class edge at cell 10 of the source frame is at 12 now
+    answer = torch.zeros(1, 2, 16, 32)
+    answer[0, 0, :, :10] = 1.0
+    answer[0, 1, :, 10:] = 1.0
+    moved = warp_to_now(
+        answer, torch.full((1, 64, 128, 2), 0.0).index_fill_(3, torch.tensor([0]), -8.0)
+    )
+    assert torch.equal(moved.argmax(1)[0, :, :12], torch.zeros(16, 12, dtype=torch.long))
+    assert torch.equal(moved.argmax(1)[0, :, 13:], torch.ones(16, 19, dtype=torch.long))
+    assert torch.allclose(warp_to_now(answer, torch.zeros(1, 64, 128, 2)), answer)
+
+
+def test_frame_history_keeps_the_newest_frames() -> None:
+    history = FrameHistory(2)
+    for sequence in range(4):
+        history.add(sequence, np.full((2, 2), sequence, dtype=np.uint8))
+    assert history.get(1) is None and int(history.get(3)[0, 0]) == 3
+    with pytest.raises(ValueError, match="at least one"):
+        FrameHistory(0)
+    with pytest.raises(ValueError, match="differ in size"):
+        MotionEstimator().backward_flow(np.zeros((4, 4), np.uint8), np.zeros((4, 6), np.uint8))
 
 
 def test_log_probability_codec_round_trip_and_corruption() -> None:
@@ -88,10 +132,10 @@ def test_log_probability_codec_round_trip_and_corruption() -> None:
 
 def test_modes_refuse_the_other_modes_codec() -> None:
     fusion = build("tiny").config
-    late = with_late_average(fusion, [AnswerUse(0.5, 1), AnswerUse(0.25, 5)])
+    late = with_late_average(fusion, [AnswerUse(0.5, 1), AnswerUse(0.25, 5, 0.3)])
     assert is_late_average(late) and late.codec == "logprobs-u4-zstd"
     assert [downlink_use(late, age) for age in (0, 1, 7)] == [
-        AnswerUse(0.5, 1), AnswerUse(0.25, 5), AnswerUse(0.25, 5)
+        AnswerUse(0.5, 1), AnswerUse(0.25, 5, 0.3), AnswerUse(0.25, 5, 0.3)
     ]  # fmt: skip
     assert downlink_use(fusion, 3) == AnswerUse(1.0)
     assert without_late_average(late) == fusion
@@ -101,6 +145,8 @@ def test_modes_refuse_the_other_modes_codec() -> None:
         check_codec(late, "learned")
     with pytest.raises(ValueError, match="late-average weights"):
         with_late_average(fusion, [AnswerUse(1.5)])
+    with pytest.raises(ValueError, match="late-average weights"):
+        with_late_average(fusion, [AnswerUse(0.5, 1, -0.1)])
     with pytest.raises(ValueError, match="odd number"):
         with_late_average(fusion, [AnswerUse(0.5, 4)])
 
@@ -108,19 +154,29 @@ def test_modes_refuse_the_other_modes_codec() -> None:
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_edge_runtime_outputs_the_offline_late_average(runtime: str) -> None:
     system = build("tiny")
-    use = AnswerUse(0.4, 3)
+    use = AnswerUse(0.4, 3, 0.3)
     system.config = with_late_average(system.config, [use])
     config = system.config
-    rgb = np.random.default_rng(0).integers(0, 256, (*config.local_size, 3), dtype=np.uint8)
-    received = torch.randn(1, *downlink_shape(system)).mul(3).log_softmax(1)
+    height, width = config.local_size
+    texture = np.random.default_rng(0).integers(0, 256, (height, width + 8, 3), dtype=np.uint8)
+    source, rgb = texture[:, 8:], texture[:, :-8]  # the scene moved 8 px right since the answer
+    classes = config.num_classes
+    received = torch.randn(1, *downlink_shape(system)).mul(3)
+    received = torch.cat(
+        [received[:, :classes].log_softmax(1), received[:, classes:].log_softmax(1)], 1
+    )
     edge = LocalRuntime(system.local, config.local_size, runtime=runtime, late_average=True)
     frame = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    flows = MotionEstimator().backward_flow(grey(rgb), grey(source)).unsqueeze(0)
     with torch.inference_mode():
         features = system.local.encode(frame)
         local = system.local.decode(features, None, config.local_size)
-        scores = edge_scores(system, features, local, received, use, config.local_size)
+        scores = edge_scores(system, features, local, received, use, config.local_size, flows)
+        unmoved = edge_scores(system, features, local, received, use, config.local_size)
     offline = class_ids(scores, (100, 200))[0].numpy()
-    on_edge = edge.segment(rgb, received, output_size=(100, 200), use=use)
+    assert (class_ids(unmoved, (100, 200))[0].numpy() != offline).mean() > 0.01
+    edge.segment(source, None, sequence=7)
+    on_edge = edge.segment(rgb, received, (100, 200), use, sequence=10, source_sequence=7)
     assert (on_edge == offline).mean() > 0.999
     assert (edge.segment(rgb, None) == class_ids(local, config.local_size)[0].numpy()).all()
 
@@ -142,20 +198,29 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
     data, checkpoint = clips
     request = CalibrationRequest(
         str(checkpoint), data, tmp_path / "calib", max_delay=2, gains=[0.0, 0.5, 1.0], every=1,
-        progress=False, late_average=True, late_blurs=[1, 5],
+        progress=False, late_average=True, late_blurs=[1, 5], late_warped_weights=[0.0, 0.5],
     )  # fmt: skip
     candidates = request.candidates()
-    assert len(candidates) == 6 and {c.blur for c in candidates} == {1, 5}
+    assert len(candidates) == 12 and {c.blur for c in candidates} == {1, 5}
     result = calibrate(request)
     grid = result["gain_grid"]
-    assert result["mode"] == "late-average" and len(grid) == 3 and len(grid[0]) == 6
+    assert result["mode"] == "late-average" and len(grid) == 3 and len(grid[0]) == 12
     chosen = [candidates[row.index(max(row))] for row in grid]
     assert result["chosen_gains"] == [c.weight for c in chosen]
     assert result["chosen_blurs"] == [c.blur for c in chosen]
+    assert result["chosen_warped_weights"] == [c.warped_weight for c in chosen]
+    lines = plotted_lines(candidates, grid, late_average=True)
+    assert len(lines) == 2  # one per weight of the moved answer, the best of its six
+    best = [max(row[i] for i, c in enumerate(candidates) if c.warped_weight == 0.5) for row in grid]
+    assert lines["moved answer v 0.5, best w and k"] == best
+    assert [max(column[i] for column in lines.values()) for i in range(3)] == [
+        max(row) for row in grid
+    ]
     calibrated, _ = load_checkpoint(tmp_path / "calib" / "checkpoint")
     assert is_late_average(calibrated.config) and calibrated.config.codec == "logprobs-u4-zstd"
     assert calibrated.config.params["late_weight"] == result["chosen_gains"]
     assert calibrated.config.params["late_blur"] == result["chosen_blurs"]
+    assert calibrated.config.params["late_warped_weight"] == result["chosen_warped_weights"]
     rescored = evaluate_offline(
         EvaluationRequest(
             str(tmp_path / "calib" / "checkpoint"), data, tmp_path / "eval", [0.0, 1.0, 2.0],
@@ -172,7 +237,7 @@ def test_edge_averages_log_probabilities_from_a_real_server(
     tmp_path: Path, edge_against_own_server: EdgeRun
 ) -> None:
     system = build("tiny")
-    system.config = with_late_average(system.config, [AnswerUse(0.5, 3)])
+    system.config = with_late_average(system.config, [AnswerUse(0.5, 3, 0.3)])
     folder = tmp_path / "tiny-late"
     save_checkpoint(system, folder, {}, half=False)
     summary, records = edge_against_own_server(folder, tmp_path / "edge.jsonl")
