@@ -140,9 +140,9 @@ def remote_outputs(
     log-probabilities followed by the on-time answer's [B, 2 x classes, h, w]."""
     if not is_late_average(system.config):
         return system.remote.predict(context, delay, local_size)
-    both = system.remote.predict(
-        torch.cat([context, context]), torch.cat([delay, torch.zeros_like(delay)]), local_size
-    )[1]
+    both = system.remote.predict_logits(
+        torch.cat([context, context]), torch.cat([delay, torch.zeros_like(delay)])
+    )
     logits = both[: len(delay)]
     return torch.cat([log_probabilities(logits), log_probabilities(both[len(delay) :])], 1), logits
 

@@ -189,6 +189,11 @@ class RemoteModel(nn.Module):
         """Only the downlink features of `predict`: what a server sends (no logits head)."""
         return self._downlink(self._fold(encodings, delay), local_size)
 
+    def predict_logits(self, encodings: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+        """Only the predictive logits of `predict`: what a late-average server needs (the
+        downlink head's features are never sent there)."""
+        return self.logits_head(self._fold(encodings, delay))
+
     def _fold(self, encodings: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
         tokens = encodings + self.delay_embedding(delay)[:, :, None, None, None]
         folded = self.temporal(tokens).flatten(1, 2)
