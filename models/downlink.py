@@ -129,7 +129,9 @@ def remote_downlink(
 ) -> torch.Tensor:
     """What the server sends (before the codec) for stacked encodings [B, C, K, h, w] told
     `delay` [B], to a local model at `local_size`."""
-    return remote_outputs(system, context, delay, local_size)[0]
+    if is_late_average(system.config):
+        return remote_outputs(system, context, delay, local_size)[0]
+    return system.remote.predict_downlink(context, delay, local_size)
 
 
 def remote_outputs(
