@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint proto bench
+.PHONY: demo test test-all lint proto bench docs-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
+
+# README.md stays a front page (at most 200 lines) and every relative link in it and docs/ resolves.
+docs-check: $(STAMP)
+	$(BIN)/python -m pytest tests/test_docs.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
