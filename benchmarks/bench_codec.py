@@ -3,7 +3,7 @@ codec) the entropy model's estimate next to the real bitstream's size.
 
     .venv/bin/python benchmarks/bench_codec.py [--checkpoint NAME] [--data DIR] [--frames N]
 
-Feature maps are the checkpoint's real downlink features (delay 3) on the frames of a clip
+Feature maps are the checkpoint's real feature-fusion answers (delay 3) on the frames of a clip
 directory (default out/data/val when present) or of the built-in moving scene. Torch runs on one
 thread, as a server or edge core would.
 """
@@ -44,7 +44,10 @@ def _frames(data: Path | None, count: int) -> Iterator[np.ndarray]:
 def downlink_features(system: SplitSystem, frames: Iterator[np.ndarray]) -> list[np.ndarray]:
     runtime = RemoteRuntime(system)
     context = runtime.new_stream()
-    return [runtime.downlink(context, rgb, 3.0) for rgb in frames]
+    return [
+        runtime.answer(context, sequence, rgb, 3.0)[0]["features"][0].numpy()
+        for sequence, rgb in enumerate(frames)
+    ]
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -62,7 +65,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    system = load_system(args.checkpoint)
+    system = load_system(args.checkpoint).with_combiner("feature_fusion")
     features = downlink_features(system, _frames(args.data, args.frames))
     raw_fp32 = features[0].size * 4
     report = {"checkpoint": args.checkpoint, "frames": len(features), "raw_fp32_bytes": raw_fp32}

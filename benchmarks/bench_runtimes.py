@@ -7,9 +7,8 @@ and in ONNX Runtime.
 Two copies of the checkpoint take turns frame by frame on the built-in moving scene, so both
 see the same machine state. Edge steps run on one torch thread, then server steps on
 `--server-threads` (2, as `splitcast demo` runs them). Prints p50 per step and variant, the
-ratio, and whether the outputs agree (class ids; largest downlink difference). The "fused"
-edge step is whatever the checkpoint does with an answer: fuse features, or average class
-log-probabilities (the default).
+ratio, and whether the outputs agree (class ids; largest answer difference). The edge step
+"with an answer" is whatever the checkpoint's combiner does with one.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.edge.runtime import LocalRuntime
 from splitcast.edge.sources import MOVING_SCENE, open_source
 from splitcast.models.checkpoint import load_system
-from splitcast.models.downlink import downlink_shape, downlink_use, is_late_average
 
 WARM_UP_FRAMES = 2
 EDGE_VARIANTS = (
@@ -80,18 +78,17 @@ def main() -> None:
     edges = {}
     for name, runtime, channels_last in EDGE_VARIANTS:
         system = load_system(args.checkpoint)
-        late = is_late_average(system.config)
+        combiner = system.combiner()
         edges[name] = LocalRuntime(
-            system.local, system.config.local_size, channels_last, runtime, late
+            system.local, system.config.local_size, combiner, runtime, channels_last
         )
-    downlink = torch.randn(1, *downlink_shape(system), generator=torch.Generator().manual_seed(0))
-    # A late-average model receives two maps of class log-probabilities, a fusion model
-    # features.
-    if late:
-        features = torch.cat([half.log_softmax(1) for half in downlink.chunk(2, 1)], 1)
-    else:
-        features = downlink
-    use = downlink_use(system.config, 3.0)  # an answer 100 ms old
+    # An answer the server could have sent: random tensors of the combiner's shapes, as class
+    # log-probabilities when that is what its codec carries.
+    generator = torch.Generator().manual_seed(0)
+    answer = {t.name: torch.randn(1, *t.shape, generator=generator) for t in combiner.wire()}
+    if not combiner.fuses_features:
+        answer = {name: tensor.log_softmax(1) for name, tensor in answer.items()}
+    use = combiner.use_at(3.0)  # an answer 100 ms old
     for edge in edges.values():
         edge.segment(frames[0], None, sequence=0)  # the answer's frame, to measure motion from
     local_times, local_ids = _side_by_side(
@@ -102,10 +99,10 @@ def main() -> None:
     fused_times, fused_ids = _side_by_side(
         frames,
         {
-            name: lambda rgb, e=edge: e.segment(rgb, features, None, use, 1, 0)
+            name: lambda rgb, e=edge: e.segment(rgb, answer, None, use, 1, 0)
             for name, edge in edges.items()
         },
-        "edge fused",
+        "edge with an answer",
     )
 
     torch.set_num_threads(args.server_threads)
@@ -116,7 +113,7 @@ def main() -> None:
     server_times, downlinks = _side_by_side(
         frames,
         {
-            name: lambda rgb, r=runtime, c=context: r.downlink(c, rgb, 3.0)
+            name: lambda rgb, r=runtime, c=context: r.answer(c, 0, rgb, 3.0)[0]
             for name, (runtime, context) in servers.items()
         },
         "server step",
@@ -135,12 +132,13 @@ def main() -> None:
         "frames": len(frames),
         "server_threads": args.server_threads,
         "edge_local_p50_ms": _summary(local_times, "torch_default_layout"),
-        "edge_fused_p50_ms": _summary(fused_times, "torch_default_layout"),
+        "edge_with_answer_p50_ms": _summary(fused_times, "torch_default_layout"),
         "edge_outputs_with_class_ids_unlike_torch_default_layout": differ,
         "server_step_p50_ms": _summary(server_times, "torch"),
-        "downlink_max_abs_difference": max(
-            float(np.abs(a - b).max())
+        "answer_max_abs_difference": max(
+            float((a[name] - b[name]).abs().max())
             for a, b in zip(downlinks["torch"], downlinks["onnxruntime"], strict=True)
+            for name in a
         ),
     }
     print(json.dumps(report, indent=2))

@@ -2,7 +2,7 @@
 
 Each stream has a reader task that only drops frames into the session's mailbox, and a worker
 loop that decodes the newest frame, runs the remote model conditioned on the requested delay
-and sends the encoded features back. Model work runs on one dedicated thread shared by all
+and sends the encoded answer back. Model work runs on one dedicated thread shared by all
 streams, so the event loop stays responsive. A bad frame gets a `FrameError` reply on its own
 stream; nothing one client sends can stop the server or other streams.
 """
@@ -25,9 +25,15 @@ from grpc_reflection.v1alpha import reflection
 from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.cloud.session import LatestMailbox
 from splitcast.data.images import ImageDecodeError, decode_image
-from splitcast.models.codec import EncodedTensor
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
+from splitcast.v1.wire import (
+    FORMAT_NAMES,
+    IMAGE_FORMATS,
+    format_label,
+    tensor_message,
+    tensor_specs,
+)
 
 log = logging.getLogger("splitcast.cloud")
 
@@ -35,33 +41,11 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_DELAY_TICKS = 300.0
 
-_FORMAT_NAMES = {
-    pb.IMAGE_FORMAT_JPEG: "jpeg",
-    pb.IMAGE_FORMAT_WEBP: "webp",
-    pb.IMAGE_FORMAT_PNG: "png",
-}
-_DTYPES = {
-    "float16": pb.DTYPE_FLOAT16,
-    "float32": pb.DTYPE_FLOAT32,
-    "int8": pb.DTYPE_INT8,
-    "uint8": pb.DTYPE_UINT8,
-}
-
 
 @dataclass
 class _Pending:
     frame: pb.UplinkFrame
     received_ns: int
-
-
-def tensor_message(encoded: EncodedTensor) -> pb.Tensor:
-    return pb.Tensor(
-        codec=encoded.codec,
-        shape=list(encoded.shape),
-        dtype=_DTYPES[encoded.dtype],
-        scale=encoded.scale,
-        payload=encoded.payload,
-    )
 
 
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
@@ -83,12 +67,15 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             model_version=config.version,
             remote_input=pb.Size(height=config.remote_size[0], width=config.remote_size[1]),
             local_input=pb.Size(height=config.local_size[0], width=config.local_size[1]),
-            feature_shape=list(self.runtime.feature_shape),
-            codec=self.runtime.codec.name,
+            combiner=self.runtime.combiner.name,
+            tensors=tensor_specs(self.runtime.combiner.wire()),
             fps=config.fps,
             context_frames=config.context_frames,
             num_classes=config.num_classes,
             max_message_bytes=self.max_message_bytes,
+            uplink=pb.UplinkEncoding(
+                format=IMAGE_FORMATS[config.uplink_format], quality=config.uplink_quality
+            ),
         )
 
     async def Stream(
@@ -119,11 +106,11 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                     self._compute, self.runtime.step, state, frame.sequence, image, delay
                 )
                 yield pb.DownlinkMessage(
-                    features=pb.Features(
+                    answer=pb.Answer(
                         source_sequence=frame.sequence,
                         source_capture_time_ns=frame.capture_time_ns,
                         conditioned_delay_ticks=delay,
-                        tensor=tensor_message(encoded),
+                        tensors=[tensor_message(name, t) for name, t in encoded.items()],
                         server_receive_time_ns=pending.received_ns,
                         server_send_time_ns=time.time_ns(),
                         context_sequences=context,
@@ -155,19 +142,15 @@ def _validated(frame: pb.UplinkFrame) -> tuple[np.ndarray, float]:
         raise ImageDecodeError(
             "bad_delay", f"requested delay {delay} ticks is outside 0..{MAX_DELAY_TICKS:g}"
         )
-    fmt = _FORMAT_NAMES.get(frame.image.format)
+    fmt = FORMAT_NAMES.get(frame.image.format)
     if fmt is None:
         raise ImageDecodeError(
             "unsupported_format",
-            f"image format {_format_label(frame.image.format)} is not supported; "
+            f"image format {format_label(frame.image.format)} is not supported; "
             "send JPEG, WebP or PNG",
         )
     image = decode_image(frame.image.data, fmt, frame.image.width, frame.image.height)
     return image, delay
-
-
-def _format_label(value: int) -> str:
-    return pb.ImageFormat.Name(value) if value in pb.ImageFormat.values() else str(value)
 
 
 async def start_server(

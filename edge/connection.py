@@ -1,9 +1,11 @@
 """The edge's connection to the cloud: a background thread that streams frames up and puts
-decoded features into a slot.
+decoded answers into a slot.
 
-Nothing here is awaited by the edge loop. The loop calls `submit` (drops the frame into a
-latest-wins slot) and reads `features.latest()`. When the server is unreachable or goes away,
-this thread reconnects with back-off while the loop keeps running local-only.
+Nothing here is awaited by the edge's step. It calls `submit` (drops the frame into a
+latest-wins slot) and reads `answers.latest()`. Uplink frames are encoded as the server's
+`Info` says (format and quality: what the model was trained and scored on). When the server
+is unreachable or goes away, this thread reconnects with back-off while the edge keeps running
+local-only.
 """
 
 from __future__ import annotations
@@ -18,30 +20,30 @@ import grpc
 import torch
 
 from splitcast.data.images import encode_image, fit
-from splitcast.edge.slots import FeatureSlot, OutgoingFrame, ReceivedFeatures, UplinkSlot
-from splitcast.models.codec import Codec, CodecError, EncodedTensor
-from splitcast.models.registry import ModelConfig
+from splitcast.edge.slots import AnswerSlot, OutgoingFrame, ReceivedAnswer, UplinkSlot
+from splitcast.models.codec import Codec, CodecError
+from splitcast.models.combiners import WireTensor
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
+from splitcast.v1.wire import FORMAT_NAMES, encoded_tensor, wire_tensors
 
 log = logging.getLogger("splitcast.edge")
 
-_IMAGE_FORMATS = {
-    "jpeg": pb.IMAGE_FORMAT_JPEG,
-    "webp": pb.IMAGE_FORMAT_WEBP,
-    "png": pb.IMAGE_FORMAT_PNG,
-}
-_DTYPE_NAMES = {
-    pb.DTYPE_FLOAT16: "float16",
-    pb.DTYPE_FLOAT32: "float32",
-    pb.DTYPE_INT8: "int8",
-    pb.DTYPE_UINT8: "uint8",
-}
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 class IncompatibleServer(RuntimeError):
-    """The server runs a model whose features this edge cannot fuse."""
+    """The server runs a model whose answers this edge cannot use."""
+
+
+@dataclass(frozen=True)
+class ExpectedServer:
+    """What this edge's model needs a server to run and send."""
+
+    model_name: str
+    model_version: str
+    combiner: str
+    tensors: tuple[WireTensor, ...]
 
 
 @dataclass
@@ -52,55 +54,54 @@ class LinkStats:
     connects: int = 0
     frames_sent: int = 0
     uplink_bytes: int = 0
-    features_received: int = 0
+    answers_received: int = 0
     downlink_bytes: int = 0
     frame_errors: int = 0
     decode_errors: int = 0
     server_dropped: int = 0
-    codec: str = ""
+    uplink: str = ""
     last_error: str = ""
 
 
-def decode_tensor(message: pb.Tensor, codecs: dict[str, Codec]) -> torch.Tensor:
-    """Decode a downlink tensor message to float32 [1, C, H, W] with one of `codecs`; raises
-    CodecError."""
-    dtype = _DTYPE_NAMES.get(message.dtype)
-    if dtype is None:
-        raise CodecError(f"unknown tensor dtype {message.dtype}")
-    codec = codecs.get(message.codec)
-    if codec is None:
-        raise CodecError(
-            f"features use codec {message.codec!r}; this edge decodes {', '.join(codecs)}"
-        )
-    encoded = EncodedTensor(
-        message.codec, tuple(message.shape), dtype, message.scale, message.payload
-    )
-    return torch.from_numpy(codec.decode(encoded)).unsqueeze(0)
+def decode_answer(
+    message: pb.Answer, expected: tuple[WireTensor, ...], codecs: dict[str, Codec]
+) -> dict[str, torch.Tensor]:
+    """An answer's tensors as float32 [1, C, H, W] by name; raises CodecError unless it holds
+    exactly the `expected` tensors with their shapes and codecs."""
+    names = [t.name for t in message.tensors]
+    if names != [t.name for t in expected]:
+        raise CodecError(f"answer holds tensors {names}, expected {[t.name for t in expected]}")
+    tensors = {}
+    for spec, tensor in zip(expected, message.tensors, strict=True):
+        codec = codecs.get(tensor.codec)
+        if codec is None or tensor.codec != spec.codec:
+            raise CodecError(
+                f"tensor {spec.name!r} uses codec {tensor.codec!r}, not {spec.codec!r}"
+            )
+        decoded = codec.decode(encoded_tensor(tensor))
+        if decoded.shape != spec.shape:
+            raise CodecError(
+                f"tensor {spec.name!r} has shape {list(decoded.shape)}, not {list(spec.shape)}"
+            )
+        tensors[spec.name] = torch.from_numpy(decoded).unsqueeze(0)
+    return tensors
 
 
 class CloudConnection:
-    """Streams frames to one server and keeps the freshest features it sends back."""
+    """Streams frames to one server and keeps the freshest answer it sends back."""
 
     def __init__(
         self,
         target: str,
-        config: ModelConfig,
-        feature_shape: tuple[int, int, int],
+        expected: ExpectedServer,
         codecs: dict[str, Codec],
-        image_format: str = "jpeg",
-        quality: int = 90,
         connect_timeout_s: float = 2.0,
     ) -> None:
-        if image_format not in _IMAGE_FORMATS:
-            raise ValueError(f"unsupported uplink format {image_format!r}")
         self.target = target
-        self.config = config
-        self.feature_shape = tuple(feature_shape)
+        self.expected = expected
         self.codecs = codecs
-        self.image_format = image_format
-        self.quality = quality
         self.connect_timeout_s = connect_timeout_s
-        self.features = FeatureSlot()
+        self.answers = AnswerSlot()
         self.uplink: UplinkSlot[OutgoingFrame] = UplinkSlot()
         self.stats = LinkStats()
         self._stop = threading.Event()
@@ -151,29 +152,36 @@ class CloudConnection:
             backoff = min(2 * backoff, 2.0)
 
     def _check_compatible(self, info: pb.ServerInfo) -> None:
-        expected = (self.config.name, self.config.version)
-        if (info.model_name, info.model_version) != expected:
+        expected = self.expected
+        if (info.model_name, info.model_version) != (expected.model_name, expected.model_version):
             raise IncompatibleServer(
                 f"server at {self.target} runs model {info.model_name} {info.model_version}, "
-                f"this edge runs {expected[0]} {expected[1]}"
+                f"this edge runs {expected.model_name} {expected.model_version}"
             )
-        if info.codec not in self.codecs:
+        tensors = wire_tensors(list(info.tensors))
+        if (info.combiner, tensors) != (expected.combiner, expected.tensors):
             raise IncompatibleServer(
-                f"server at {self.target} sends {info.codec!r} features; this edge decodes "
+                f"server at {self.target} answers for {info.combiner} with "
+                f"{_describe(tensors)}; this edge combines {expected.combiner} answers of "
+                f"{_describe(expected.tensors)}"
+            )
+        unknown = sorted({t.codec for t in tensors} - set(self.codecs))
+        if unknown:
+            raise IncompatibleServer(
+                f"server at {self.target} sends codecs {unknown}; this edge decodes "
                 f"{', '.join(self.codecs)}"
             )
-        if tuple(info.feature_shape) != self.feature_shape:
+        if info.uplink.format not in FORMAT_NAMES:
             raise IncompatibleServer(
-                f"server sends features of shape {list(info.feature_shape)}, "
-                f"this edge expects {list(self.feature_shape)}"
+                f"server at {self.target} asks for uplink format {info.uplink.format}, "
+                f"which this edge cannot encode"
             )
 
     def _stream(self, stub: pb_grpc.SplitInferenceStub, info: pb.ServerInfo) -> None:
         done = threading.Event()
-        remote_size = (info.remote_input.width, info.remote_input.height)
-        responses = stub.Stream(self._requests(done, remote_size))
+        responses = stub.Stream(self._requests(done, info))
         self._call = responses
-        self.stats.codec = info.codec
+        self.stats.uplink = f"{FORMAT_NAMES[info.uplink.format]} q{info.uplink.quality}"
         self.stats.connected = True
         self.stats.connects += 1
         try:
@@ -182,22 +190,21 @@ class CloudConnection:
         finally:
             done.set()
 
-    def _requests(self, done: threading.Event, size: tuple[int, int]) -> Iterator[pb.UplinkFrame]:
+    def _requests(self, done: threading.Event, info: pb.ServerInfo) -> Iterator[pb.UplinkFrame]:
+        size = (info.remote_input.height, info.remote_input.width)
+        image_format, quality = FORMAT_NAMES[info.uplink.format], info.uplink.quality
         while not (self._stop.is_set() or done.is_set()):
             frame = self.uplink.take(timeout=0.05)
             if frame is None:
                 continue
-            data = encode_image(fit(frame.rgb, (size[1], size[0])), self.image_format, self.quality)
+            data = encode_image(fit(frame.rgb, size), image_format, quality)
             self.stats.frames_sent += 1
             self.stats.uplink_bytes += len(data)
             yield pb.UplinkFrame(
                 sequence=frame.sequence,
                 capture_time_ns=frame.capture_time_ns,
                 image=pb.EncodedImage(
-                    format=_IMAGE_FORMATS[self.image_format],
-                    data=data,
-                    width=size[0],
-                    height=size[1],
+                    format=info.uplink.format, data=data, width=size[1], height=size[0]
                 ),
                 requested_delay_ticks=frame.requested_delay_ticks,
             )
@@ -210,31 +217,30 @@ class CloudConnection:
                 "server rejected frame %d: %s", message.error.source_sequence, message.error.message
             )
             return
-        features = message.features
+        answer = message.answer
         try:
-            tensor = decode_tensor(features.tensor, self.codecs)
+            tensors = decode_answer(answer, self.expected.tensors, self.codecs)
         except CodecError as exc:
             self.stats.decode_errors += 1
-            log.warning("features for frame %d unusable: %s", features.source_sequence, exc)
-            return
-        if tuple(tensor.shape[1:]) != self.feature_shape:
-            self.stats.decode_errors += 1
-            log.warning(
-                "features for frame %d have shape %s", features.source_sequence, list(tensor.shape)
-            )
+            log.warning("answer for frame %d unusable: %s", answer.source_sequence, exc)
             return
         now = time.time_ns()
-        self.stats.features_received += 1
-        self.stats.downlink_bytes += len(features.tensor.payload)
-        self.features.put(
-            ReceivedFeatures(
-                source_sequence=features.source_sequence,
-                conditioned_delay_ticks=features.conditioned_delay_ticks,
-                features=tensor,
+        payload_bytes = sum(len(t.payload) for t in answer.tensors)
+        self.stats.answers_received += 1
+        self.stats.downlink_bytes += payload_bytes
+        self.answers.put(
+            ReceivedAnswer(
+                source_sequence=answer.source_sequence,
+                conditioned_delay_ticks=answer.conditioned_delay_ticks,
+                tensors=tensors,
                 received_ns=now,
-                round_trip_ms=(now - features.source_capture_time_ns) / 1e6,
-                server_ms=(features.server_send_time_ns - features.server_receive_time_ns) / 1e6,
-                payload_bytes=len(features.tensor.payload),
-                context_sequences=tuple(features.context_sequences),
+                round_trip_ms=(now - answer.source_capture_time_ns) / 1e6,
+                server_ms=(answer.server_send_time_ns - answer.server_receive_time_ns) / 1e6,
+                payload_bytes=payload_bytes,
+                context_sequences=tuple(answer.context_sequences),
             )
         )
+
+
+def _describe(tensors: tuple[WireTensor, ...]) -> str:
+    return ", ".join(f"{t.name} {list(t.shape)} {t.codec}" for t in tensors) or "no tensors"

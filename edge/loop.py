@@ -1,10 +1,7 @@
-"""The on-device loop: every frame gets an on-time output, whatever the network does.
+"""`splitcast edge`: a frame source driven through an `EdgeClient`, paced like a camera, with
+its outputs written to a log, an overlay video and a summary.
 
-Per frame: offer it to the uplink (never blocks), read the freshest downlink (never blocks),
-use it at the model's weight for its age (features fused with a gain, or log-probabilities
-pooled: `splitcast.models.downlink`) when it is fresh enough, otherwise run local-only, and
-log what happened. Delays are measured in source frames (D_o = t - source frame) and converted
-to ticks of the model's frame rate for the D_i policy and the weight.
+Every frame gets an on-time output, whatever the network does (see `splitcast.edge.client`).
 """
 
 from __future__ import annotations
@@ -16,23 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from splitcast.edge.connection import CloudConnection, LinkStats
-from splitcast.edge.delay import DelayPolicy
-from splitcast.edge.runtime import LocalRuntime
+from splitcast.edge.client import EdgeClient, EdgeResult
+from splitcast.edge.connection import LinkStats
 from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
-from splitcast.edge.slots import OutgoingFrame, ReceivedFeatures
 from splitcast.edge.sources import FrameSource
 from splitcast.models.checkpoint import load_system
-from splitcast.models.codec import codec_set
-from splitcast.models.downlink import (
-    AS_SENT,
-    downlink_shape,
-    downlink_use,
-    is_late_average,
-)
 from splitcast.models.runtime_names import RUNTIMES
 
 MAX_VIDEO_WIDTH = 960
@@ -48,11 +35,10 @@ class EdgeOptions:
     server: str | None = None
     realtime: bool = True
     max_staleness_frames: int = 10
-    image_format: str = "jpeg"
-    quality: int = 90
     initial_delay_ticks: float | None = None
     """D_i before any delay is measured; None: the staleness limit, the worst delay still fused."""
     wait_for_server_s: float = 0.0
+    """How long to wait for the stream to the server before the first frame."""
     video_path: Path | None = None
     log_path: Path | None = None
     banner: str = ""
@@ -68,17 +54,18 @@ class EdgeSummary:
     source: str
     frames: int
     skipped: int
-    fused: int
-    fused_fraction: float
+    combined: int
+    """Frames whose output used a fresh answer."""
+    combined_fraction: float
     mean_d_o_frames: float | None
     mean_d_o_ms: float | None
     stale: int
-    """Frames that had features but not fresh enough to fuse (older than the cap)."""
+    """Frames that had an answer, but none fresh enough to use (older than the cap)."""
     stale_d_o_p50_frames: float | None
     max_staleness_frames: int
     server_time_p50_ms: float | None
     """From an answered frame reaching the server to its answer leaving (queue and step): the
-    usual cause of stale features when the link itself is fast."""
+    usual cause of stale answers when the link itself is fast."""
     latency_p50_ms: float
     latency_p99_ms: float
     output_fps: float
@@ -98,45 +85,19 @@ def _video_size(rgb: np.ndarray) -> tuple[int, int]:
 
 
 def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
-    """Process every frame of `source`; returns the run's summary."""
-    system = load_system(options.model)
-    config = system.config
-    runtime = LocalRuntime(
-        system.local,
-        config.local_size,
+    """Process every frame of `source` through an `EdgeClient`; returns the run's summary."""
+    client = EdgeClient(
+        load_system(options.model),
+        server=options.server,
+        fps=source.fps,
         runtime=options.runtime,
-        late_average=is_late_average(config),
-        history_frames=options.max_staleness_frames + 1,
+        max_staleness_frames=options.max_staleness_frames,
+        initial_delay_ticks=options.initial_delay_ticks,
+        output_size=options.output_size,
     )
-    feature_shape = downlink_shape(system)
-    _warm_up(runtime, feature_shape)
-    connection = None
-    if options.server:
-        connection = CloudConnection(
-            options.server,
-            config,
-            feature_shape,
-            codec_set(system.bottleneck),
-            options.image_format,
-            options.quality,
-        )
-        connection.start()
-        _wait_connected(connection.stats, options.wait_for_server_s)
-    ticks_per_frame = config.fps / source.fps
-    initial_ticks = options.initial_delay_ticks
-    if initial_ticks is None:
-        initial_ticks = options.max_staleness_frames * ticks_per_frame
-    policy = DelayPolicy(initial_ticks=initial_ticks)
     frame_ms = 1000.0 / source.fps
-    log = JsonlLog(options.log_path) if options.log_path else None
-    video: OverlayVideoWriter | None = None
-    latencies: list[float] = []
-    fused_delays: list[int] = []
-    stale_delays: list[int] = []
-    server_ms: list[float] = []
-    recent_outputs: list[float] = []
-    skipped = 0
-    last_source = -1
+    sinks = _Sinks(options, source.fps)
+    run = _RunRecord(options.max_staleness_frames)
     start = time.perf_counter()
     progress = tqdm(
         desc="edge",
@@ -146,119 +107,98 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         leave=False,
     )
     try:
-        for index, rgb in enumerate(source.frames()):
-            if options.realtime:
-                lateness = time.perf_counter() - (start + index / source.fps)
-                if lateness > 1.0 / source.fps:
-                    skipped += 1
+        with client:
+            if options.server:
+                client.wait_connected(options.wait_for_server_s)
+            for index, rgb in enumerate(source.frames()):
+                if options.realtime and not _on_time(start, index, source.fps):
+                    run.skipped += 1
                     continue
-                if lateness < 0:
-                    time.sleep(-lateness)
-            capture_ns = time.time_ns()
-            step_start = time.perf_counter()
-            requested = policy.requested()
-            received = None
-            if connection is not None:
-                connection.submit(OutgoingFrame(index, capture_ns, rgb, requested))
-                received = connection.features.latest()
-            d_o = None if received is None else index - received.source_sequence
-            if received is not None and received.source_sequence != last_source:
-                policy.observe(d_o * ticks_per_frame)
-                server_ms.append(received.server_ms)
-                last_source = received.source_sequence
-            fused = d_o is not None and d_o <= options.max_staleness_frames
-            downlink = received.features if fused else None
-            use = downlink_use(config, d_o * ticks_per_frame) if fused else AS_SENT
-            answered = None if received is None else received.source_sequence
-            class_ids = runtime.segment(rgb, downlink, options.output_size, use, index, answered)
-            latency_ms = (time.perf_counter() - step_start) * 1000.0
-            latencies.append(latency_ms)
-            recent_outputs = [*recent_outputs[-29:], time.perf_counter()]
-            if fused:
-                fused_delays.append(d_o)
-            elif d_o is not None:
-                stale_delays.append(d_o)
-            mode = "fused" if fused else ("stale" if received is not None else "local_only")
-            record = {
-                "frame": index,
-                "capture_time_ns": capture_ns,
-                "latency_ms": round(latency_ms, 3),
-                "mode": mode,
-                "fused": fused,
-                "source_frame": None if received is None else received.source_sequence,
-                "context_frames": None if received is None else list(received.context_sequences),
-                "d_o": d_o,
-                "d_o_ms": None if d_o is None else round(d_o * frame_ms, 1),
-                "d_i": None if received is None else received.conditioned_delay_ticks,
-                "requested_d_i": requested,
-                "rtt_ms": None if received is None else round(received.round_trip_ms, 2),
-                "connected": bool(connection and connection.stats.connected),
-            }
-            if log is not None:
-                log.write(record)
-            if options.on_output is not None:
-                options.on_output(record, class_ids)
-            if options.video_path is not None:
-                if video is None:
-                    video = OverlayVideoWriter(options.video_path, source.fps, *_video_size(rgb))
-                video.write(
-                    rgb, class_ids, _banner(options.banner, recent_outputs, mode, d_o, received)
-                )
-            progress.update()
+                result = client.step(rgb)
+                run.add(result)
+                sinks.write(rgb, result, result.record(frame_ms), options.banner)
+                progress.update()
     finally:
         progress.close()
-        if connection is not None:
-            connection.stop()
-        if log is not None:
-            log.close()
-        if video is not None:
-            video.close()
-    return _summarise(
-        source,
-        latencies,
-        _Delays(fused_delays, stale_delays, options.max_staleness_frames, server_ms),
-        skipped,
-        frame_ms,
-        start,
-        connection,
-    )
+        sinks.close()
+    return _summarise(source, run, frame_ms, start, client.stats)
 
 
-def _warm_up(runtime: LocalRuntime, feature_shape: tuple[int, int, int]) -> None:
-    """First calls allocate and pick kernels; keep that out of frame latencies."""
-    height, width = runtime.local_size
-    blank = np.zeros((height, width, 3), dtype=np.uint8)
-    for _ in range(2):
-        runtime.segment(blank, None)
-        runtime.segment(blank, torch.zeros(1, *feature_shape))
+def _on_time(start: float, index: int, fps: float) -> bool:
+    """Pace to the source's frame rate as a camera would: sleep until frame `index` is due;
+    False when it is more than a frame period late (skip it)."""
+    lateness = time.perf_counter() - (start + index / fps)
+    if lateness > 1.0 / fps:
+        return False
+    if lateness < 0:
+        time.sleep(-lateness)
+    return True
 
 
-def _wait_connected(stats: LinkStats, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not stats.connected and time.monotonic() < deadline:
-        time.sleep(0.02)
+class _Sinks:
+    """Where each frame's output goes: the JSON-lines log, the overlay video, a callback."""
+
+    def __init__(self, options: EdgeOptions, fps: float) -> None:
+        self.options = options
+        self.fps = fps
+        self.log = JsonlLog(options.log_path) if options.log_path else None
+        self.video: OverlayVideoWriter | None = None
+        self.recent_outputs: list[float] = []
+
+    def write(
+        self, rgb: np.ndarray, result: EdgeResult, record: dict[str, Any], banner: str
+    ) -> None:
+        self.recent_outputs = [*self.recent_outputs[-29:], time.perf_counter()]
+        if self.log is not None:
+            self.log.write(record)
+        if self.options.on_output is not None:
+            self.options.on_output(record, result.class_ids)
+        if self.options.video_path is not None:
+            if self.video is None:
+                self.video = OverlayVideoWriter(
+                    self.options.video_path, self.fps, *_video_size(rgb)
+                )
+            self.video.write(rgb, result.class_ids, _banner(banner, self.recent_outputs, result))
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        if self.video is not None:
+            self.video.close()
 
 
-def _banner(
-    prefix: str, outputs: list[float], mode: str, d_o: int | None, received: ReceivedFeatures | None
-) -> str:
+def _banner(prefix: str, outputs: list[float], result: EdgeResult) -> str:
     fps = (len(outputs) - 1) / (outputs[-1] - outputs[0]) if len(outputs) > 1 else 0.0
     state = (
-        f"FUSED D_o={d_o} D_i={received.conditioned_delay_ticks:g}"
-        if mode == "fused" and received is not None
-        else mode.upper().replace("_", "-")
+        f"ANSWER D_o={result.d_o} D_i={result.d_i:g}"
+        if result.mode == "combined" and result.d_i is not None
+        else result.mode.upper().replace("_", "-")
     )
     return " | ".join(part for part in (prefix, f"{fps:4.1f} fps", state) if part)
 
 
 @dataclass
-class _Delays:
-    """What the run saw of the features' age: D_o of fused and of too-stale frames."""
+class _RunRecord:
+    """What the run saw: on-time step latencies, the answers' ages D_o (used, and too stale),
+    the server's time per new answer, and frames skipped as too late."""
 
-    fused: list[int]
-    stale: list[int]
     max_staleness: int
-    server_ms: list[float]
+    latencies: list[float] = field(default_factory=list)
+    combined: list[int] = field(default_factory=list)
+    stale: list[int] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    skipped: int = 0
+    last_source: int | None = None
+
+    def add(self, result: EdgeResult) -> None:
+        self.latencies.append(result.latency_ms)
+        if result.mode == "combined":
+            self.combined.append(result.d_o)
+        elif result.mode == "stale":
+            self.stale.append(result.d_o)
+        if result.source_frame is not None and result.source_frame != self.last_source:
+            self.server_ms.append(result.server_ms)
+            self.last_source = result.source_frame
 
 
 def _median(values: list[float] | list[int]) -> float | None:
@@ -267,29 +207,27 @@ def _median(values: list[float] | list[int]) -> float | None:
 
 def _summarise(
     source: FrameSource,
-    latencies: list[float],
-    delays: _Delays,
-    skipped: int,
+    run: _RunRecord,
     frame_ms: float,
     start: float,
-    connection: CloudConnection | None,
+    stats: LinkStats | None,
 ) -> EdgeSummary:
+    latencies = run.latencies
     frames = len(latencies)
     elapsed = time.perf_counter() - start
-    stats = connection.stats if connection is not None else None
-    mean_d_o = float(np.mean(delays.fused)) if delays.fused else None
+    mean_d_o = float(np.mean(run.combined)) if run.combined else None
     return EdgeSummary(
         source=source.name,
         frames=frames,
-        skipped=skipped,
-        fused=len(delays.fused),
-        fused_fraction=len(delays.fused) / frames if frames else 0.0,
+        skipped=run.skipped,
+        combined=len(run.combined),
+        combined_fraction=len(run.combined) / frames if frames else 0.0,
         mean_d_o_frames=mean_d_o,
         mean_d_o_ms=None if mean_d_o is None else mean_d_o * frame_ms,
-        stale=len(delays.stale),
-        stale_d_o_p50_frames=_median(delays.stale),
-        max_staleness_frames=delays.max_staleness,
-        server_time_p50_ms=_median(delays.server_ms),
+        stale=len(run.stale),
+        stale_d_o_p50_frames=_median(run.stale),
+        max_staleness_frames=run.max_staleness,
+        server_time_p50_ms=_median(run.server_ms),
         latency_p50_ms=float(np.percentile(latencies, 50)) if frames else 0.0,
         latency_p99_ms=float(np.percentile(latencies, 99)) if frames else 0.0,
         output_fps=frames / elapsed if elapsed > 0 else 0.0,

@@ -1,120 +1,126 @@
-"""The edge's on-time step: the local model on the current frame, using the downlink or not.
+"""The edge's on-time step on one frame, with the local model in ONNX Runtime or PyTorch.
 
-With feature fusion the downlink enters the local model; in late-average mode the local model
-runs local-only and its log-probabilities are pooled with the received ones
-(`splitcast.models.downlink`), the on-time answer moved along the flow the runtime measures
-from the current frame back to the answer's frame (`splitcast.models.motion`). By default the
-local model runs in ONNX Runtime, one exported graph for the local-only pass and one for the
-fused pass (`splitcast.models.onnx_program`):
-2-3x faster than PyTorch here, which leaves more of a shared machine to everything else. In
-PyTorch it runs with channels-last weights (`splitcast.models.memory_format`).
+The step itself (preprocess -> local model -> combine with the answer at its age -> class ids)
+is `splitcast.models.edge_step.EdgeStep`, the same code offline evaluation runs. This module
+picks what runs the local model and keeps the recent grey frames the combiner may measure
+motion on. By default the local model runs in ONNX Runtime, one exported graph for the
+local-only pass and, for a combiner that fuses features, one for the fused pass
+(`splitcast.models.onnx_program`): faster than PyTorch on a CPU, which leaves more of a shared
+machine to everything else. In PyTorch it runs with channels-last weights
+(`splitcast.models.memory_format`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
-from splitcast.data.images import fit
-from splitcast.models.downlink import AS_SENT, AnswerUse, average
-from splitcast.models.layers import resize
+from splitcast.models.combiners import AS_SENT, AnswerTensors, AnswerUse, Combiner, LocalPass
+from splitcast.models.edge_step import EdgeStep, LocalRunner, TorchLocal
 from splitcast.models.local import LocalModel
 from splitcast.models.memory_format import inference_layout
-from splitcast.models.motion import FrameHistory, MotionEstimator, grey
+from splitcast.models.motion import FrameHistory, grey
 from splitcast.models.onnx_program import OnnxProgram, onnx_or_none
 from splitcast.models.runtime_names import RUNTIMES
 
-Step = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+class _GraphLocal:
+    """The local model as exported graphs: local-only, and fused when the combiner fuses."""
+
+    def __init__(self, local_only: OnnxProgram, fused: OnnxProgram | None) -> None:
+        self.local_only = local_only
+        self.fused = fused
+
+    def __call__(self, frames: torch.Tensor) -> LocalPass:
+        return _GraphPass(self, frames)
+
+
+class _GraphPass:
+    def __init__(self, graphs: _GraphLocal, frames: torch.Tensor) -> None:
+        self.graphs = graphs
+        self.frames = frames
+        self._local_only: torch.Tensor | None = None
+
+    def local_only(self) -> torch.Tensor:
+        if self._local_only is None:
+            self._local_only = self.graphs.local_only(self.frames)
+        return self._local_only
+
+    def fused(self, features: torch.Tensor) -> torch.Tensor:
+        if self.graphs.fused is None:
+            raise RuntimeError("this runtime has no fused graph: its combiner does not fuse")
+        return self.graphs.fused(self.frames, features.float())
+
+
+def local_runner(
+    model: LocalModel,
+    local_size: tuple[int, int],
+    combiner: Combiner,
+    runtime: str = RUNTIMES[0],
+    channels_last: bool = True,
+) -> LocalRunner:
+    """What runs the local model for the edge: exported graphs in ONNX Runtime (falling back to
+    PyTorch when the export fails, with a warning) or PyTorch."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r} is not one of {RUNTIMES}")
+    model = model.eval()
+    if runtime == RUNTIMES[0]:
+        frame = torch.zeros(1, 3, *local_size)
+        threads = torch.get_num_threads()
+
+        def export() -> _GraphLocal:
+            local_only = OnnxProgram(model, (frame,), ["frame"], threads)
+            if not combiner.fuses_features:
+                return _GraphLocal(local_only, None)
+            downlink = torch.zeros(1, *model.downlink_shape(local_size))
+            return _GraphLocal(
+                local_only, OnnxProgram(model, (frame, downlink), ["frame", "downlink"], threads)
+            )
+
+        graphs = onnx_or_none(export, "the local model")
+        if graphs is not None:
+            return graphs
+    return TorchLocal(model, inference_layout(model, channels_last=channels_last))
 
 
 class LocalRuntime:
-    """Runs the local model at the configuration's local input size on one of `RUNTIMES`."""
+    """The edge step at batch 1 on live frames, with the grey images of the last
+    `history_frames` numbered frames (to measure how the scene moved since an answer's
+    frame)."""
 
     def __init__(
         self,
         model: LocalModel,
         local_size: tuple[int, int],
-        channels_last: bool = True,
+        combiner: Combiner,
         runtime: str = RUNTIMES[0],
-        late_average: bool = False,
+        channels_last: bool = True,
         history_frames: int = 32,
     ) -> None:
-        """`late_average`: the downlink holds class log-probabilities to average with
-        (`splitcast.models.downlink.average`), not features to fuse; the runtime then keeps
-        the grey images of the last `history_frames` numbered frames, to measure how the
-        scene moved since an answer's frame."""
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime {runtime!r} is not one of {RUNTIMES}")
-        self.model = model.eval()
+        runner = local_runner(model, local_size, combiner, runtime, channels_last)
+        self.step = EdgeStep(combiner, runner, local_size)
         self.local_size = local_size
-        self.late_average = late_average
         self.history = FrameHistory(history_frames)
-        self.motion = MotionEstimator()
-        self.run = self._step(runtime, channels_last)
-
-    def _step(self, runtime: str, channels_last: bool) -> Step:
-        if runtime == RUNTIMES[0]:
-            frame = torch.zeros(1, 3, *self.local_size)
-            downlink = torch.zeros(1, *self.model.downlink_shape(self.local_size))
-            threads = torch.get_num_threads()
-            # LocalModel.forward(frame, downlink=None): one graph per pass, the fused one only
-            # when features are fused.
-            programs = onnx_or_none(
-                lambda: (
-                    OnnxProgram(self.model, (frame,), ["frame"], threads),
-                    None
-                    if self.late_average
-                    else OnnxProgram(self.model, (frame, downlink), ["frame", "downlink"], threads),
-                ),
-                "the local model",
-            )
-            if programs is not None:
-                local_only, fused = programs
-                return lambda image, features: (
-                    local_only(image) if features is None else fused(image, features.float())
-                )
-        layout = inference_layout(self.model, channels_last=channels_last)
-        return lambda image, features: self.model(image.contiguous(memory_format=layout), features)
 
     @torch.inference_mode()
     def segment(
         self,
         rgb: np.ndarray,
-        downlink: torch.Tensor | None,
+        answer: AnswerTensors | None,
         output_size: tuple[int, int] | None = None,
         use: AnswerUse = AS_SENT,
         sequence: int | None = None,
         source_sequence: int | None = None,
     ) -> np.ndarray:
-        """Class ids uint8 at `output_size` (default: the local input size); `downlink=None`
-        means local-only, else it is used as `use` (`downlink_use` for its age). Scores
-        are resized before the argmax, as offline evaluation does. Late average: `sequence`
-        numbers this frame and `source_sequence` the answer's; the on-time answer is moved
-        along the flow between them when both frames are in the history (not moved
-        otherwise)."""
-        local_rgb = fit(rgb, self.local_size)
-        frame = torch.from_numpy(local_rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        if self.late_average:
-            scores = self.run(frame, None)
-            if sequence is not None:
-                self.history.add(sequence, grey(local_rgb))
-            if downlink is not None:
-                flows = self._flows(sequence, source_sequence) if use.warped_weight else None
-                scores = average(scores, downlink.float(), use, flows)
-        else:
-            scores = self.run(frame, None if downlink is None else downlink * use.weight)
-        if output_size is not None and tuple(output_size) != tuple(scores.shape[-2:]):
-            scores = resize(scores, output_size)
-        return scores[0].argmax(0).to(torch.uint8).numpy()
-
-    def _flows(self, sequence: int | None, source_sequence: int | None) -> torch.Tensor | None:
-        """The flow [1, H, W, 2] from frame `sequence` back to `source_sequence`, or None
-        when either is not in the history."""
-        if sequence is None or source_sequence is None:
-            return None
-        current, source = self.history.get(sequence), self.history.get(source_sequence)
-        if current is None or source is None:
-            return None
-        return self.motion.backward_flow(current, source).unsqueeze(0)
+        """Class ids uint8 at `output_size` (default: the local input size); `answer=None`
+        means local-only, else it is combined as `use` (the combiner's record for its age).
+        `sequence` numbers this frame and `source_sequence` the answer's; when the combiner
+        uses motion, the flow between them is measured if both frames are in the history."""
+        (fitted,), local = self.step.prepare([rgb])
+        if sequence is not None and self.step.motion is not None:
+            self.history.add(sequence, grey(fitted))
+        known = sequence is not None and source_sequence is not None
+        frames, sources = ([sequence], [source_sequence]) if known else ([], [])
+        scores = self.step.scores(local, answer, use, self.history, frames, sources)
+        ids = self.step.ids(scores, tuple(output_size or self.local_size))
+        return ids[0].to(torch.uint8).numpy()

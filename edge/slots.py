@@ -1,6 +1,6 @@
 """Latest-wins hand-over points between the edge loop and its network threads.
 
-`FeatureSlot`: the receiver thread replaces its content; the edge loop reads it without ever
+`AnswerSlot`: the receiver thread replaces its content; the edge loop reads it without ever
 waiting for the network (the lock only guards a reference swap).
 `UplinkSlot`: the edge loop drops its newest frame in; the sender takes it when the link is
 ready. A frame not yet taken when the next arrives is replaced and counted as dropped.
@@ -19,12 +19,12 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class ReceivedFeatures:
-    """Decoded downlink features and where they came from."""
+class ReceivedAnswer:
+    """A decoded answer (named tensors [1, C, h, w]) and where it came from."""
 
     source_sequence: int
     conditioned_delay_ticks: float
-    features: torch.Tensor
+    tensors: dict[str, torch.Tensor]
     received_ns: int
     round_trip_ms: float
     server_ms: float
@@ -40,19 +40,19 @@ class OutgoingFrame:
     requested_delay_ticks: float
 
 
-class FeatureSlot:
-    """Holds the freshest received features; `latest()` never blocks on the network."""
+class AnswerSlot:
+    """Holds the freshest received answer; `latest()` never blocks on the network."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._item: ReceivedFeatures | None = None
+        self._item: ReceivedAnswer | None = None
 
-    def put(self, item: ReceivedFeatures) -> None:
+    def put(self, item: ReceivedAnswer) -> None:
         with self._lock:
             if self._item is None or item.source_sequence >= self._item.source_sequence:
                 self._item = item
 
-    def latest(self) -> ReceivedFeatures | None:
+    def latest(self) -> ReceivedAnswer | None:
         with self._lock:
             return self._item
 

@@ -36,6 +36,34 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or does not fit its configuration."""
 
 
+_UNTYPED_POLICY = ("late_average", "late_weight", "late_blur", "late_warped_weight")
+
+
+def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration written before combiners were typed (the per-age policy as parallel
+    lists in `params`: `downlink_gain`, and `late_average` with `late_weight`, `late_blur`,
+    `late_warped_weight`), converted to `combiner` and `policy`; anything else unchanged.
+    The networks and their version are the same."""
+    params = dict(config.get("params", {}))
+    if not any(key in params for key in ("downlink_gain", *_UNTYPED_POLICY)):
+        return config
+    policy: dict[str, list[dict[str, Any]]] = {}
+    gains = params.pop("downlink_gain", None)
+    if gains:
+        policy["feature_fusion"] = [{"weight": g} for g in gains]
+    late = bool(params.pop("late_average", False))
+    weights = params.pop("late_weight", None)
+    blurs = params.pop("late_blur", None) or [1] * len(weights or [])
+    moved = params.pop("late_warped_weight", None) or [0.0] * len(weights or [])
+    if weights:
+        policy["late_average"] = [
+            {"weight": w, "blur": k, "warped_weight": v}
+            for w, k, v in zip(weights, blurs, moved, strict=True)
+        ]
+    combiner = "late_average" if late else "feature_fusion"
+    return {**config, "combiner": combiner, "policy": policy, "params": params}
+
+
 def packaged_prefixes(system: SplitSystem) -> list[str]:
     """State-dict prefixes whose weights are loaded from packages, not trained."""
     prefixes = []
@@ -172,7 +200,7 @@ def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, An
     """Rebuild the configuration, add the trained weights; returns the system and its meta."""
     folder = checkpoint_folder(name_or_path)
     meta = json.loads((folder / META_FILE).read_text())
-    config = ModelConfig.from_dict(meta["config"])
+    config = ModelConfig.from_dict(migrate_config(meta["config"]))
     system = build(config, pretrained=bool(meta["packaged_prefixes"]))
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():

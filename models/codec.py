@@ -9,7 +9,7 @@ payload raises `CodecError` instead of yielding garbage.
 - `int8-zstd`: per-channel scale, uniform 8-bit quantisation, zstandard;
 - `learned`: the checkpoint's `FeatureBottleneck` symbols, range-coded with `constriction`
   using the integer frequency tables stored in the checkpoint;
-- `logprobs-u4-zstd`: class log-probabilities (the late-average downlink, `models.downlink`)
+- `logprobs-u4-zstd`: class log-probabilities (the late-average answer, `models.combiners`)
   floored at `LOG_PROBABILITY_FLOOR` on 16 levels, zstandard: about 2.2-2.7 kB for 19 x 32 x 64,
   as good as sending them exact (the pooling needs the small probabilities, which 16 linear
   levels of probability round to 0).

@@ -6,19 +6,20 @@ delay d ticks at stride s, with the remote context ending at t - d*s:
 - `remote_stale_image`: the remote model on frame t - d*s alone (image-only), used at t;
 - `remote_stale_video`: the remote model on the K-frame context, told the delay is 0;
 - `remote_predictive`: the remote model's logits conditioned on the true delay;
-- `dedelayed`: the edge's output on frame t with the remote downlink for that delay (fused
-  features, or the late average: see `splitcast.models.downlink`);
+- `dedelayed`: the edge's output on frame t with the remote's answer for that delay, combined
+  by the configuration's combiner (`splitcast.models.combiners`) through the same edge step
+  a live edge runs (`splitcast.models.edge_step`);
 - `oracle`: the remote image-only model on frame t itself (what a zero-delay link gives).
 
 Remote frames pass through the uplink codec (the configuration's format and quality) first,
-and downlink features through the downlink codec (encoded to bytes and decoded), as in live
-use; the evaluator counts the bytes of both. Logits are scored at label resolution.
+and answers through the downlink codec (encoded to bytes and decoded), as in live use; the
+evaluator counts the bytes of both. Logits are scored at label resolution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,24 +27,16 @@ import torch
 from tqdm import tqdm
 
 from splitcast.data.clips import Clip, ClipDataset, DataError
-from splitcast.data.images import fit
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
 from splitcast.models.codec import Codec
-from splitcast.models.downlink import (
-    AnswerUse,
-    downlink_use,
-    edge_scores,
-    is_late_average,
-    remote_downlink,
-    remote_outputs,
-)
+from splitcast.models.combiners import AnswerTensors, AnswerUse
+from splitcast.models.edge_step import ClipGreys, EdgeStep, LocalRunner, TorchLocal, to_tensor
 from splitcast.models.layers import class_ids
-from splitcast.models.local import Features
-from splitcast.models.motion import MotionEstimator, grey
 from splitcast.models.registry import SplitSystem, max_context_gap
 from splitcast.models.remote import context_delay
+from splitcast.models.remote_stream import window
 
 METHODS = (
     "local_only",
@@ -80,38 +73,35 @@ class _ClipState:
     stale_video_ids: dict[tuple[int, ...], torch.Tensor]
 
 
-class _EdgeMotion:
-    """The flow a live edge measures from each target frame back to an answer's frame (late
-    average only: `splitcast.models.motion`), on the same grey local-size images."""
-
-    def __init__(self, clip: Clip, local_size: tuple[int, int]) -> None:
-        self.clip = clip
-        self.local_size = local_size
-        self.estimator = MotionEstimator()
-        self.greys: dict[int, np.ndarray] = {}
-
-    def _grey(self, index: int) -> np.ndarray:
-        if index not in self.greys:
-            self.greys[index] = grey(fit(self.clip.frame(index), self.local_size))
-        return self.greys[index]
-
-    def flows(self, targets: Sequence[int], sources: Sequence[int]) -> torch.Tensor:
-        """Flows [B, H, W, 2] from each target frame to its source frame."""
-        return torch.stack(
-            [
-                self.estimator.backward_flow(self._grey(t), self._grey(s))
-                for t, s in zip(targets, sources, strict=True)
-            ]
-        )
-
-
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
-
-
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclass
+class _Matrices:
+    """The confusion matrices one `run` fills: per method and delay column, the candidate
+    grid (delay x candidate), the codec variants and the D_o x D_i mismatch grid."""
+
+    per_delay: dict[str, list[ConfusionMatrix]]
+    fixed: dict[str, ConfusionMatrix]
+    gain_grid: list[list[ConfusionMatrix]]
+    variants: dict[str, list[ConfusionMatrix]]
+    mismatch: list[list[ConfusionMatrix]] | None
+
+
+@dataclass
+class _Chunk:
+    """One batch of target frames of a clip, with what every delay column shares."""
+
+    targets: Sequence[int]
+    labels: torch.Tensor
+    local: Any
+    greys: ClipGreys
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.labels.shape[-2:])
 
 
 class OfflineEvaluator:
@@ -124,17 +114,25 @@ class OfflineEvaluator:
         local_size: tuple[int, int] | None = None,
         batch_size: int = 8,
         codec: Codec | None = None,
+        local: LocalRunner | None = None,
     ) -> None:
-        """`codec`: the downlink codec every fused feature map passes through (None: the
-        features as computed, no wire)."""
+        """`local_size`: run the local model at another input size than the configuration's;
+        `codec`: the downlink codec every answer passes through (None: the answers as
+        computed, no wire); `local`: what runs the local model (default: PyTorch, batched;
+        a live edge's runner scores exactly what that edge outputs)."""
+        if local_size is not None:
+            system = replace(system, config=replace(system.config, local_size=tuple(local_size)))
         self.system = system.eval()
+        self.config = system.config
+        self.combiner = system.combiner()
+        local = local or TorchLocal(system.local)
+        self.edge = EdgeStep(self.combiner, local, self.config.local_size)
         self.codec = codec
         self.downlink_bytes: list[int] = []
         self.uplink_bytes: list[int] = []
         self.variant_bytes: dict[str, list[int]] = {}
-        self.config = system.config
         self.dataset = dataset
-        self.local_size = local_size or self.config.local_size
+        self.local_size = self.config.local_size
         self.batch_size = batch_size
         if dataset.meta.num_classes != self.config.num_classes:
             raise DataError(
@@ -173,18 +171,16 @@ class OfflineEvaluator:
                 for i in chunk
             ]
             self.uplink_bytes.extend(size for _, size in coded)
-            encoded = remote.encode(torch.stack([_to_tensor(rgb) for rgb, _ in coded]))
+            encoded = remote.encode(torch.stack([to_tensor(rgb) for rgb, _ in coded]))
             encodings.update(zip(chunk, encoded, strict=True))
         image_only_ids: dict[int, torch.Tensor] = {}
         for chunk in _chunks(sorted(image_only), self.batch_size):
-            logits = remote.image_only_from_encoding(
-                torch.stack([encodings[i] for i in chunk]), self.local_size
-            )
+            logits = remote.image_only_from_encoding(torch.stack([encodings[i] for i in chunk]))
             image_only_ids.update(zip(chunk, class_ids(logits, label_size), strict=True))
         stale_video_ids: dict[tuple[int, ...], torch.Tensor] = {}
         for chunk in _chunks(sorted(contexts), self.batch_size):
-            stacked = torch.stack([torch.stack([encodings[i] for i in c], dim=1) for c in chunk])
-            logits = remote.predict(stacked, torch.zeros(len(chunk)), self.local_size)[1]
+            zero = torch.zeros(len(chunk))
+            logits = remote.outputs(window(encodings, chunk), zero, None, ("logits",))["logits"]
             stale_video_ids.update(zip(chunk, class_ids(logits, label_size), strict=True))
         return _ClipState(encodings, image_only_ids, stale_video_ids)
 
@@ -201,178 +197,169 @@ class OfflineEvaluator:
     ) -> dict[str, Any]:
         """mIoU per method per delay (and the D_o x D_i matrix when `mismatch` lists delays).
 
-        Dedelayed uses the downlink as the configuration says for its age (the true delay; see
-        `downlink_use`: the feature gain, or the late-average weight and blur); with `gains`,
-        it is also scored with each of those uses instead (`gain_grid` in the result: one row
-        per delay, one column per candidate).
+        Dedelayed uses each answer as the combiner's policy says for its age (the true delay);
+        with `gains`, it is also scored with each of those uses instead (`gain_grid` in the
+        result: one row per delay, one column per candidate).
 
         Methods that do not depend on the delay (local_only, oracle) are scored once per target
         and reported in every column; that is exact because every column has the same targets.
         `variants` are further downlink codecs: Dedelayed is also scored with each of them on
-        the same features (`variants` in the result; their byte sizes in `variant_bytes`).
+        the same answers (`variants` in the result; their byte sizes in `variant_bytes`).
         """
         variants = variants or {}
         self.variant_bytes = {name: [] for name in variants}
-        variant_matrices = {name: [self._matrix() for _ in delays] for name in variants}
-        max_delay = max([*delays, *(mismatch or [])])
         per_delay = ("remote_stale_image", "remote_stale_video", "remote_predictive", "dedelayed")
-        matrices = {m: [self._matrix() for _ in delays] for m in per_delay}
-        fixed = {"local_only": self._matrix(), "oracle": self._matrix()}
-        grid = [[self._matrix() for _ in mismatch] for _ in mismatch] if mismatch else None
-        gain_grid = [[self._matrix() for _ in gains or ()] for _ in delays]
+        matrices = _Matrices(
+            per_delay={m: [self._matrix() for _ in delays] for m in per_delay},
+            fixed={"local_only": self._matrix(), "oracle": self._matrix()},
+            gain_grid=[[self._matrix() for _ in gains or ()] for _ in delays],
+            variants={name: [self._matrix() for _ in delays] for name in variants},
+            mismatch=[[self._matrix() for _ in mismatch] for _ in mismatch] if mismatch else None,
+        )
+        max_delay = max([*delays, *(mismatch or [])])
         count = 0
-        system, k = self.system, self.config.context_frames
         for clip in tqdm(
             self.dataset.clips, desc=f"evaluate s={stride}", unit="clip", disable=not progress
         ):
             targets = self.targets(clip, max_delay, stride, every)
-            if not targets:
-                continue
             count += len(targets)
-            contexts = {
-                (t, d): context_indices(t, d, k, stride)
-                for t in targets
-                for d in {*delays, *(mismatch or [])}
-            }
-            state = self._state(
-                clip,
-                {i for c in contexts.values() for i in c},
-                image_only=set(targets) | {c[-1] for c in contexts.values()},
-                contexts={tuple(contexts[t, d]) for t in targets for d in delays},
-            )
-            motion = self._motion(clip)
-            for chunk in _chunks(targets, self.batch_size):
-                labels = torch.from_numpy(np.stack([clip.label(t) for t in chunk])).long()
-                size = tuple(labels.shape[-2:])
-                local_frames = torch.stack(
-                    [_to_tensor(fit(clip.frame(t), self.local_size)) for t in chunk]
+            if targets:
+                self._score_clip(
+                    clip, targets, stride, delays, mismatch or [], variants, gains or [], matrices
                 )
-                features = system.local.encode(local_frames)
-                local_only = system.local.decode(features, None, self.local_size)
-                local_ids = class_ids(local_only, size)
-                fixed["local_only"].update(local_ids, labels)
-                fixed["oracle"].update(
-                    torch.stack([state.image_only_ids[t] for t in chunk]), labels
-                )
-                for column, d in enumerate(delays):
-                    used = [contexts[t, d] for t in chunk]
-                    context = self._stack(state, used)
-                    delay = torch.full((len(chunk),), float(d))
-                    use = downlink_use(self.config, d)
-                    flows = None if motion is None else motion.flows(chunk, [c[-1] for c in used])
-                    downlink, predictive = remote_outputs(system, context, delay, self.local_size)
-                    for name, codec in variants.items():
-                        sent = self._transmit(downlink, codec, self.variant_bytes[name])
-                        scores = self._edge(features, local_only, sent, use, flows)
-                        variant_matrices[name][column].update(class_ids(scores, size), labels)
-                    downlink = self._transmit(downlink, self.codec, self.downlink_bytes)
-                    matrices["remote_stale_image"][column].update(
-                        torch.stack([state.image_only_ids[c[-1]] for c in used]), labels
-                    )
-                    matrices["remote_stale_video"][column].update(
-                        torch.stack([state.stale_video_ids[tuple(c)] for c in used]), labels
-                    )
-                    matrices["remote_predictive"][column].update(
-                        class_ids(predictive, size), labels
-                    )
-                    scores = self._edge(features, local_only, downlink, use, flows)
-                    fused_ids = class_ids(scores, size)
-                    matrices["dedelayed"][column].update(fused_ids, labels)
-                    for cell, candidate in zip(gain_grid[column], gains or (), strict=True):
-                        if candidate == use:
-                            ids = fused_ids
-                        else:
-                            scores = self._edge(features, local_only, downlink, candidate, flows)
-                            ids = class_ids(scores, size)
-                        cell.update(ids, labels)
-                if grid is not None and mismatch is not None:
-                    for row, true_delay in enumerate(mismatch):
-                        used = [contexts[t, true_delay] for t in chunk]
-                        context = self._stack(state, used)
-                        use = downlink_use(self.config, true_delay)
-                        flows = (
-                            None if motion is None else motion.flows(chunk, [c[-1] for c in used])
-                        )
-                        for column, assumed in enumerate(mismatch):
-                            downlink = remote_downlink(
-                                system,
-                                context,
-                                torch.full((len(chunk),), float(assumed)),
-                                self.local_size,
-                            )
-                            downlink = self._transmit(downlink, self.codec)
-                            scores = self._edge(features, local_only, downlink, use, flows)
-                            grid[row][column].update(class_ids(scores, size), labels)
         if count == 0:
             raise DataError(
                 f"no clip has a labelled frame far enough in for delay {max_delay:g} "
                 f"at stride {stride}"
             )
-        columns = {m: [fixed[m]] * len(delays) for m in fixed} | matrices
-        result: dict[str, Any] = {
-            "targets": count,
-            "miou": {m: [round(x.miou(), 2) for x in columns[m]] for m in METHODS},
-            "per_class_iou": {
-                m: [{k: round(v, 2) for k, v in x.per_class().items()} for x in columns[m]]
-                for m in METHODS
-            },
+        return _result(count, len(delays), matrices, mismatch)
+
+    def _score_clip(
+        self,
+        clip: Clip,
+        targets: list[int],
+        stride: int,
+        delays: Sequence[float],
+        mismatch: Sequence[float],
+        variants: dict[str, Codec],
+        gains: Sequence[AnswerUse],
+        matrices: _Matrices,
+    ) -> None:
+        k = self.config.context_frames
+        contexts = {
+            (t, d): context_indices(t, d, k, stride) for t in targets for d in {*delays, *mismatch}
         }
-        if variants:
-            result["variants"] = {
-                name: [round(x.miou(), 2) for x in columns]
-                for name, columns in variant_matrices.items()
-            }
-        if gains:
-            result["gain_grid"] = [[round(cell.miou(), 2) for cell in row] for row in gain_grid]
-        if grid is not None:
-            result["mismatch"] = [[round(cell.miou(), 2) for cell in row] for row in grid]
-        return result
+        state = self._state(
+            clip,
+            {i for c in contexts.values() for i in c},
+            image_only=set(targets) | {c[-1] for c in contexts.values()},
+            contexts={tuple(contexts[t, d]) for t in targets for d in delays},
+        )
+        greys = ClipGreys(clip.frame, self.local_size)
+        for targets_chunk in _chunks(targets, self.batch_size):
+            labels = torch.from_numpy(np.stack([clip.label(t) for t in targets_chunk])).long()
+            _, local = self.edge.prepare([clip.frame(t) for t in targets_chunk])
+            chunk = _Chunk(targets_chunk, labels, local, greys)
+            local_ids = self.edge.ids(local.local_only(), chunk.size)
+            matrices.fixed["local_only"].update(local_ids, labels)
+            oracle = torch.stack([state.image_only_ids[t] for t in targets_chunk])
+            matrices.fixed["oracle"].update(oracle, labels)
+            for column, d in enumerate(delays):
+                used = [contexts[t, d] for t in targets_chunk]
+                self._score_delay(chunk, state, used, d, column, variants, gains, matrices)
+            for row, true_delay in enumerate(mismatch):
+                used = [contexts[t, true_delay] for t in targets_chunk]
+                for column, assumed in enumerate(mismatch):
+                    answer = self._answer(state, used, assumed)[0]
+                    answer = self._transmit(answer, self.codec)
+                    ids = self._edge_ids(chunk, answer, self.combiner.use_at(true_delay), used)
+                    matrices.mismatch[row][column].update(ids, labels)
+
+    def _score_delay(
+        self,
+        chunk: _Chunk,
+        state: _ClipState,
+        used: list[list[int]],
+        d: float,
+        column: int,
+        variants: dict[str, Codec],
+        gains: Sequence[AnswerUse],
+        matrices: _Matrices,
+    ) -> None:
+        """Every per-delay method at true delay `d` for one chunk of targets."""
+        labels = chunk.labels
+        use = self.combiner.use_at(d)
+        answer, outputs = self._answer(state, used, d, ("logits",))
+        for name, codec in variants.items():
+            sent = self._transmit(answer, codec, self.variant_bytes[name])
+            matrices.variants[name][column].update(self._edge_ids(chunk, sent, use, used), labels)
+        answer = self._transmit(answer, self.codec, self.downlink_bytes)
+        stale_image = torch.stack([state.image_only_ids[c[-1]] for c in used])
+        stale_video = torch.stack([state.stale_video_ids[tuple(c)] for c in used])
+        matrices.per_delay["remote_stale_image"][column].update(stale_image, labels)
+        matrices.per_delay["remote_stale_video"][column].update(stale_video, labels)
+        predictive_ids = class_ids(outputs["logits"], chunk.size)
+        matrices.per_delay["remote_predictive"][column].update(predictive_ids, labels)
+        ids = self._edge_ids(chunk, answer, use, used)
+        matrices.per_delay["dedelayed"][column].update(ids, labels)
+        for cell, candidate in zip(matrices.gain_grid[column], gains, strict=True):
+            cell.update(
+                ids if candidate == use else self._edge_ids(chunk, answer, candidate, used), labels
+            )
+
+    def _answer(
+        self,
+        state: _ClipState,
+        used: Sequence[Sequence[int]],
+        delay: float,
+        also: tuple[str, ...] = (),
+    ) -> tuple[AnswerTensors, dict[str, torch.Tensor]]:
+        """The combiner's answers for contexts `used` told `delay`, and the remote outputs
+        named in `also` from the same pass."""
+        delays = torch.full((len(used),), float(delay))
+        return self.combiner.answer(window(state.encodings, used), delays, also)
+
+    def _edge_ids(
+        self, chunk: _Chunk, answer: AnswerTensors, use: AnswerUse, used: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        scores = self.edge.scores(
+            chunk.local, answer, use, chunk.greys, chunk.targets, [c[-1] for c in used]
+        )
+        return self.edge.ids(scores, chunk.size)
 
     @torch.inference_mode()
     def run_schedule(
         self, schedule: dict[str, dict[int, ScheduledFrame]], progress: bool = True
     ) -> dict[str, float | None]:
-        """Replay a live run's decisions offline, frame by frame: `dedelayed` (the same fusion
-        decisions), `local_only` (same frames, never fused) and `remote_stale` (the remote
+        """Replay a live run's decisions offline, frame by frame: `dedelayed` (the same answer
+        decisions), `local_only` (same frames, never an answer) and `remote_stale` (the remote
         image-only answer for `latest_source`; the local output until the first answer).
         `replay_agreement` is the fraction of pixels where the replayed `dedelayed` output
         equals the edge's `output` (None if no frame has one)."""
         matrices = {name: self._matrix() for name in ("dedelayed", "local_only", "remote_stale")}
         agreeing = compared = 0
-        system = self.system
         clips = [clip for clip in self.dataset.clips if schedule.get(clip.name)]
-        max_gap = max_context_gap(system.config)
-        ticks_per_frame = system.config.fps / self.dataset.meta.fps
+        max_gap = max_context_gap(self.config)
+        ticks_per_frame = self.config.fps / self.dataset.meta.fps
         for clip in tqdm(clips, desc="offline replay", unit="clip", disable=not progress):
             plan = schedule[clip.name]
             needed = {i for frame in plan.values() if frame.context for i in frame.context}
             sources = {f.latest_source for f in plan.values() if f.latest_source is not None}
             state = self._state(clip, needed, image_only=sources)
-            motion = self._motion(clip)
+            greys = ClipGreys(clip.frame, self.local_size)
             for t, frame in sorted(plan.items()):
                 label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
-                size = tuple(label.shape[-2:])
-                pixels = _to_tensor(fit(clip.frame(t), self.local_size)).unsqueeze(0)
-                features = system.local.encode(pixels)
-                local = system.local.decode(features, None, self.local_size)
-                local_ids = class_ids(local, size)
+                chunk = _Chunk([t], label, self.edge.prepare([clip.frame(t)])[1], greys)
+                local_ids = self.edge.ids(chunk.local.local_only(), chunk.size)
                 matrices["local_only"].update(local_ids, label)
-                fused_ids = local_ids
+                replayed = local_ids
                 if frame.context is not None:
-                    context = self._stack(state, [frame.context])
-                    delay = context_delay(float(frame.delay), frame.context, max_gap)
-                    downlink = remote_downlink(
-                        system, context, torch.tensor([delay]), self.local_size
-                    )
-                    age = (t - frame.context[-1]) * ticks_per_frame
-                    use = downlink_use(system.config, age)
-                    flows = None if motion is None else motion.flows([t], frame.context[-1:])
-                    downlink = self._transmit(downlink, self.codec)
-                    scores = self._edge(features, local, downlink, use, flows)
-                    fused_ids = class_ids(scores, size)
-                matrices["dedelayed"].update(fused_ids, label)
+                    answer = self.remote_answer(state, frame.context, frame.delay, max_gap)
+                    use = self.combiner.use_at((t - frame.context[-1]) * ticks_per_frame)
+                    replayed = self._edge_ids(chunk, answer, use, [frame.context])
+                matrices["dedelayed"].update(replayed, label)
                 if frame.output is not None:
-                    agreeing += int((fused_ids[0].numpy() == frame.output).sum())
+                    agreeing += int((replayed[0].numpy() == frame.output).sum())
                     compared += frame.output.size
                 stale_ids = (
                     local_ids
@@ -386,38 +373,62 @@ class OfflineEvaluator:
         scores["replay_agreement"] = round(agreeing / compared, 5) if compared else None
         return scores
 
-    def _motion(self, clip: Clip) -> _EdgeMotion | None:
-        """What measures the edge's flows in `clip`, if this configuration uses them."""
-        return _EdgeMotion(clip, self.local_size) if is_late_average(self.config) else None
+    def clip_state(self, clip: Clip, frames: set[int]) -> _ClipState:
+        """The remote's encodings of `frames` of `clip` (after the uplink codec)."""
+        return self._state(clip, frames)
 
-    def _edge(
-        self,
-        features: Features,
-        local_only: torch.Tensor,
-        received: torch.Tensor,
-        use: AnswerUse,
-        flows: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """The edge's scores with `received` (after the codec) used as `use`."""
-        return edge_scores(self.system, features, local_only, received, use, self.local_size, flows)
+    @torch.inference_mode()
+    def remote_answer(
+        self, state: _ClipState, context: Sequence[int], delay: float, max_gap: int = 1
+    ) -> AnswerTensors:
+        """What a server sends for `context` (frame indices, oldest first, as a live answer
+        names them) asked for `delay` ticks, after the downlink codec."""
+        told = context_delay(float(delay), list(context), max_gap)
+        return self._transmit(self._answer(state, [context], told)[0], self.codec)
 
     @staticmethod
     def _transmit(
-        downlink: torch.Tensor, codec: Codec | None, sizes: list[int] | None = None
-    ) -> torch.Tensor:
-        """Each item's features after encoding to bytes and decoding (their byte sizes are
-        appended to `sizes`); unchanged without a codec."""
+        answer: AnswerTensors, codec: Codec | None, sizes: list[int] | None = None
+    ) -> AnswerTensors:
+        """Each answer's tensors after encoding to bytes and decoding (each item's byte size,
+        all its tensors together, is appended to `sizes`); unchanged without a codec."""
         if codec is None:
-            return downlink
-        decoded = []
-        for item in downlink.numpy():
-            encoded = codec.encode(item)
-            if sizes is not None:
-                sizes.append(len(encoded.payload))
-            decoded.append(torch.from_numpy(codec.decode(encoded)))
-        return torch.stack(decoded)
+            return answer
+        decoded: AnswerTensors = {}
+        totals = np.zeros(len(next(iter(answer.values()))), dtype=np.int64)
+        for name, tensor in answer.items():
+            items = []
+            for index, item in enumerate(tensor.numpy()):
+                encoded = codec.encode(item)
+                totals[index] += len(encoded.payload)
+                items.append(torch.from_numpy(codec.decode(encoded)))
+            decoded[name] = torch.stack(items)
+        if sizes is not None:
+            sizes.extend(int(n) for n in totals)
+        return decoded
 
-    @staticmethod
-    def _stack(state: _ClipState, contexts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Encodings [B, C, K, h, w] of each context's frames, oldest first."""
-        return torch.stack([torch.stack([state.encodings[i] for i in c], dim=1) for c in contexts])
+
+def _result(
+    count: int, columns: int, matrices: _Matrices, mismatch: Sequence[float] | None
+) -> dict[str, Any]:
+    """The JSON-ready figures of one `run`."""
+    by_method = {m: [matrices.fixed[m]] * columns for m in matrices.fixed} | matrices.per_delay
+    result: dict[str, Any] = {
+        "targets": count,
+        "miou": {m: [round(x.miou(), 2) for x in by_method[m]] for m in METHODS},
+        "per_class_iou": {
+            m: [{k: round(v, 2) for k, v in x.per_class().items()} for x in by_method[m]]
+            for m in METHODS
+        },
+    }
+    if matrices.variants:
+        result["variants"] = {
+            name: [round(x.miou(), 2) for x in cells] for name, cells in matrices.variants.items()
+        }
+    if matrices.gain_grid and matrices.gain_grid[0]:
+        result["gain_grid"] = [
+            [round(cell.miou(), 2) for cell in row] for row in matrices.gain_grid
+        ]
+    if mismatch and matrices.mismatch is not None:
+        result["mismatch"] = [[round(cell.miou(), 2) for cell in row] for row in matrices.mismatch]
+    return result

@@ -1,8 +1,9 @@
 """Named model configurations and the architectures that build them.
 
-A `ModelConfig` says everything both sides must agree on (sizes, K, frame rate, codec) and
-which registered architecture builds the networks, with that architecture's own knobs in
-`params` (every architecture reads `fusion_stride`, 8 as in the paper or 4, and `seed`).
+A `ModelConfig` says everything both sides must agree on (sizes, K, frame rate, the answer
+combiner and its codec, the edge's per-age policy) and which registered architecture builds
+the networks, with that architecture's own knobs in `params` (every architecture reads
+`fusion_stride`, 8 as in the paper or 4, and `seed`).
 Three configurations are built in:
 
 - `tiny`: small random-init networks (seeded, so every process builds the same weights);
@@ -29,6 +30,14 @@ from torch import nn
 from splitcast.data.classes import CITYSCAPES_CLASSES
 from splitcast.models import backbones
 from splitcast.models.bottleneck import FeatureBottleneck
+from splitcast.models.combiners import (
+    AnswerUse,
+    Combiner,
+    FeatureFusion,
+    check_uses,
+    combiner_for,
+    default_codec,
+)
 from splitcast.models.local import LocalModel
 from splitcast.models.remote import ConvTemporal, ForecastWarp, RemoteModel, ViT3D
 
@@ -48,6 +57,10 @@ class ModelConfig:
     uplink_format: str = "jpeg"
     uplink_quality: int = 90
     version: str = "untrained"
+    combiner: str = FeatureFusion.name
+    """How the edge combines the server's answers (`splitcast.models.combiners`)."""
+    policy: dict[str, tuple[AnswerUse, ...]] = field(default_factory=dict)
+    """Per combiner, the per-age records calibration chose (index: age in whole ticks)."""
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,7 +76,17 @@ class ModelConfig:
         for key in ("remote_size", "local_size"):
             if key in values:
                 values[key] = tuple(int(v) for v in values[key])
+        if "policy" in values:
+            values["policy"] = {
+                name: tuple(AnswerUse(**record) for record in records)
+                for name, records in values["policy"].items()
+            }
         return cls(**values)
+
+    def with_policy(self, combiner: str, uses: Sequence[AnswerUse]) -> ModelConfig:
+        """This configuration with `combiner`'s per-age records replaced."""
+        check_uses(uses)
+        return replace(self, policy={**self.policy, combiner: tuple(uses)})
 
 
 @dataclass
@@ -88,6 +111,16 @@ class SplitSystem:
             module.eval()
         return self
 
+    def combiner(self, codec: str | None = None) -> Combiner:
+        """The configuration's answer combiner (sending with `codec`, default the config's)."""
+        return combiner_for(self, codec)
+
+    def with_combiner(self, name: str) -> SplitSystem:
+        """The same networks answering with combiner `name` and its default codec (e.g. to
+        compare combiners on one checkpoint)."""
+        config = replace(self.config, combiner=name, codec=default_codec(self, name))
+        return replace(self, config=config)
+
 
 def with_bottleneck(config: ModelConfig, **settings: int) -> ModelConfig:
     """`config` with a learned downlink bottleneck (`FeatureBottleneck` keyword arguments) as
@@ -111,35 +144,6 @@ def with_downlink_align(config: ModelConfig) -> ModelConfig:
     """`config` with the edge's alignment of the downlink to the current frame (see
     `DownlinkAlign`)."""
     return replace(config, params={**config.params, "downlink_align": True})
-
-
-def check_downlink_gains(gains: Sequence[float]) -> None:
-    """Raise ValueError unless `gains` is a non-empty list of values in [0, 4]."""
-    if not gains or any(not 0.0 <= g <= 4.0 for g in gains):
-        raise ValueError(f"downlink gains must be a non-empty list of values in [0, 4]: {gains}")
-
-
-def with_downlink_gain(config: ModelConfig, gains: Sequence[float]) -> ModelConfig:
-    """`config` whose edge scales the downlink by `gains[age]` before fusing it (see
-    `downlink_gain`)."""
-    check_downlink_gains(gains)
-    return replace(config, params={**config.params, "downlink_gain": [float(g) for g in gains]})
-
-
-def downlink_gain(config: ModelConfig, age_ticks: float) -> float:
-    """How much of the downlink the edge adds for features `age_ticks` old (the measured D_o).
-
-    A model trained on its training clips trusts a late forecast more than it deserves on new
-    scenes; the gains, one per whole tick of age (the last one for anything older), are chosen
-    on held-out clips by `splitcast calibrate`. Without them the downlink is added as is (1).
-    """
-    gains = config.params.get("downlink_gain")
-    return per_age(gains, age_ticks) if gains else 1.0
-
-
-def per_age(values: Sequence[float], age_ticks: float) -> float:
-    """`values[age]` for the age rounded to whole ticks; the last value for anything older."""
-    return float(values[min(max(int(age_ticks + 0.5), 0), len(values) - 1)])
 
 
 def with_max_context_gap(config: ModelConfig, max_gap: int) -> ModelConfig:

@@ -7,14 +7,14 @@ Per-frame encoder (backbone pyramid -> neck, stride 8) -> delay embedding added 
 logits (the scene `delay` ticks after the newest frame) and downlink features resized to the
 local model's grid at its fusion stride.
 
-In streaming use each new frame is encoded once and kept in a FIFO of the last K encodings
-(`stream_init` / `stream_step`), which gives the same result as `forward` on those K frames.
+Only the heads asked for run (`outputs`), so a server computes nothing it does not send. In
+streaming use each new frame is encoded once and kept in a FIFO of the last K encodings
+(`splitcast.models.remote_stream`).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,8 @@ from splitcast.models.layers import (
     shift_features,
 )
 
+HEADS = ("logits", "downlink")
+"""The remote model's named outputs (`RemoteModel.outputs`)."""
 ENCODING_STRIDE = 8  # the neck's output grid, where the temporal model and heads run
 
 
@@ -117,13 +119,6 @@ def context_delay(delay_ticks: float, context: list[int], max_gap: int) -> float
     return delay_ticks / spacing
 
 
-@dataclass
-class StreamState:
-    """FIFO of the most recent per-frame encodings of one stream."""
-
-    encodings: deque[torch.Tensor] = field(default_factory=deque)
-
-
 class RemoteModel(nn.Module):
     """Delay-conditioned video model producing predictive logits and downlink features."""
 
@@ -172,27 +167,31 @@ class RemoteModel(nn.Module):
         """Per-frame encoding of `frame` [B, 3, H, W] in [0, 1]."""
         return self.encode_features(self.backbone(frame))
 
-    def predict(
-        self, encodings: torch.Tensor, delay: torch.Tensor, local_size: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Heads on stacked encodings [B, C, K, h, w] (oldest first) conditioned on `delay` [B].
+    def outputs(
+        self,
+        encodings: torch.Tensor,
+        delay: torch.Tensor,
+        local_size: tuple[int, int] | None,
+        names: Sequence[str] = HEADS,
+    ) -> dict[str, torch.Tensor]:
+        """The heads named in `names` (of `HEADS`) on stacked encodings [B, C, K, h, w]
+        (oldest first) conditioned on `delay` [B]; only those heads run.
 
-        Returns (downlink [B, D, Hl/s, Wl/s] for the local fusion stride s, predictive logits
-        [B, classes, h, w]).
+        `logits`: predictive logits [B, classes, h, w]; `downlink`: features [B, D, Hl/s, Wl/s]
+        on the grid of a local model at `local_size` with fusion stride s.
         """
+        unknown = sorted(set(names) - set(HEADS))
+        if unknown:
+            raise ValueError(f"unknown remote outputs {unknown}; the heads are {HEADS}")
         folded = self._fold(encodings, delay)
-        return self._downlink(folded, local_size), self.logits_head(folded)
-
-    def predict_downlink(
-        self, encodings: torch.Tensor, delay: torch.Tensor, local_size: tuple[int, int]
-    ) -> torch.Tensor:
-        """Only the downlink features of `predict`: what a server sends (no logits head)."""
-        return self._downlink(self._fold(encodings, delay), local_size)
-
-    def predict_logits(self, encodings: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
-        """Only the predictive logits of `predict`: what a late-average server needs (the
-        downlink head's features are never sent there)."""
-        return self.logits_head(self._fold(encodings, delay))
+        result = {}
+        if "logits" in names:
+            result["logits"] = self.logits_head(folded)
+        if "downlink" in names:
+            if local_size is None:
+                raise ValueError("the downlink head needs the local model's input size")
+            result["downlink"] = self._downlink(folded, local_size)
+        return result
 
     def _fold(self, encodings: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
         tokens = encodings + self.delay_embedding(delay)[:, :, None, None, None]
@@ -204,50 +203,26 @@ class RemoteModel(nn.Module):
         return self.downlink_out(resize(self.downlink_trunk(folded), grid))
 
     def forward(
-        self, frames: torch.Tensor, delay: torch.Tensor, local_size: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`frames` [B, 3, K, H, W] oldest first; see `predict` for the outputs."""
+        self,
+        frames: torch.Tensor,
+        delay: torch.Tensor,
+        local_size: tuple[int, int] | None,
+        names: Sequence[str] = HEADS,
+    ) -> dict[str, torch.Tensor]:
+        """`frames` [B, 3, K, H, W] oldest first; see `outputs`."""
         batch, _, steps, height, width = frames.shape
         flat = frames.permute(0, 2, 1, 3, 4).reshape(batch * steps, 3, height, width)
         encoded = self.encode(flat)
         encodings = encoded.view(batch, steps, *encoded.shape[1:]).permute(0, 2, 1, 3, 4)
-        return self.predict(encodings, delay, local_size)
+        return self.outputs(encodings, delay, local_size, names)
 
-    def image_only_from_encoding(
-        self, encoding: torch.Tensor, local_size: tuple[int, int]
-    ) -> torch.Tensor:
-        """The conventional remote baseline from one frame's encoding: the frame repeated K
-        times, delay 0 (no motion context, no delay correction)."""
+    def image_only_from_encoding(self, encoding: torch.Tensor) -> torch.Tensor:
+        """The conventional remote baseline's logits from one frame's encoding: the frame
+        repeated K times, delay 0 (no motion context, no delay correction)."""
         encodings = encoding.unsqueeze(2).expand(-1, -1, self.context_frames, -1, -1)
         zero = torch.zeros(encoding.shape[0], device=encoding.device)
-        return self.predict(encodings, zero, local_size)[1]
+        return self.outputs(encodings, zero, None, ("logits",))["logits"]
 
-    def image_only(self, frame: torch.Tensor, local_size: tuple[int, int]) -> torch.Tensor:
+    def image_only(self, frame: torch.Tensor) -> torch.Tensor:
         """Predictive logits of the conventional remote baseline on `frame` [B, 3, H, W]."""
-        return self.image_only_from_encoding(self.encode(frame), local_size)
-
-    def stream_init(self) -> StreamState:
-        """A fresh stream with an empty FIFO of encodings."""
-        return StreamState(deque(maxlen=self.context_frames))
-
-    def stream_step(
-        self,
-        state: StreamState,
-        frame: torch.Tensor,
-        delay: torch.Tensor,
-        local_size: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode the new `frame` once, push it into the FIFO and predict (see `predict`).
-
-        Until K frames have arrived, the oldest encoding is repeated to fill the context.
-        """
-        return self.predict(self.push(state, self.encode(frame)), delay, local_size)
-
-    def push(self, state: StreamState, encoding: torch.Tensor) -> torch.Tensor:
-        """Append one frame's encoding (from `encode`, or a faster runtime of it) to the FIFO;
-        returns the stacked context window [B, C, K, h, w], oldest first (the server's
-        per-frame call, followed by the heads)."""
-        state.encodings.append(encoding)
-        missing = self.context_frames - len(state.encodings)
-        window = [state.encodings[0]] * missing + list(state.encodings)
-        return torch.stack(window, dim=2)
+        return self.image_only_from_encoding(self.encode(frame))

@@ -175,7 +175,8 @@ class LossModel(nn.Module):
         size = tuple(batch.label.shape[-2:])
         local_size = tuple(batch.local.shape[-2:])
         context, now = self.encodings(batch)
-        downlink, predictive = self.remote.predict(context, batch.delay, local_size)
+        heads = self.remote.outputs(context, batch.delay, local_size)
+        downlink, predictive = heads["downlink"], heads["logits"]
         codec: dict[str, torch.Tensor] = {}
         if self.bottleneck is not None:
             target = downlink.detach()
@@ -188,7 +189,7 @@ class LossModel(nn.Module):
             ),
             "local": resize(self.local.decode(features, None, local_size), size),
             "predictive": resize(predictive, size),
-            "image_only": resize(self.remote.image_only_from_encoding(now, local_size), size),
+            "image_only": resize(self.remote.image_only_from_encoding(now), size),
         }
         return logits, codec
 

@@ -1,19 +1,15 @@
-"""`splitcast calibrate`: choose how much of the downlink the edge adds, per age of the features.
+"""`splitcast calibrate`: choose per age of an answer how the edge combines it, on held-out clips.
 
-A model trained on a few scenes trusts a late forecast more than it deserves on new ones: on
-held-out clips, the default checkpoint scored higher at long delays with its downlink halved
-than as trained. Calibration scores Dedelayed on held-out clips (the `calib` split by default,
-never the training clips) at each delay with each candidate gain, keeps the best gain per delay
-and writes a copy of the checkpoint whose configuration carries those gains
-(`params.downlink_gain`, applied by the edge to the measured age D_o and by `evaluate`). The
-copy keeps the weights' version: the networks a server must agree on are unchanged.
-Selecting on a split that is neither trained on nor reported keeps the reported figures honest.
-
-With `late_average` the copy switches the edge to the late average instead
-(`splitcast.models.downlink`): the candidates are triples of a weight of the forecast's class
-log-probabilities, a blur of its probabilities and a weight of the on-time answer moved to
-the current frame, chosen per age (`params.late_weight`, `params.late_blur`,
-`params.late_warped_weight`), and the server then sends those log-probabilities.
+A model trained on a few scenes trusts a late forecast more than it deserves on new ones.
+Calibration scores Dedelayed on held-out clips (the `calib` split by default, never the
+training clips) at each delay with each candidate record of the combiner (a gain for feature
+fusion; a weight, blur and moved-answer weight for the late average: the combiner says what
+it tries), keeps the best per delay and writes a copy of the checkpoint whose configuration
+carries them as its per-age policy (applied by the edge to the measured age D_o, and by
+`evaluate`). A weight of 0 is local-only, so on those clips the choice is never worse than
+local-only at any age. The copy keeps the weights' version: the networks a server must agree
+on are unchanged. Selecting on a split that is neither trained on nor reported keeps the
+reported figures honest.
 """
 
 from __future__ import annotations
@@ -25,19 +21,11 @@ from typing import Any
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
-from splitcast.models.codec_names import DEFAULT_LATE_BLURS, DEFAULT_LATE_WARPED_WEIGHTS
-from splitcast.models.downlink import (
-    AnswerUse,
-    check_late_uses,
-    is_late_average,
-    with_late_average,
-)
+from splitcast.models.combiners import LOCAL_ONLY, AnswerUse, check_uses
 from splitcast.models.evaluation import OfflineEvaluator
-from splitcast.models.registry import ModelConfig, check_downlink_gains, with_downlink_gain
 from splitcast.reports import plot_gain_calibration, write_json
 
-DEFAULT_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
-DEFAULT_LATE_WEIGHTS = (0.3, 0.4, 0.5, 0.6)
+MAX_PLOTTED_CANDIDATES = 8  # above this the plot groups candidates by their moved-answer weight
 
 
 class CalibrationError(ValueError):
@@ -52,61 +40,39 @@ class CalibrationRequest:
     data: Path = Path("out/data/calib")
     out: Path = Path("out/calib")
     max_delay: int = 10
-    gains: list[float] | None = None
-    """Candidates per age (default: `DEFAULT_GAINS`, or `DEFAULT_LATE_WEIGHTS`)."""
+    combiner: str | None = None
+    """The combiner to calibrate and switch the copy to (default: the checkpoint's)."""
+    weights: list[float] | None = None
+    """Gains or forecast weights tried per age (default: the combiner's)."""
+    blurs: list[int] | None = None
+    """Late average: box sides tried with every weight (default: the combiner's)."""
+    moved_weights: list[float] | None = None
+    """Late average: weights of the moved on-time answer (default: the combiner's)."""
     every: int = 3
     progress: bool = True
-    late_average: bool = False
-    late_blurs: list[int] | None = None
-    """Late average only: box sides tried with every weight (default: `DEFAULT_LATE_BLURS`)."""
-    late_warped_weights: list[float] | None = None
-    """Late average only: weights of the moved on-time answer tried with every other pair
-    (default: `DEFAULT_LATE_WARPED_WEIGHTS`)."""
-
-    def candidates(self) -> list[AnswerUse]:
-        if not self.late_average:
-            gains = self.gains if self.gains is not None else DEFAULT_GAINS
-            return [AnswerUse(float(g)) for g in gains]
-        weights = self.gains if self.gains is not None else DEFAULT_LATE_WEIGHTS
-        blurs = self.late_blurs if self.late_blurs is not None else DEFAULT_LATE_BLURS
-        warped = self.late_warped_weights
-        warped = warped if warped is not None else DEFAULT_LATE_WARPED_WEIGHTS
-        return [
-            AnswerUse(float(w), int(k), float(v)) for v in warped for k in blurs for w in weights
-        ]
 
 
 def calibrate(request: CalibrationRequest) -> dict[str, Any]:
     """Score every (delay, candidate) pair, write calibration.json, gain_calibration.png and
     the calibrated checkpoint (`out/checkpoint`); returns the JSON's content."""
-    candidates = request.candidates()
-    late = request.late_average
-    if late:
-        check_late_uses(candidates)
-    else:
-        check_downlink_gains([c.weight for c in candidates])
-
-    def configure(config: ModelConfig, uses: list[AnswerUse]) -> ModelConfig:
-        if late:
-            return with_late_average(config, uses)
-        return with_downlink_gain(config, [u.weight for u in uses])
-
     dataset = open_clips(request.data)
     system, meta = load_checkpoint(request.checkpoint)
     _check_held_out(dataset, meta, request.data)
-    before = system.config
-    if is_late_average(before) and not late:
-        raise CalibrationError(
-            f"{request.checkpoint} averages late; calibrate its weights with --late-average"
-        )
-    system = replace(system, config=configure(before, candidates[:1]))
+    if request.combiner not in (None, system.config.combiner):
+        system = system.with_combiner(request.combiner)
+    combiner = system.combiner()
+    candidates = combiner.candidates(request.weights, request.blurs, request.moved_weights)
+    check_uses(candidates)
+    if LOCAL_ONLY not in candidates:
+        candidates.append(LOCAL_ONLY)
+    name = combiner.name
     codec = get_codec(system.config.codec, system.bottleneck)
     delays = [float(d) for d in range(request.max_delay + 1)]
     evaluator = OfflineEvaluator(system, dataset, codec=codec)
     scores = evaluator.run(delays, every=request.every, gains=candidates, progress=request.progress)
     grid = scores["gain_grid"]
     chosen = [candidates[row.index(max(row))] for row in grid]
-    calibrated = replace(system, config=configure(before, chosen))
+    calibrated = replace(system, config=system.config.with_policy(name, chosen))
     folder = request.out / "checkpoint"
     record = {k: v for k, v in meta.items() if k not in ("config", "packaged_prefixes")}
     record["calibrated_from"] = {
@@ -121,39 +87,33 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         "data": str(request.data),
         "targets": scores["targets"],
         "every": request.every,
-        "mode": "late-average" if late else "feature gain",
+        "combiner": name,
         "delays": delays,
-        "gains": [c.weight for c in candidates],
-        "blurs": [c.blur for c in candidates] if late else None,
-        "warped_weights": [c.warped_weight for c in candidates] if late else None,
+        "candidates": [use_record(c) for c in candidates],
         "gain_grid": grid,
         "local_only": scores["miou"]["local_only"][0],
-        "chosen_gains": [c.weight for c in chosen],
-        "chosen_blurs": [c.blur for c in chosen] if late else None,
-        "chosen_warped_weights": [c.warped_weight for c in chosen] if late else None,
+        "chosen": [use_record(c) for c in chosen],
     }
     request.out.mkdir(parents=True, exist_ok=True)
     write_json(request.out / "calibration.json", result)
     plot_gain_calibration(
         request.out / "gain_calibration.png",
         delays,
-        plotted_lines(candidates, grid, late),
+        plotted_lines(candidates, grid),
         result["local_only"],
     )
     return result
 
 
-def plotted_lines(
-    candidates: list[AnswerUse], grid: list[list[float]], late_average: bool
-) -> dict[str, list[float]]:
-    """What the calibration plot draws: each gain's scores per age; for the late average,
-    the best over weights and blurs for each weight of the moved answer (too many candidates
-    to draw one by one)."""
-    if not late_average:
-        return {
-            candidate_label(c, late_average): [row[i] for row in grid]
-            for i, c in enumerate(candidates)
-        }
+def use_record(use: AnswerUse) -> dict[str, float]:
+    return {"weight": use.weight, "blur": use.blur, "warped_weight": use.warped_weight}
+
+
+def plotted_lines(candidates: list[AnswerUse], grid: list[list[float]]) -> dict[str, list[float]]:
+    """What the calibration plot draws: each candidate's scores per age; with more candidates
+    than can be told apart, the best over weights and blurs for each moved-answer weight."""
+    if len(candidates) <= MAX_PLOTTED_CANDIDATES:
+        return {candidate_label(c): [row[i] for row in grid] for i, c in enumerate(candidates)}
     groups: dict[float, list[int]] = {}
     for i, candidate in enumerate(candidates):
         groups.setdefault(candidate.warped_weight, []).append(i)
@@ -163,11 +123,11 @@ def plotted_lines(
     }
 
 
-def candidate_label(use: AnswerUse, late_average: bool) -> str:
-    """How tables and plots name a candidate: `gain 0.5`, or `w 0.6 k 7 v 0.2` (weight, blur,
-    warped weight)."""
-    if not late_average:
-        return f"gain {use.weight:g}"
+def candidate_label(use: AnswerUse) -> str:
+    """How tables and plots name a candidate: `w 0.5`, or `w 0.6 k 7 v 0.2` (weight, blur,
+    moved-answer weight) when it blurs or moves."""
+    if use.blur == 1 and not use.warped_weight:
+        return f"w {use.weight:g}"
     return f"w {use.weight:g} k {use.blur} v {use.warped_weight:g}"
 
 

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from splitcast.arguments import non_negative_float, positive_int, quality
+from splitcast.arguments import non_negative_float, positive_int
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import (
@@ -33,7 +33,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "serve",
         help="run the cloud server (gRPC)",
         description="Serve the remote model over gRPC: one latest-wins session per edge stream, "
-        "features conditioned on the delay each frame asks for. Also serves gRPC health checking "
+        "answers conditioned on the delay each frame asks for. Also serves gRPC health checking "
         "and reflection. Stops gracefully on Ctrl-C / SIGTERM.",
     )
     parser.add_argument(
@@ -84,8 +84,9 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         "edge",
         help="run the edge client on a video file or the built-in moving scene",
         description="Segment every frame on time with the local model; stream frames to the server "
-        "and fuse the freshest features it returns. Runs local-only when features are too stale or "
-        "the server is unreachable, and reconnects in the background.",
+        "(encoded as its Info says) and combine the freshest answer it returns with the local "
+        "output, as the model's combiner does. Runs local-only when answers are too stale or the "
+        "server is unreachable, and reconnects in the background.",
     )
     parser.add_argument("--server", help="HOST:PORT of the server or link (omit to run local-only)")
     parser.add_argument(
@@ -119,26 +120,14 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=10,
         metavar="FRAMES",
-        help="do not fuse features older than this many frames (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--uplink-format",
-        choices=("jpeg", "webp", "png"),
-        default="jpeg",
-        help="uplink image format (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--quality",
-        type=quality,
-        default=90,
-        help="JPEG/WebP quality 1-100 (default: %(default)s)",
+        help="do not use answers older than this many frames (default: %(default)s)",
     )
     parser.add_argument(
         "--initial-delay",
         type=non_negative_float,
         metavar="TICKS",
         help="D_i to request before any delay is measured (default: the --max-staleness limit "
-        "in ticks, the worst delay still fused: over-estimating the delay costs less than "
+        "in ticks, the worst delay still used: over-estimating the delay costs less than "
         "under-estimating it)",
     )
     parser.add_argument(
@@ -283,8 +272,9 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitcast",
-        description="Real-time split inference on video between an edge device and a cloud server, "
-        "with delay-corrective feature fusion (Dedelayed).",
+        description="Real-time split inference on video between an edge device and a cloud server: "
+        "the server answers for the delay its answer will arrive with (Dedelayed), the edge "
+        "combines the late answer with its own on-time output and never waits for the network.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -333,7 +323,8 @@ def _run_serve(args: argparse.Namespace) -> None:
         )
         print(
             f"splitcast serve: listening on {args.host}:{port} (model {config.name} "
-            f"{config.version}, codec {runtime.codec.name}, K={config.context_frames}, "
+            f"{config.version}, {runtime.combiner.name} via {runtime.codec.name}, "
+            f"K={config.context_frames}, "
             f"{config.fps:g} fps)",
             flush=True,
         )
@@ -356,8 +347,6 @@ def _run_edge(args: argparse.Namespace) -> None:
         server=args.server,
         realtime=not args.fast,
         max_staleness_frames=args.max_staleness,
-        image_format=args.uplink_format,
-        quality=args.quality,
         initial_delay_ticks=args.initial_delay,
         wait_for_server_s=args.wait_for_server,
         video_path=args.video,

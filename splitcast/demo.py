@@ -48,25 +48,25 @@ def format_summary(summary: EdgeSummary) -> str:
     d_o = (
         f"{summary.mean_d_o_frames:.2f} frames ({summary.mean_d_o_ms:.0f} ms)"
         if summary.mean_d_o_frames is not None
-        else "n/a (nothing fused)"
+        else "n/a (no answer used)"
     )
     lines = [
         f"frames          {summary.frames} output, {summary.skipped} skipped "
         f"({summary.output_fps:.1f} fps)",
-        f"fused fraction  {summary.fused_fraction:.1%}",
+        f"answers used    {summary.combined_fraction:.1%}",
         f"mean D_o        {d_o}",
         *_stale_line(summary),
         f"edge latency    p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms",
-        f"uplink          {summary.uplink_kbps:.0f} kbit/s",
-        f"downlink        {summary.downlink_kbps:.0f} kbit/s"
-        + (f" ({summary.link['codec']})" if summary.link.get("codec") else ""),
+        f"uplink          {summary.uplink_kbps:.0f} kbit/s"
+        + (f" ({summary.link['uplink']})" if summary.link.get("uplink") else ""),
+        f"downlink        {summary.downlink_kbps:.0f} kbit/s",
     ]
     return "\n".join(lines)
 
 
 def _stale_line(summary: EdgeSummary) -> list[str]:
-    """Why frames that had features did not fuse, when some did not: a user who sees a low
-    fused fraction needs to know whether the link or the server made the features late."""
+    """Why frames that had an answer did not use it, when some did not: a user who sees few
+    answers used needs to know whether the link or the server made them late."""
     if not summary.stale:
         return []
     server = (
@@ -75,7 +75,7 @@ def _stale_line(summary: EdgeSummary) -> list[str]:
         else ""
     )
     return [
-        f"too stale       {summary.stale} frames had features older than the "
+        f"too stale       {summary.stale} frames had answers older than the "
         f"{summary.max_staleness_frames}-frame cap (median D_o "
         f"{summary.stale_d_o_p50_frames:g}){server}"
     ]

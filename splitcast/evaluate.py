@@ -12,7 +12,6 @@ import torch
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_system_with_meta, system_state
 from splitcast.models.codec import Codec, get_codec
-from splitcast.models.downlink import check_codec, is_late_average
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.models.registry import SplitSystem
 from splitcast.reports import (
@@ -40,6 +39,9 @@ class EvaluationRequest:
     strides: list[int] = field(default_factory=lambda: [1])
     local_heights: list[int] = field(default_factory=list)
     codec: str | None = None
+    combiner: str | None = None
+    """Score another combiner on the checkpoint's networks (with its policy from the
+    checkpoint, if calibrated, and its default codec unless `codec` says otherwise)."""
     rate_sweep: list[str] = field(default_factory=list)
     progress: bool = True
 
@@ -47,10 +49,12 @@ class EvaluationRequest:
 def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
     """Score the split; write results.json, results.csv, miou_vs_delay.png (and mismatch.png)."""
     system, meta = load_system_with_meta(request.checkpoint)
+    if request.combiner is not None:
+        system = system.with_combiner(request.combiner)
     dataset = open_clips(request.data)
     fps = dataset.meta.fps
     codec = request.codec or system.config.codec
-    check_codec(system.config, codec)
+    system.combiner(codec)  # refuses a codec that cannot carry this combiner's answers
     evaluator = OfflineEvaluator(system, dataset, codec=get_codec(codec, system.bottleneck))
     variants = rate_variants(system, request) if request.rate_sweep else None
     main = evaluator.run(request.delays, stride=1, every=request.every, progress=request.progress)
@@ -142,8 +146,11 @@ def rate_variants(system: SplitSystem, request: EvaluationRequest) -> RateVarian
     """raw-fp16 and int8-zstd (references) and the learned codec of each checkpoint of
     `request.rate_sweep`, which must share `system`'s networks (trained with `--train-only
     codec` from it, e.g. with different --rate-lambda, --codec-width or --codec-stride)."""
-    if is_late_average(system.config):
-        raise ValueError("--rate-sweep compares feature codecs; this model sends log-probabilities")
+    if not system.combiner().fuses_features:
+        raise ValueError(
+            f"--rate-sweep compares feature codecs; this model's {system.config.combiner} "
+            "answers are class log-probabilities"
+        )
     variants: dict[str, Codec] = {name: get_codec(name) for name in ("raw-fp16", "int8-zstd")}
     settings = {}
     for checkpoint in request.rate_sweep:

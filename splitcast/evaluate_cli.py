@@ -1,5 +1,5 @@
 """`splitcast evaluate` (offline mIoU versus delay, or a live run through the real transport) and
-`splitcast calibrate` (the edge's downlink gain per age, chosen on held-out clips)."""
+`splitcast calibrate` (how the edge combines answers per age, chosen on held-out clips)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ import argparse
 from pathlib import Path
 
 from splitcast.arguments import non_negative_float, positive_int
-from splitcast.models.codec_names import (
-    CODEC_NAMES,
-    DEFAULT_LATE_BLURS,
-    DEFAULT_LATE_WARPED_WEIGHTS,
-)
+from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
 
 
 def _number_list(text: str) -> list[float]:
@@ -112,7 +108,13 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--codec",
         choices=CODEC_NAMES,
-        help="downlink codec the fused features pass through (default: the checkpoint's)",
+        help="downlink codec the answers pass through (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--combiner",
+        choices=COMBINER_NAMES,
+        help="score this combiner on the checkpoint's networks, with its calibrated per-age "
+        "policy if the checkpoint has one (default: the checkpoint's combiner)",
     )
     parser.add_argument(
         "--rate-sweep",
@@ -140,8 +142,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
             f"(offline replay of the same decisions {result['offline_replay_miou']:.2f}, "
             f"pixel agreement {_number(result['replay_pixel_agreement'], '.4f')}; local-only on "
             f"the same frames {result['offline_local_only_miou']:.2f}), "
-            f"fused {result['fused_fraction']:.0%}, median D_o {result['d_o_median']}, "
-            f"edge p50 fused {_number(latency['fused_p50'], '.1f')} ms / "
+            f"answers used {result['combined_fraction']:.0%}, median D_o {result['d_o_median']}, "
+            f"edge p50 with an answer {_number(latency['combined_p50'], '.1f')} ms / "
             f"local-only {_number(latency['local_only_p50'], '.1f')} ms"
         )
         print(f"wrote {out / 'live.json'}")
@@ -160,6 +162,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         strides=args.strides,
         local_heights=args.local_heights,
         codec=args.codec,
+        combiner=args.combiner,
         rate_sweep=args.rate_sweep,
     )
     results = evaluate_offline(request)
@@ -212,12 +215,12 @@ def _run_sweep(args: argparse.Namespace) -> None:
 def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "calibrate",
-        help="choose how much the edge uses the downlink per age, on held-out clips",
+        help="choose per age how the edge combines answers, on held-out clips",
         description="Score Dedelayed on held-out clips at each delay 0..--max-delay with each "
-        "candidate gain on the downlink features (or, with --late-average, each weight of the "
-        "remote's class log-probabilities in the edge's average), keep the best per delay and "
-        "write a copy of the checkpoint carrying them (OUT/checkpoint), calibration.json and "
-        "gain_calibration.png. Refuses the checkpoint's own training clips.",
+        "candidate record of the combiner (a gain for feature fusion; a forecast weight, blur and "
+        "moved-answer weight for the late average) and local-only, keep the best per delay and "
+        "write a copy of the checkpoint carrying them as its per-age policy (OUT/checkpoint), "
+        "calibration.json and gain_calibration.png. Refuses the checkpoint's own training clips.",
     )
     _add_checkpoint_and_data(
         parser,
@@ -235,31 +238,28 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         help="calibrate ages 0..N ticks; older answers use the last value (default: %(default)s)",
     )
     parser.add_argument(
-        "--late-average",
-        action="store_true",
-        help="switch the copy to the late average: the server sends its class "
-        "log-probabilities for now and the edge averages them with its own (see README, Late "
-        "average)",
+        "--combiner",
+        choices=COMBINER_NAMES,
+        help="calibrate this combiner and switch the copy to it (default: the checkpoint's)",
     )
     parser.add_argument(
-        "--late-blurs",
+        "--weights",
+        type=_number_list,
+        help="gains (feature fusion) or forecast weights (late average) tried per age, e.g. "
+        "0,0.5,1 (default: the combiner's); local-only is always tried too",
+    )
+    parser.add_argument(
+        "--blurs",
         type=_int_list,
-        help="with --late-average: box sides, in cells of the remote's grid, its probabilities "
-        "may be averaged over before pooling, each tried with every weight; odd (default: "
-        f"{','.join(map(str, DEFAULT_LATE_BLURS))})",
+        help="late average: box sides, in cells of the remote's grid, the forecast's "
+        "probabilities may be averaged over, each tried with every weight; odd (default: the "
+        "combiner's)",
     )
     parser.add_argument(
-        "--late-warped-weights",
+        "--moved-weights",
         type=_number_list,
-        help="with --late-average: weights of the remote's on-time answer moved to the current "
-        "frame along the edge's optical flow, each tried with every weight and blur; in [0, 1] "
-        f"(default: {','.join(map(str, DEFAULT_LATE_WARPED_WEIGHTS))})",
-    )
-    parser.add_argument(
-        "--gains",
-        type=_number_list,
-        help="candidates, e.g. 0,0.5,1 (default: gains 0 to 1.25 in steps of 0.25; with "
-        "--late-average weights 0.3 to 0.6 in steps of 0.1)",
+        help="late average: weights of the on-time answer moved to the current frame along the "
+        "edge's optical flow, each tried with every weight and blur (default: the combiner's)",
     )
     parser.add_argument(
         "--every",
@@ -277,25 +277,26 @@ def _run_calibrate(args: argparse.Namespace) -> None:
         candidate_label,
         plotted_lines,
     )
+    from splitcast.models.combiners import AnswerUse
 
     request = CalibrationRequest(
         args.checkpoint,
         args.data,
         args.out,
         args.max_delay,
-        args.gains,
+        combiner=args.combiner,
+        weights=args.weights,
+        blurs=args.blurs,
+        moved_weights=args.moved_weights,
         every=args.every,
-        late_average=args.late_average,
-        late_blurs=args.late_blurs,
-        late_warped_weights=args.late_warped_weights,
     )
     result = calibrate(request)
-    candidates = request.candidates()
-    lines = plotted_lines(candidates, result["gain_grid"], args.late_average)
+    candidates = [AnswerUse(**record) for record in result["candidates"]]
+    lines = plotted_lines(candidates, result["gain_grid"])
     print("| age (ticks) | " + " | ".join(lines) + " | chosen |")
     print("|---" * (len(lines) + 2) + "|")
     for number, (delay, row) in enumerate(zip(result["delays"], result["gain_grid"], strict=True)):
-        chosen = candidate_label(candidates[row.index(max(row))], args.late_average)
+        chosen = candidate_label(candidates[row.index(max(row))])
         values = " | ".join(f"{column[number]:.2f}" for column in lines.values())
         print(f"| {delay:g} | {values} | {chosen} |")
     print(f"local-only {result['local_only']:.2f} on {result['targets']} target frames")
@@ -306,5 +307,5 @@ def _run_calibrate(args: argparse.Namespace) -> None:
 
 
 def _number(value: float | None, spec: str) -> str:
-    """`value` formatted with `spec`, or "-" when there is none (e.g. no frame fused)."""
+    """`value` formatted with `spec`, or "-" when there is none (e.g. no frame used an answer)."""
     return "-" if value is None else format(value, spec)

@@ -17,7 +17,7 @@ from typing import IO
 READY_PATTERN = re.compile(r"listening on (\S+):(\d+)")
 # Two model threads for a server sharing the machine with an edge: the edge's step leaves most
 # of its own core idle, and on two cores this halves the server's step time (measured: demo
-# fused fraction 40% with one thread, 64% with two, edge p50 23 -> 26 ms).
+# answers used on 40% with one thread, 64% with two, edge p50 23 -> 26 ms).
 SHARED_MACHINE_SERVER_THREADS = 2
 
 

@@ -2,7 +2,7 @@
 real time and score what the edge actually output.
 
 Each clip is one edge session (a fresh stream, so the server's FIFO never mixes clips). The
-edge logs, for every frame, whether it fused, the true delay D_o, the D_i the features were
+edge logs, for every frame, whether it used an answer, the true delay D_o, the D_i the answer was
 conditioned on and the frames the server used; scoring uses the same target frames as the
 offline evaluation. The same decisions are then replayed offline (same context frames, same
 D_i, same frame t, local-only where the edge was local-only), so the difference between the
@@ -58,7 +58,7 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
     clips = dataset.clips[: request.clips] if request.clips else dataset.clips
     meta = dataset.meta
     system = load_system(request.checkpoint)
-    # The replay sends its features through the server's downlink codec, as live.
+    # The replay sends its answers through the server's downlink codec, as live.
     offline = OfflineEvaluator(
         system, dataset, codec=get_codec(system.config.codec, system.bottleneck)
     )
@@ -103,10 +103,10 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
                 if frame not in wanted:
                     return
                 live.update(class_ids, clip.label(frame))
-                fused = record["fused"]
+                combined = record["mode"] == "combined"
                 plan[frame] = ScheduledFrame(
-                    record["context_frames"] if fused else None,
-                    record["d_i"] if fused else None,
+                    record["context_frames"] if combined else None,
+                    record["d_i"] if combined else None,
                     record["source_frame"],
                     class_ids.copy(),
                 )
@@ -129,13 +129,13 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
             uplink_bytes += link["uplink_bytes"]
             downlink_bytes += link["downlink_bytes"]
             sent += link["frames_sent"]
-            received += link["features_received"]
+            received += link["answers_received"]
             time.sleep(0.05)
     replay = offline.run_schedule(schedule, progress=request.progress)
     scored = [r for r in records if r["frame"] in targets[r["clip"]]]
-    d_o = [r["d_o"] for r in scored if r["fused"]]
-    fused_latency = [r["latency_ms"] for r in records if r["fused"]]
-    local_latency = [r["latency_ms"] for r in records if not r["fused"]]
+    d_o = [r["d_o"] for r in scored if r["mode"] == "combined"]
+    combined_latency = [r["latency_ms"] for r in records if r["mode"] == "combined"]
+    local_latency = [r["latency_ms"] for r in records if r["mode"] != "combined"]
     result = {
         "rtt_ms": request.rtt_ms,
         "fps": meta.fps,
@@ -146,18 +146,21 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
         "offline_local_only_miou": replay["local_only"],
         "offline_remote_stale_miou": replay["remote_stale"],
         "replay_pixel_agreement": replay["replay_agreement"],
-        "feature_age_ms_p50": _percentile(
+        "answer_age_ms_p50": _percentile(
             [r["rtt_ms"] for r in scored if r["rtt_ms"] is not None], 50
         ),
-        "fused_fraction": round(sum(r["fused"] for r in scored) / max(1, len(scored)), 4),
+        "combined_fraction": round(
+            sum(r["mode"] == "combined" for r in scored) / max(1, len(scored)), 4
+        ),
         "d_o_distribution": {str(k): v for k, v in sorted(Counter(d_o).items())},
         "d_o_median": _percentile(d_o, 50),
         "d_i_distribution": {
-            str(k): v for k, v in sorted(Counter(r["d_i"] for r in scored if r["fused"]).items())
+            str(k): v
+            for k, v in sorted(Counter(r["d_i"] for r in scored if r["mode"] == "combined").items())
         },
         "latency_ms": {
-            "fused_p50": _percentile(fused_latency, 50),
-            "fused_p99": _percentile(fused_latency, 99),
+            "combined_p50": _percentile(combined_latency, 50),
+            "combined_p99": _percentile(combined_latency, 99),
             "local_only_p50": _percentile(local_latency, 50),
             "local_only_p99": _percentile(local_latency, 99),
             "all_p50": _percentile([r["latency_ms"] for r in records], 50),
@@ -168,7 +171,7 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
         "uplink_kbps": round(uplink_bytes * 8 / seconds / 1000, 1) if seconds else 0.0,
         "downlink_kbps": round(downlink_bytes * 8 / seconds / 1000, 1) if seconds else 0.0,
         "frames_sent": sent,
-        "features_received": received,
+        "answers_received": received,
     }
     write_json(request.out / "live.json", result)
     with (request.out / "frames.jsonl").open("w") as handle:

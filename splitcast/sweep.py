@@ -23,9 +23,9 @@ from splitcast.reports import STYLES, write_json
 
 COLUMNS = (
     "rtt_ms",
-    "feature_age_ms_p50",
+    "answer_age_ms_p50",
     "d_o_median",
-    "fused_fraction",
+    "combined_fraction",
     "dedelayed",
     "local_only",
     "remote_stale",
@@ -56,13 +56,13 @@ def run_sweep(request: SweepRequest) -> list[dict[str, Any]]:
         )
         result = evaluate_live(live)
         latency = result["latency_ms"]
-        age = result["feature_age_ms_p50"]
+        age = result["answer_age_ms_p50"]
         rows.append(
             {
                 "rtt_ms": rtt,
-                "feature_age_ms_p50": None if age is None else round(age, 1),
+                "answer_age_ms_p50": None if age is None else round(age, 1),
                 "d_o_median": result["d_o_median"],
-                "fused_fraction": result["fused_fraction"],
+                "combined_fraction": result["combined_fraction"],
                 "dedelayed": result["live_miou"],
                 "local_only": result["offline_local_only_miou"],
                 "remote_stale": result["offline_remote_stale_miou"],
@@ -82,7 +82,7 @@ def run_sweep(request: SweepRequest) -> list[dict[str, Any]]:
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], profile: str | None) -> None:
-    age = [row["feature_age_ms_p50"] or row["rtt_ms"] for row in rows]
+    age = [row["answer_age_ms_p50"] or row["rtt_ms"] for row in rows]
     figure, (accuracy, cost) = plt.subplots(1, 2, figsize=(11, 4.2))
     for method, style in (
         ("dedelayed", "dedelayed"),
@@ -94,7 +94,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], profile: str | None) -> None:
             age, [row[method] for row in rows], color=colour, linestyle=line,
             marker=marker or "o", markersize=4, label=method,
         )  # fmt: skip
-    accuracy.set_xlabel("measured feature age at arrival, p50 (ms)")
+    accuracy.set_xlabel("measured answer age at arrival, p50 (ms)")
     accuracy.set_ylabel("mIoU (%)")
     accuracy.grid(alpha=0.3)
     accuracy.legend(fontsize=8)

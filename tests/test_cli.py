@@ -92,7 +92,7 @@ def test_edge_writes_video_log_and_summary_local_only(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["frames"] == 20 and summary["fused"] == 0
+    assert summary["frames"] == 20 and summary["combined"] == 0
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 20
     assert _count_frames(tmp_path / "e.avi") == 20
 
@@ -112,7 +112,7 @@ def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
     # took 250-300 ms), while this checks that the loop and its outputs work.
     result = splitcast("demo", "--frames", "150", "--model", "tiny", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    for line in ("fused fraction", "mean D_o", "edge latency", "downlink"):
+    for line in ("answers used", "mean D_o", "edge latency", "downlink"):
         assert line in result.stdout
     assert (
         _count_frames(tmp_path / "demo.mp4")
@@ -122,7 +122,7 @@ def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
     assert summary["rtt_ms"] == 100.0
     # The first frames cannot fuse (nothing has come back yet); here 95 % of the 150 frames
     # fuse, a loaded CI runner does worse.
-    assert summary["fused_fraction"] > 0.25
+    assert summary["combined_fraction"] > 0.25
     assert summary["mean_d_o_frames"] >= 3
 
 
@@ -149,5 +149,5 @@ def test_video_file_example_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["frames"] + summary["skipped"] == 45
-    assert summary["fused"] > 0
+    assert summary["combined"] > 0
     assert _count_frames(tmp_path / "out" / "overlay.mp4") == summary["frames"]

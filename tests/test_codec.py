@@ -77,9 +77,9 @@ def _real_features(system: SplitSystem) -> np.ndarray:
     """Downlink features of the remote model on frames of the built-in moving scene."""
     runtime = RemoteRuntime(system)
     context = runtime.new_stream()
-    for rgb in open_source(MOVING_SCENE, max_frames=4).frames():
-        features = runtime.downlink(context, rgb, 3.0)
-    return features
+    for sequence, rgb in enumerate(open_source(MOVING_SCENE, max_frames=4).frames()):
+        answer = runtime.answer(context, sequence, rgb, 3.0)[0]
+    return answer["features"][0].numpy()
 
 
 def test_learned_round_trip_is_exact_on_random_and_real_features(

@@ -93,7 +93,7 @@ def test_latency_with_a_300ms_link_matches_a_0ms_link(server: ChildProcess, tmp_
     preemption), in spells of one to a few seconds whatever the link; a torch matmul loop on
     the other core reproduces it without splitcast. Separate runs per link therefore disagreed
     by up to 30 %. Phases of one second within one run share those spells, the processes and
-    their CPU placement; a frame belongs to the 0 ms link when the features it fused are at
+    their CPU placement; a frame belongs to the 0 ms link when the answer it used is at
     most 3 frames old, and to the 300 ms link when they are at least 9 frames old (the frames
     in between are the switches).
     """
@@ -108,9 +108,9 @@ def test_latency_with_a_300ms_link_matches_a_0ms_link(server: ChildProcess, tmp_
     ):
         summary = _run(link.address, 1800, log_path, max_staleness_frames=30)
     records = _records(log_path)
-    fresh = [r["latency_ms"] for r in records if r["fused"] and r["d_o"] <= 3]
-    late = [r["latency_ms"] for r in records if r["fused"] and r["d_o"] >= 9]
-    assert summary.fused_fraction > 0.9, "both phases must actually fuse features"
+    fresh = [r["latency_ms"] for r in records if r["mode"] == "combined" and r["d_o"] <= 3]
+    late = [r["latency_ms"] for r in records if r["mode"] == "combined" and r["d_o"] >= 9]
+    assert summary.combined_fraction > 0.9, "both phases must actually use answers"
     assert len(fresh) >= 500 and len(late) >= 500, (len(fresh), len(late))
     fresh_p50, late_p50 = statistics.median(fresh), statistics.median(late)
     print(
@@ -139,7 +139,7 @@ def test_a_server_that_never_answers_does_not_slow_the_edge(
         f"silent server {[run.latency_p50_ms for run in stuck]} ms"
     )
     for run in stuck:
-        assert run.frames == 60 and run.skipped == 0 and run.fused == 0
+        assert run.frames == 60 and run.skipped == 0 and run.combined == 0
     # Waiting on the server would cost its 2 s connect timeout per attempt. What the silent
     # server does cost is CPU: its runs keep gRPC's connection threads busy on the two shared
     # cores, and local-only runs sometimes get the machine's faster mode (seen: 8.4-8.9 ms
@@ -150,29 +150,29 @@ def test_a_server_that_never_answers_does_not_slow_the_edge(
         assert all(record["mode"] == "local_only" for record in records)
 
 
-def test_fused_features_come_from_the_past_with_their_delay_recorded(
+def test_used_answers_come_from_the_past_with_their_delay_recorded(
     server: ChildProcess, tmp_path: Path
 ) -> None:
     with start_link(server.address, 50.0) as link:
         summary = _run(link.address, 90, tmp_path / "edge.jsonl")
     records = _records(tmp_path / "edge.jsonl")
-    fused = [r for r in records if r["fused"]]
-    assert len(fused) >= 60, summary
+    used = [r for r in records if r["mode"] == "combined"]
+    assert len(used) >= 60, summary
     unmeasured = [r["requested_d_i"] for r in records if r["source_frame"] is None]
     assert unmeasured and set(unmeasured) == {10.0}, "before any answer: the staleness limit"
-    for record in fused:
+    for record in used:
         assert record["source_frame"] == record["frame"] - record["d_o"]
-        assert record["d_o"] >= 3, "100 ms RTT is 3 frames at 30 fps; features cannot be fresher"
+        assert record["d_o"] >= 3, "100 ms RTT is 3 frames at 30 fps; answers cannot be fresher"
         assert record["d_o"] <= 10
         assert record["d_i"] is not None and record["rtt_ms"] >= 100.0
-    settled = fused[len(fused) // 2 :]
+    settled = used[len(used) // 2 :]
     assert (
         statistics.median(r["d_i"] for r in settled)
         >= statistics.median(r["d_o"] for r in settled) - 1
     )
 
 
-def test_features_older_than_the_cap_are_counted_stale_with_the_server_time(
+def test_answers_older_than_the_cap_are_counted_stale_with_the_server_time(
     server: ChildProcess, tmp_path: Path
 ) -> None:
     """A 100 ms RTT with a 2-frame cap: every answer arrives too late to fuse, and the summary
@@ -181,7 +181,7 @@ def test_features_older_than_the_cap_are_counted_stale_with_the_server_time(
         summary = _run(link.address, 60, tmp_path / "edge.jsonl", max_staleness_frames=2)
     records = _records(tmp_path / "edge.jsonl")
     stale = [r for r in records if r["mode"] == "stale"]
-    assert summary.fused == 0 and summary.stale == len(stale) > 0
+    assert summary.combined == 0 and summary.stale == len(stale) > 0
     assert summary.max_staleness_frames == 2
     assert summary.stale_d_o_p50_frames == statistics.median(r["d_o"] for r in stale) >= 3
     assert summary.server_time_p50_ms is not None and summary.server_time_p50_ms > 0
@@ -198,7 +198,9 @@ def test_edge_finishes_local_only_when_the_server_dies(tmp_path: Path) -> None:
     records = _records(log_path)
     assert summary.frames + summary.skipped == 150
     assert summary.skipped <= 3
-    assert summary.fused > 20, "features were fused before the kill"
+    assert summary.combined > 20, "answers were used before the kill"
     tail = records[-40:]
-    assert not any(r["fused"] for r in tail), "nothing can be fused long after the server died"
+    assert not any(r["mode"] == "combined" for r in tail), (
+        "no answer can be used long after the server died"
+    )
     assert not any(r["connected"] for r in tail)

@@ -18,9 +18,10 @@ from splitcast.data.scene.generator import SceneSettings
 from splitcast.evaluate import EvaluationRequest, evaluate_offline
 from splitcast.live_eval import LiveRequest, evaluate_live
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
+from splitcast.models.combiners import AnswerUse, use_at
 from splitcast.models.evaluation import METHODS
 from splitcast.models.layers import resize
-from splitcast.models.registry import build, downlink_gain, with_downlink_gain
+from splitcast.models.registry import build
 from splitcast.sweep import SweepRequest, run_sweep
 
 DELAYS = [0.0, 1.0, 2.0, 3.0]
@@ -120,17 +121,18 @@ def test_codec_byte_figures_and_rate_sweep(
     assert (tmp_path / "rate_accuracy.png").stat().st_size > 10_000
 
 
-def test_downlink_gain_by_age() -> None:
+def test_policy_records_by_age() -> None:
     config = build("tiny").config
-    assert downlink_gain(config, 7.0) == 1.0
-    gained = with_downlink_gain(config, [1.0, 0.75, 0.5])
-    assert [downlink_gain(gained, age) for age in (0, 0.4, 0.5, 1.6, 2, 9)] == [
+    assert use_at((), 7.0) == AnswerUse(1.0)
+    gained = config.with_policy("feature_fusion", [AnswerUse(1.0), AnswerUse(0.75), AnswerUse(0.5)])
+    policy = gained.policy["feature_fusion"]
+    assert [use_at(policy, age).weight for age in (0, 0.4, 0.5, 1.6, 2, 9)] == [
         1.0, 1.0, 0.75, 0.5, 0.5, 0.5,
     ]  # fmt: skip
-    with pytest.raises(ValueError, match="downlink gains"):
-        with_downlink_gain(config, [])
-    with pytest.raises(ValueError, match="downlink gains"):
-        with_downlink_gain(config, [1.0, -0.5])
+    with pytest.raises(ValueError, match="answer weights"):
+        config.with_policy("feature_fusion", [])
+    with pytest.raises(ValueError, match="answer weights"):
+        config.with_policy("feature_fusion", [AnswerUse(1.0), AnswerUse(-0.5)])
 
 
 def test_calibration_grid_picks_the_best_gain_and_the_edge_setting_applies_it(
@@ -139,12 +141,13 @@ def test_calibration_grid_picks_the_best_gain_and_the_edge_setting_applies_it(
     data, checkpoint = setup
     result = calibrate(
         CalibrationRequest(
-            str(checkpoint), data, tmp_path, max_delay=3, gains=[0.0, 1.0, 3.0], every=1,
+            str(checkpoint), data, tmp_path, max_delay=3, weights=[0.0, 1.0, 3.0], every=1,
             progress=False,
         )
     )  # fmt: skip
     saved = json.loads((tmp_path / "calibration.json").read_text())
-    assert saved["chosen_gains"] == result["chosen_gains"]
+    assert saved["chosen"] == result["chosen"]
+    chosen_gains = [record["weight"] for record in result["chosen"]]
     grid = result["gain_grid"]
     assert len(grid) == 4 and all(len(row) == 3 for row in grid)
     assert all(row[0] == result["local_only"] for row in grid)  # gain 0 is local-only
@@ -152,10 +155,10 @@ def test_calibration_grid_picks_the_best_gain_and_the_edge_setting_applies_it(
         EvaluationRequest(str(checkpoint), data, tmp_path / "before", DELAYS, progress=False)
     )
     assert [row[1] for row in grid] == as_trained["miou"]["dedelayed"]  # gain 1 is as trained
-    assert result["chosen_gains"] == [[0.0, 1.0, 3.0][row.index(max(row))] for row in grid]
+    assert chosen_gains == [[0.0, 1.0, 3.0][row.index(max(row))] for row in grid]
     assert (tmp_path / "gain_calibration.png").stat().st_size > 10_000
     calibrated, meta = load_checkpoint(tmp_path / "checkpoint")
-    assert calibrated.config.params["downlink_gain"] == result["chosen_gains"]
+    assert [u.weight for u in calibrated.config.policy["feature_fusion"]] == chosen_gains
     assert meta["calibrated_from"]["checkpoint"] == str(checkpoint)
     rescored = evaluate_offline(
         EvaluationRequest(str(tmp_path / "checkpoint"), data, tmp_path / "eval", DELAYS,
@@ -181,7 +184,7 @@ def test_live_run_scores_the_edge_outputs(
         LiveRequest(str(learned_tiny), data, tmp_path, rtt_ms=100.0, max_delay=3.0, progress=False)
     )
     assert result["frames_scored"] == 2 * (14 - 6)
-    assert 0.0 < result["fused_fraction"] <= 1.0
+    assert 0.0 < result["combined_fraction"] <= 1.0
     assert result["d_o_median"] >= 3
     assert result["downlink_bytes_per_frame"] > 0 and result["uplink_bytes_per_frame"] > 0
     # The replay makes the same decisions through the same downlink codec: the same pixels up
@@ -197,7 +200,7 @@ def test_sweep_writes_a_table_and_a_plot(setup: tuple[Path, Path], tmp_path: Pat
     live = LiveRequest(str(checkpoint), data, tmp_path, max_delay=3.0, progress=False)
     rows = run_sweep(SweepRequest([0.0, 100.0], live))
     assert [row["rtt_ms"] for row in rows] == [0.0, 100.0]
-    assert rows[1]["feature_age_ms_p50"] > rows[0]["feature_age_ms_p50"] + 50
+    assert rows[1]["answer_age_ms_p50"] > rows[0]["answer_age_ms_p50"] + 50
     assert all(0 <= row["dedelayed"] <= 100 and row["downlink_kbps"] > 0 for row in rows)
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 3

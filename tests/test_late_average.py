@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from splitcast.calibrate import CalibrationError, CalibrationRequest, calibrate, plotted_lines
+from splitcast.calibrate import CalibrationRequest, calibrate, plotted_lines
 from splitcast.data.build import build_split
 from splitcast.data.scene.generator import SceneSettings
 from splitcast.edge.runtime import LocalRuntime
@@ -21,20 +21,11 @@ from splitcast.evaluate import EvaluationRequest, evaluate_offline
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.codec import CodecError, get_codec
 from splitcast.models.codec_names import LOG_PROBABILITY_FLOOR
-from splitcast.models.downlink import (
-    AnswerUse,
-    average,
-    check_codec,
-    downlink_shape,
-    downlink_use,
-    edge_scores,
-    is_late_average,
-    with_late_average,
-    without_late_average,
-)
+from splitcast.models.combiners import AnswerUse, FeatureFusion, LateAverage, pool
+from splitcast.models.edge_step import TorchLocal
 from splitcast.models.layers import class_ids, resize
 from splitcast.models.motion import FrameHistory, MotionEstimator, grey, warp_to_now
-from splitcast.models.registry import build
+from splitcast.models.registry import SplitSystem, build
 
 if TYPE_CHECKING:
     from conftest import EdgeRun
@@ -44,21 +35,20 @@ def test_average_is_log_linear_pooling_up_to_a_per_pixel_constant() -> None:
     local = torch.randn(2, 5, 8, 16)
     forecast = torch.randn(2, 5, 4, 8).log_softmax(1)
     on_time = torch.randn(2, 5, 4, 8).log_softmax(1)
-    received = torch.cat([forecast, on_time], 1)
     flows = torch.randn(2, 8, 16, 2)
-    assert torch.allclose(average(local, received, AnswerUse(0.0, 7), flows), local)
+    assert torch.allclose(pool(local, forecast, on_time, AnswerUse(0.0, 7), flows), local)
     for use in (AnswerUse(1.0, 1), AnswerUse(0.6, 3), AnswerUse(0.4, 3, 0.3)):
-        scores = average(local, received, use, flows)
+        scores = pool(local, forecast, on_time, use, flows)
         blurred = F.avg_pool2d(forecast.exp(), use.blur, 1, use.blur // 2, count_include_pad=False)
         remote = use.weight * blurred.log() + use.warped_weight * warp_to_now(on_time, flows)
         pooled = local.log_softmax(1) + resize(remote, (8, 16))
         offset = scores - pooled  # the local log-sum-exp, the same for every class
         assert torch.allclose(offset, local.logsumexp(1, keepdim=True).expand_as(offset), atol=1e-5)
         assert torch.equal(scores.argmax(1), pooled.argmax(1))
-    untouched = local.clone(), received.clone()
-    average(local, received, AnswerUse(0.5, 3, 0.5), flows)
+    untouched = local.clone(), forecast.clone(), on_time.clone()
+    pool(local, forecast, on_time, AnswerUse(0.5, 3, 0.5), flows)
     assert torch.equal(local, untouched[0])  # the caller's logits are reused for other delays
-    assert torch.equal(received, untouched[1])
+    assert torch.equal(forecast, untouched[1]) and torch.equal(on_time, untouched[2])
 
 
 def test_average_blurs_the_forecast_probabilities_over_the_box() -> None:
@@ -66,12 +56,12 @@ def test_average_blurs_the_forecast_probabilities_over_the_box() -> None:
     probs[0, 1] = 0.9
     probs[0, :, 2, 2] = torch.tensor([0.9, 0.1])  # one cell sure of class 0
     uniform = torch.zeros(1, 2, 5, 5)
-    received = torch.cat([probs.log(), torch.zeros_like(probs)], 1)
-    pooled = average(uniform, received, AnswerUse(1.0, 3)).exp()
+    on_time = torch.zeros_like(probs)
+    pooled = pool(uniform, probs.log(), on_time, AnswerUse(1.0, 3)).exp()
     assert torch.allclose(pooled[0, 0, 2, 3], torch.tensor((0.9 + 8 * 0.1) / 9))
     assert torch.allclose(pooled[0, 0, 0, 0], torch.tensor(0.1))  # out of the cell's reach
     assert torch.allclose(pooled[0, 0, 1, 1], torch.tensor((0.9 + 8 * 0.1) / 9))
-    unblurred = average(uniform, received, AnswerUse(1.0, 1)).exp()
+    unblurred = pool(uniform, probs.log(), on_time, AnswerUse(1.0, 1)).exp()
     assert torch.allclose(unblurred, probs)
 
 
@@ -130,55 +120,62 @@ def test_log_probability_codec_round_trip_and_corruption() -> None:
         codec.decode(wrong_shape)
 
 
-def test_modes_refuse_the_other_modes_codec() -> None:
-    fusion = build("tiny").config
-    late = with_late_average(fusion, [AnswerUse(0.5, 1), AnswerUse(0.25, 5, 0.3)])
-    assert is_late_average(late) and late.codec == "logprobs-u4-zstd"
-    assert [downlink_use(late, age) for age in (0, 1, 7)] == [
+def _late(system: SplitSystem, uses: list[AnswerUse]) -> SplitSystem:
+    """`system` answering with the late average, its per-age policy `uses`."""
+    late = system.with_combiner(LateAverage.name)
+    return dataclasses.replace(late, config=late.config.with_policy(LateAverage.name, uses))
+
+
+def test_combiners_refuse_the_other_combiners_codec_and_read_their_policy_by_age() -> None:
+    fusion = build("tiny")
+    late = _late(fusion, [AnswerUse(0.5, 1), AnswerUse(0.25, 5, 0.3)])
+    assert isinstance(late.combiner(), LateAverage) and late.config.codec == "logprobs-u4-zstd"
+    assert [late.combiner().use_at(age) for age in (0, 1, 7)] == [
         AnswerUse(0.5, 1), AnswerUse(0.25, 5, 0.3), AnswerUse(0.25, 5, 0.3)
     ]  # fmt: skip
-    assert downlink_use(fusion, 3) == AnswerUse(1.0)
-    assert without_late_average(late) == fusion
+    assert isinstance(fusion.combiner(), FeatureFusion)
+    assert fusion.combiner().use_at(3) == AnswerUse(1.0)  # no policy: as sent
+    assert late.with_combiner(FeatureFusion.name).config.codec == "raw-fp16"
+    assert [t.name for t in late.combiner().wire()] == ["forecast", "on_time"]
+    assert [t.name for t in fusion.combiner().wire()] == ["features"]
     with pytest.raises(ValueError, match="sends features"):
-        check_codec(fusion, "logprobs-u4-zstd")
+        fusion.combiner("logprobs-u4-zstd")
     with pytest.raises(ValueError, match="sends class log-probabilities"):
-        check_codec(late, "learned")
-    with pytest.raises(ValueError, match="late-average weights"):
-        with_late_average(fusion, [AnswerUse(1.5)])
-    with pytest.raises(ValueError, match="late-average weights"):
-        with_late_average(fusion, [AnswerUse(0.5, 1, -0.1)])
+        late.combiner("learned")
+    with pytest.raises(ValueError, match="answer weights"):
+        late.config.with_policy(LateAverage.name, [AnswerUse(4.5)])
+    with pytest.raises(ValueError, match="answer weights"):
+        late.config.with_policy(LateAverage.name, [AnswerUse(0.5, 1, -0.1)])
     with pytest.raises(ValueError, match="odd number"):
-        with_late_average(fusion, [AnswerUse(0.5, 4)])
+        late.config.with_policy(LateAverage.name, [AnswerUse(0.5, 4)])
+    with pytest.raises(ValueError, match="no blur"):
+        fusion.combiner().candidates([0.5], blurs=[3])
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_edge_runtime_outputs_the_offline_late_average(runtime: str) -> None:
-    system = build("tiny")
     use = AnswerUse(0.4, 3, 0.3)
-    system.config = with_late_average(system.config, [use])
+    system = _late(build("tiny"), [use])
     config = system.config
     height, width = config.local_size
     texture = np.random.default_rng(0).integers(0, 256, (height, width + 8, 3), dtype=np.uint8)
     source, rgb = texture[:, 8:], texture[:, :-8]  # the scene moved 8 px right since the answer
-    classes = config.num_classes
-    received = torch.randn(1, *downlink_shape(system)).mul(3)
-    received = torch.cat(
-        [received[:, :classes].log_softmax(1), received[:, classes:].log_softmax(1)], 1
-    )
-    edge = LocalRuntime(system.local, config.local_size, runtime=runtime, late_average=True)
+    combiner = system.combiner()
+    answer = {t.name: torch.randn(1, *t.shape).mul(3).log_softmax(1) for t in combiner.wire()}
+    edge = LocalRuntime(system.local, config.local_size, combiner, runtime=runtime)
     frame = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0)
     flows = MotionEstimator().backward_flow(grey(rgb), grey(source)).unsqueeze(0)
     with torch.inference_mode():
-        features = system.local.encode(frame)
-        local = system.local.decode(features, None, config.local_size)
-        scores = edge_scores(system, features, local, received, use, config.local_size, flows)
-        unmoved = edge_scores(system, features, local, received, use, config.local_size)
+        local = TorchLocal(system.local)(frame)
+        scores = combiner.combine(local, answer, use, flows)
+        unmoved = combiner.combine(local, answer, use, None)
     offline = class_ids(scores, (100, 200))[0].numpy()
     assert (class_ids(unmoved, (100, 200))[0].numpy() != offline).mean() > 0.01
     edge.segment(source, None, sequence=7)
-    on_edge = edge.segment(rgb, received, (100, 200), use, sequence=10, source_sequence=7)
+    on_edge = edge.segment(rgb, answer, (100, 200), use, sequence=10, source_sequence=7)
     assert (on_edge == offline).mean() > 0.999
-    assert (edge.segment(rgb, None) == class_ids(local, config.local_size)[0].numpy()).all()
+    local_ids = class_ids(local.local_only(), config.local_size)[0].numpy()
+    assert (edge.segment(rgb, None) == local_ids).all()
 
 
 @pytest.fixture(scope="module")
@@ -197,30 +194,29 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
 ) -> None:
     data, checkpoint = clips
     request = CalibrationRequest(
-        str(checkpoint), data, tmp_path / "calib", max_delay=2, gains=[0.0, 0.5, 1.0], every=1,
-        progress=False, late_average=True, late_blurs=[1, 5], late_warped_weights=[0.0, 0.5],
+        str(checkpoint), data, tmp_path / "calib", max_delay=2, combiner="late_average",
+        weights=[0.5, 1.0], blurs=[1, 5], moved_weights=[0.0, 0.5], every=1, progress=False,
     )  # fmt: skip
-    candidates = request.candidates()
-    assert len(candidates) == 12 and {c.blur for c in candidates} == {1, 5}
     result = calibrate(request)
+    candidates = [AnswerUse(**record) for record in result["candidates"]]
+    assert len(candidates) == 9 and {c.blur for c in candidates} == {1, 5}
+    assert candidates[-1] == AnswerUse(0.0), "local-only is always a candidate"
     grid = result["gain_grid"]
-    assert result["mode"] == "late-average" and len(grid) == 3 and len(grid[0]) == 12
+    assert result["combiner"] == "late_average" and len(grid) == 3 and len(grid[0]) == 9
+    assert all(row[-1] == result["local_only"] for row in grid)
     chosen = [candidates[row.index(max(row))] for row in grid]
-    assert result["chosen_gains"] == [c.weight for c in chosen]
-    assert result["chosen_blurs"] == [c.blur for c in chosen]
-    assert result["chosen_warped_weights"] == [c.warped_weight for c in chosen]
-    lines = plotted_lines(candidates, grid, late_average=True)
-    assert len(lines) == 2  # one per weight of the moved answer, the best of its six
+    assert [AnswerUse(**record) for record in result["chosen"]] == chosen
+    lines = plotted_lines(candidates, grid)
+    assert len(lines) == 2  # one per weight of the moved answer, the best of its candidates
     best = [max(row[i] for i, c in enumerate(candidates) if c.warped_weight == 0.5) for row in grid]
     assert lines["moved answer v 0.5, best w and k"] == best
     assert [max(column[i] for column in lines.values()) for i in range(3)] == [
         max(row) for row in grid
     ]
     calibrated, _ = load_checkpoint(tmp_path / "calib" / "checkpoint")
-    assert is_late_average(calibrated.config) and calibrated.config.codec == "logprobs-u4-zstd"
-    assert calibrated.config.params["late_weight"] == result["chosen_gains"]
-    assert calibrated.config.params["late_blur"] == result["chosen_blurs"]
-    assert calibrated.config.params["late_warped_weight"] == result["chosen_warped_weights"]
+    assert calibrated.config.combiner == "late_average"
+    assert calibrated.config.codec == "logprobs-u4-zstd"
+    assert list(calibrated.config.policy["late_average"]) == chosen
     rescored = evaluate_offline(
         EvaluationRequest(
             str(tmp_path / "calib" / "checkpoint"), data, tmp_path / "eval", [0.0, 1.0, 2.0],
@@ -228,20 +224,25 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
         )
     )  # fmt: skip
     assert rescored["miou"]["dedelayed"] == [max(row) for row in grid]
-    assert 0 < rescored["downlink_bytes_per_frame"]["mean"] < np.prod(downlink_shape(calibrated))
-    with pytest.raises(CalibrationError, match="--late-average"):
-        calibrate(CalibrationRequest(str(tmp_path / "calib" / "checkpoint"), data, tmp_path))
+    wire = calibrated.combiner().wire()
+    sent = sum(int(np.prod(t.shape)) for t in wire)
+    assert 0 < rescored["downlink_bytes_per_frame"]["mean"] < sent
+    with pytest.raises(ValueError, match="no blur"):
+        calibrate(
+            CalibrationRequest(
+                str(checkpoint), data, tmp_path / "fusion", combiner="feature_fusion", blurs=[3]
+            )
+        )
 
 
 def test_edge_averages_log_probabilities_from_a_real_server(
     tmp_path: Path, edge_against_own_server: EdgeRun
 ) -> None:
-    system = build("tiny")
-    system.config = with_late_average(system.config, [AnswerUse(0.5, 3, 0.3)])
+    system = _late(build("tiny"), [AnswerUse(0.5, 3, 0.3)])
     folder = tmp_path / "tiny-late"
     save_checkpoint(system, folder, {}, half=False)
     summary, records = edge_against_own_server(folder, tmp_path / "edge.jsonl")
     link = summary.link
-    assert link["codec"] == "logprobs-u4-zstd" and link["decode_errors"] == 0
-    assert summary.fused_fraction > 0.5
-    assert sum(r["fused"] for r in records) == summary.fused
+    assert link["uplink"] == "jpeg q90" and link["decode_errors"] == 0
+    assert summary.combined_fraction > 0.5
+    assert sum(r["mode"] == "combined" for r in records) == summary.combined

@@ -25,7 +25,8 @@ from splitcast.models.registry import (
     with_forecast_warp,
     with_max_context_gap,
 )
-from splitcast.models.remote import ForecastWarp, context_delay
+from splitcast.models.remote import HEADS, ForecastWarp, context_delay
+from splitcast.models.remote_stream import RemoteStream, padded
 
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 IMAGENET_CUPS = {504, 967, 968}  # coffee mug, espresso, cup
@@ -47,18 +48,31 @@ def test_stream_step_matches_batch_forward_after_warm_up(name: str, warp: bool) 
     generator = torch.Generator().manual_seed(1)
     frames = torch.rand(1, 3, config.context_frames + 2, *config.remote_size, generator=generator)
     delay = torch.tensor([2.5])
+    stream = RemoteStream(config.context_frames)
     with torch.inference_mode():
-        state, serving = system.remote.stream_init(), system.remote.stream_init()
         for index in range(frames.shape[2]):
-            frame = frames[:, :, index]
-            streamed = system.remote.stream_step(state, frame, delay, config.local_size)
-            encoding = system.remote.encode(frame)
-            window = system.remote.push(serving, encoding)
-            downlink = system.remote.predict_downlink(window, delay, config.local_size)
+            used, window = stream.push(index, system.remote.encode(frames[:, :, index]))
+            streamed = system.remote.outputs(window, delay, config.local_size)
+            downlink = system.remote.outputs(window, delay, config.local_size, ("downlink",))
         batch = system.remote(frames[:, :, -config.context_frames :], delay, config.local_size)
-    for a, b in zip(streamed, batch, strict=True):
-        assert (a - b).abs().max().item() <= 1e-4
-    assert torch.equal(downlink, streamed[0])
+    assert used == list(range(2, frames.shape[2]))
+    for name in HEADS:
+        assert (streamed[name] - batch[name]).abs().max().item() <= 1e-4
+    assert list(downlink) == ["downlink"], "only the heads asked for run"
+    assert torch.equal(downlink["downlink"], streamed["downlink"])
+
+
+def test_a_stream_pads_its_start_with_the_oldest_frame() -> None:
+    assert padded([7], 4) == [7, 7, 7, 7]
+    assert padded([3, 5], 4) == [3, 3, 3, 5]
+    assert padded([1, 2, 3, 4, 5], 4) == [2, 3, 4, 5]
+    stream = RemoteStream(3)
+    encodings = [torch.full((1, 2, 1, 1), float(i)) for i in range(4)]
+    used, window = stream.push(10, encodings[0])
+    assert used == [10, 10, 10] and window.shape == (1, 2, 3, 1, 1)
+    for sequence, encoding in zip((11, 12, 13), encodings[1:], strict=True):
+        used, window = stream.push(sequence, encoding)
+    assert used == [11, 12, 13] and window[0, 0, :, 0, 0].tolist() == [1.0, 2.0, 3.0]
 
 
 def test_forecast_warp_starts_as_the_identity_and_is_still_at_delay_zero() -> None:
@@ -72,12 +86,12 @@ def test_forecast_warp_starts_as_the_identity_and_is_still_at_delay_zero() -> No
     with torch.inference_mode():
         before = plain.remote(frames, delays, config.local_size)
         after = warped.remote(frames, delays, config.local_size)
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(before, after, strict=True))
+        assert all(torch.allclose(before[n], after[n], atol=1e-5) for n in HEADS)
         warped.remote.warp.motion.bias.fill_(0.05)
         moved = warped.remote(frames, delays, config.local_size)
-    for a, b in zip(before, moved, strict=True):
-        assert torch.allclose(a[0], b[0], atol=1e-5)
-        assert not torch.allclose(a[1], b[1], atol=1e-3)
+    for name in HEADS:
+        assert torch.allclose(before[name][0], moved[name][0], atol=1e-5)
+        assert not torch.allclose(before[name][1], moved[name][1], atol=1e-3)
 
 
 def test_forecast_warp_moves_features_by_motion_times_delay() -> None:
@@ -139,9 +153,9 @@ def test_server_runtime_tells_a_gap_trained_model_the_delay_in_context_steps(
         rgb = random.integers(0, 256, (*system.config.remote_size, 3), dtype=np.uint8)
         encoded, used = runtime.step(spaced, 3 * index, rgb, 6.0)
         told = 6.0 / 3 if index and max_gap > 1 else 6.0
-        expected = runtime.downlink(reference, rgb, told)
+        expected = runtime.answer(reference, index, rgb, told)[0]["features"][0].numpy()
     assert used == [0, 3, 6, 9]
-    np.testing.assert_allclose(runtime.codec.decode(encoded), expected, atol=1e-5)
+    np.testing.assert_allclose(runtime.codec.decode(encoded["features"]), expected, atol=1e-5)
 
 
 def build_fused_at(name: str, fusion_stride: int) -> SplitSystem:
@@ -172,9 +186,10 @@ def test_delay_changes_the_features_and_shapes_fit_the_fusion_point(fusion_strid
     config = system.config
     frames = torch.rand(2, 3, config.context_frames, *config.remote_size)
     with torch.inference_mode():
-        early, logits = system.remote(frames, torch.tensor([0.0, 0.0]), config.local_size)
-        late, _ = system.remote(frames, torch.tensor([5.0, 5.0]), config.local_size)
-        image_only = system.remote.image_only(frames[:, :, -1], config.local_size)
+        outputs = system.remote(frames, torch.tensor([0.0, 0.0]), config.local_size)
+        early, logits = outputs["downlink"], outputs["logits"]
+        late = system.remote(frames, torch.tensor([5.0, 5.0]), config.local_size)["downlink"]
+        image_only = system.remote.image_only(frames[:, :, -1])
     assert not torch.allclose(early, late)
     height, width = config.local_size
     assert tuple(early.shape[2:]) == (height // fusion_stride, width // fusion_stride)
@@ -241,7 +256,8 @@ def test_paper_configuration_sizes_and_a_training_step_at_reduced_size() -> None
     system.remote.train()
     system.local.train()
     frames = torch.rand(1, 3, 4, 128, 256)
-    downlink, logits = system.remote(frames, torch.tensor([3.0]), (96, 192))
+    outputs = system.remote(frames, torch.tensor([3.0]), (96, 192))
+    downlink, logits = outputs["downlink"], outputs["logits"]
     fused = system.local(torch.rand(1, 3, 96, 192), downlink)
     loss = fused.mean() + logits.mean()
     loss.backward()

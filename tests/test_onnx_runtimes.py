@@ -33,10 +33,10 @@ def test_onnx_encoder_gives_the_torch_downlink_and_is_exported_once() -> None:
     rng = np.random.default_rng(0)
     height, width = onnx_runtime.config.remote_size
     streams = (onnx_runtime.new_stream(), torch_runtime.new_stream())
-    for _ in range(3):
+    for sequence in range(3):
         rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        via_onnx = onnx_runtime.downlink(streams[0], rgb, 2.0)
-        via_torch = torch_runtime.downlink(streams[1], rgb, 2.0)
+        via_onnx = onnx_runtime.answer(streams[0], sequence, rgb, 2.0)[0]["features"].numpy()
+        via_torch = torch_runtime.answer(streams[1], sequence, rgb, 2.0)[0]["features"].numpy()
         scale = float(np.abs(via_torch).max())
         assert scale > 0
         assert float(np.abs(via_onnx - via_torch).max()) <= 1e-4 * max(1.0, scale)
@@ -63,15 +63,16 @@ def test_an_unknown_encoder_runtime_is_refused() -> None:
 
 def test_edge_onnx_runtime_segments_like_torch_with_and_without_features() -> None:
     system = _tiny()
-    onnx_runtime = LocalRuntime(system.local, system.config.local_size, runtime="onnxruntime")
-    torch_runtime = LocalRuntime(_tiny().local, system.config.local_size, runtime="torch")
+    size, combiner = system.config.local_size, system.combiner()
+    onnx_runtime = LocalRuntime(system.local, size, combiner, runtime="onnxruntime")
+    torch_runtime = LocalRuntime(_tiny().local, size, combiner, runtime="torch")
     shape = system.local.downlink_shape(system.config.local_size)
     rng = np.random.default_rng(1)
     generator = torch.Generator().manual_seed(1)
     for _ in range(3):
         rgb = rng.integers(0, 256, (200, 400, 3), dtype=np.uint8)
         features = torch.randn(1, *shape, generator=generator).half()
-        for downlink in (None, features):
+        for downlink in (None, {"features": features}):
             via_onnx = onnx_runtime.segment(rgb, downlink, output_size=(100, 200))
             via_torch = torch_runtime.segment(rgb, downlink, output_size=(100, 200))
             assert via_onnx.shape == (100, 200)

@@ -23,20 +23,19 @@ def test_uplink_frame_round_trip() -> None:
     assert parsed.requested_delay_ticks == 3.5
 
 
-def test_downlink_features_round_trip() -> None:
+def test_downlink_answer_of_named_tensors_round_trip() -> None:
     payload = bytes(range(256)) * 10
+    tensors = [
+        pb.Tensor(name=name, codec="logprobs-u4-zstd", shape=[19, 32, 64],
+                  dtype=pb.DTYPE_UINT8, scale=1.0, payload=payload)
+        for name in ("forecast", "on_time")
+    ]  # fmt: skip
     message = pb.DownlinkMessage(
-        features=pb.Features(
+        answer=pb.Answer(
             source_sequence=7,
             source_capture_time_ns=1_790_000_000_000_000_001,
             conditioned_delay_ticks=4.0,
-            tensor=pb.Tensor(
-                codec="raw-fp16",
-                shape=[32, 16, 32],
-                dtype=pb.DTYPE_FLOAT16,
-                scale=1.0,
-                payload=payload,
-            ),
+            tensors=tensors,
             server_receive_time_ns=10,
             server_send_time_ns=20,
         ),
@@ -44,9 +43,10 @@ def test_downlink_features_round_trip() -> None:
     )
     parsed = pb.DownlinkMessage.FromString(message.SerializeToString())
     assert parsed == message
-    assert parsed.WhichOneof("body") == "features"
-    assert list(parsed.features.tensor.shape) == [32, 16, 32]
-    assert parsed.features.tensor.payload == payload
+    assert parsed.WhichOneof("body") == "answer"
+    assert [t.name for t in parsed.answer.tensors] == ["forecast", "on_time"]
+    assert list(parsed.answer.tensors[1].shape) == [19, 32, 64]
+    assert parsed.answer.tensors[0].payload == payload
 
 
 def test_frame_error_round_trip() -> None:

@@ -46,8 +46,11 @@ def test_info_describes_the_model(stub: pb_grpc.SplitInferenceStub) -> None:
     assert info.model_name == "tiny"
     assert (info.remote_input.height, info.remote_input.width) == CONFIG.remote_size
     assert (info.local_input.height, info.local_input.width) == CONFIG.local_size
-    assert list(info.feature_shape) == [32, CONFIG.local_size[0] // 8, CONFIG.local_size[1] // 8]
-    assert info.codec == "raw-fp16"
+    assert info.combiner == "feature_fusion"
+    assert [(t.name, list(t.shape), t.codec) for t in info.tensors] == [
+        ("features", [32, CONFIG.local_size[0] // 8, CONFIG.local_size[1] // 8], "raw-fp16")
+    ]
+    assert (info.uplink.format, info.uplink.quality) == (pb.IMAGE_FORMAT_JPEG, 90)
     assert info.context_frames == 4
     assert info.fps == 30.0
 
@@ -65,26 +68,27 @@ def test_health_and_reflection_are_served(server: ChildProcess) -> None:
         assert {"splitcast.v1.SplitInference", "grpc.health.v1.Health"} <= names
 
 
-def test_features_come_back_conditioned_on_the_requested_delay(
+def test_answers_come_back_conditioned_on_the_requested_delay(
     stub: pb_grpc.SplitInferenceStub,
 ) -> None:
     frames = [good_frame(i, delay=float(i % 3)) for i in range(6)]
     replies = list(stub.Stream(paced(frames, 0.1), timeout=60))
-    features = [reply.features for reply in replies if reply.HasField("features")]
-    assert [f.source_sequence for f in features] == list(range(6))
-    for f in features:
-        assert f.conditioned_delay_ticks == float(f.source_sequence % 3)
-        assert list(f.tensor.shape) == [32, 16, 32]
-        assert len(f.tensor.payload) == 32 * 16 * 32 * 2
-        assert f.server_send_time_ns >= f.server_receive_time_ns
-        values = np.frombuffer(f.tensor.payload, dtype="<f2")
+    answers = [reply.answer for reply in replies if reply.HasField("answer")]
+    assert [a.source_sequence for a in answers] == list(range(6))
+    for a in answers:
+        assert a.conditioned_delay_ticks == float(a.source_sequence % 3)
+        (tensor,) = a.tensors
+        assert tensor.name == "features" and list(tensor.shape) == [32, 16, 32]
+        assert len(tensor.payload) == 32 * 16 * 32 * 2
+        assert a.server_send_time_ns >= a.server_receive_time_ns
+        values = np.frombuffer(tensor.payload, dtype="<f2")
         assert np.isfinite(values).all() and values.std() > 0
 
 
 def test_latest_wins_drops_instead_of_queueing(stub: pb_grpc.SplitInferenceStub) -> None:
     frames = [good_frame(i) for i in range(40)]
     replies = list(stub.Stream(iter(frames), timeout=60))
-    answered = [reply.features.source_sequence for reply in replies]
+    answered = [reply.answer.source_sequence for reply in replies]
     dropped = replies[-1].frames_dropped
     print(f"40 frames sent back to back: {len(answered)} answered, {dropped} dropped")
     assert dropped > 0
@@ -133,11 +137,11 @@ def test_bad_frames_get_errors_and_another_stream_is_unaffected(server: ChildPro
     errors = [reply.error for reply in replies if reply.HasField("error")]
     assert [(e.source_sequence, e.reason) for e in errors] == [(f.sequence, r) for f, r in bad]
     assert all(e.message for e in errors)
-    assert replies[-1].features.source_sequence == 200, (
+    assert replies[-1].answer.source_sequence == 200, (
         "the stream must keep working after bad frames"
     )
-    features_b = [reply for reply in good_replies if reply.HasField("features")]
-    assert len(features_b) + good_replies[-1].frames_dropped == 30
+    answers_b = [reply for reply in good_replies if reply.HasField("answer")]
+    assert len(answers_b) + good_replies[-1].frames_dropped == 30
     assert not any(reply.HasField("error") for reply in good_replies)
 
 
@@ -150,5 +154,5 @@ def test_oversized_message_fails_only_its_own_stream(
         list(stub.Stream(iter([huge]), timeout=60))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     replies = list(stub.Stream(paced([good_frame(1)], 0.0), timeout=60))
-    assert replies[-1].features.source_sequence == 1
+    assert replies[-1].answer.source_sequence == 1
     assert server.process.poll() is None

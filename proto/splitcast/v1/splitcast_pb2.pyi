@@ -56,36 +56,38 @@ class UplinkFrame(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., capture_time_ns: _Optional[int] = ..., image: _Optional[_Union[EncodedImage, _Mapping]] = ..., requested_delay_ticks: _Optional[float] = ...) -> None: ...
 
 class Tensor(_message.Message):
-    __slots__ = ("codec", "shape", "dtype", "scale", "payload")
+    __slots__ = ("name", "codec", "shape", "dtype", "scale", "payload")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    name: str
     codec: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     dtype: DType
     scale: float
     payload: bytes
-    def __init__(self, codec: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ..., scale: _Optional[float] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., codec: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ..., scale: _Optional[float] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
-class Features(_message.Message):
-    __slots__ = ("source_sequence", "source_capture_time_ns", "conditioned_delay_ticks", "tensor", "server_receive_time_ns", "server_send_time_ns", "context_sequences")
+class Answer(_message.Message):
+    __slots__ = ("source_sequence", "source_capture_time_ns", "conditioned_delay_ticks", "tensors", "server_receive_time_ns", "server_send_time_ns", "context_sequences")
     SOURCE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_CAPTURE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CONDITIONED_DELAY_TICKS_FIELD_NUMBER: _ClassVar[int]
-    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
     SERVER_RECEIVE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     SERVER_SEND_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     source_sequence: int
     source_capture_time_ns: int
     conditioned_delay_ticks: float
-    tensor: Tensor
+    tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     server_receive_time_ns: int
     server_send_time_ns: int
     context_sequences: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, source_sequence: _Optional[int] = ..., source_capture_time_ns: _Optional[int] = ..., conditioned_delay_ticks: _Optional[float] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., server_receive_time_ns: _Optional[int] = ..., server_send_time_ns: _Optional[int] = ..., context_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, source_sequence: _Optional[int] = ..., source_capture_time_ns: _Optional[int] = ..., conditioned_delay_ticks: _Optional[float] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., server_receive_time_ns: _Optional[int] = ..., server_send_time_ns: _Optional[int] = ..., context_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FrameError(_message.Message):
     __slots__ = ("source_sequence", "reason", "message")
@@ -98,14 +100,14 @@ class FrameError(_message.Message):
     def __init__(self, source_sequence: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class DownlinkMessage(_message.Message):
-    __slots__ = ("features", "error", "frames_dropped")
-    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("answer", "error", "frames_dropped")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
-    features: Features
+    answer: Answer
     error: FrameError
     frames_dropped: int
-    def __init__(self, features: _Optional[_Union[Features, _Mapping]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., frames_dropped: _Optional[int] = ...) -> None: ...
+    def __init__(self, answer: _Optional[_Union[Answer, _Mapping]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., frames_dropped: _Optional[int] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()
@@ -119,26 +121,46 @@ class Size(_message.Message):
     width: int
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
 
+class TensorSpec(_message.Message):
+    __slots__ = ("name", "shape", "codec")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    codec: str
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[str] = ...) -> None: ...
+
+class UplinkEncoding(_message.Message):
+    __slots__ = ("format", "quality")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    format: ImageFormat
+    quality: int
+    def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., quality: _Optional[int] = ...) -> None: ...
+
 class ServerInfo(_message.Message):
-    __slots__ = ("model_name", "model_version", "remote_input", "local_input", "feature_shape", "codec", "fps", "context_frames", "num_classes", "max_message_bytes")
+    __slots__ = ("model_name", "model_version", "remote_input", "local_input", "combiner", "tensors", "fps", "context_frames", "num_classes", "max_message_bytes", "uplink")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     REMOTE_INPUT_FIELD_NUMBER: _ClassVar[int]
     LOCAL_INPUT_FIELD_NUMBER: _ClassVar[int]
-    FEATURE_SHAPE_FIELD_NUMBER: _ClassVar[int]
-    CODEC_FIELD_NUMBER: _ClassVar[int]
+    COMBINER_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FRAMES_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     remote_input: Size
     local_input: Size
-    feature_shape: _containers.RepeatedScalarFieldContainer[int]
-    codec: str
+    combiner: str
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     fps: float
     context_frames: int
     num_classes: int
     max_message_bytes: int
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., remote_input: _Optional[_Union[Size, _Mapping]] = ..., local_input: _Optional[_Union[Size, _Mapping]] = ..., feature_shape: _Optional[_Iterable[int]] = ..., codec: _Optional[str] = ..., fps: _Optional[float] = ..., context_frames: _Optional[int] = ..., num_classes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    uplink: UplinkEncoding
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., remote_input: _Optional[_Union[Size, _Mapping]] = ..., local_input: _Optional[_Union[Size, _Mapping]] = ..., combiner: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., fps: _Optional[float] = ..., context_frames: _Optional[int] = ..., num_classes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., uplink: _Optional[_Union[UplinkEncoding, _Mapping]] = ...) -> None: ...

@@ -50,7 +50,7 @@ class SplitInferenceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Stream(self, request_iterator, context):
-        """Frames go up, delay-conditioned features come down. The server answers a frame at most
+        """Frames go up, delay-conditioned answers come down. The server answers a frame at most
         once; frames that arrive while the session is busy replace the waiting one (latest wins),
         so some frames get no answer. Each answer counts the frames dropped so far.
         """
@@ -59,7 +59,8 @@ class SplitInferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Info(self, request, context):
-        """What the edge must know before streaming: model, input sizes, feature shape, codec, fps, K.
+        """What the edge must know before streaming: model, sizes, combiner and the tensors of its
+        answers, uplink encoding, fps, K.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

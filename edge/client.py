@@ -1,0 +1,212 @@
+"""`EdgeClient`: the edge as a call a video pipeline makes once per frame.
+
+Each `step(frame)` offers the frame to the uplink (never blocks), reads the freshest answer
+(never blocks), combines it with the local model when it is fresh enough (the combiner's
+record for its age D_o), otherwise runs local-only, and says how the output was made. Delays
+are measured in source frames (D_o = t - source frame) and converted to ticks of the model's
+frame rate for the D_i policy and the per-age record. Whoever calls `step` owns the loop:
+a ROS callback, a GStreamer appsink, a camera SDK, or the `splitcast edge` command.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from splitcast.edge.connection import CloudConnection, ExpectedServer, LinkStats
+from splitcast.edge.delay import DelayPolicy
+from splitcast.edge.runtime import LocalRuntime
+from splitcast.edge.slots import OutgoingFrame, ReceivedAnswer
+from splitcast.models.codec import codec_set
+from splitcast.models.combiners import AS_SENT
+from splitcast.models.registry import SplitSystem
+from splitcast.models.runtime_names import RUNTIMES
+
+MODES = ("combined", "stale", "local_only")
+"""How an output was made: with a fresh answer, with none fresh enough, or with none at all."""
+
+
+@dataclass(frozen=True)
+class EdgeResult:
+    """One frame's output and how it was made."""
+
+    frame: int
+    """The frame's sequence number t (counted by the client from 0)."""
+    class_ids: np.ndarray
+    """uint8 [H, W] at the requested output size."""
+    mode: str
+    """One of `MODES`."""
+    latency_ms: float
+    """Time of the on-time step: uplink offer, answer read, local model, combine, argmax."""
+    capture_time_ns: int
+    source_frame: int | None
+    """The frame the freshest answer was computed from (None: no answer yet)."""
+    d_o: int | None
+    """The answer's true age D_o = t - source_frame, in frames."""
+    d_i: float | None
+    """The delay (ticks of the model's frame rate) the answer was conditioned on."""
+    requested_d_i: float
+    """The D_i this frame asked the server for."""
+    context_frames: tuple[int, ...] | None
+    rtt_ms: float | None
+    """Capture-to-arrival time of the freshest answer."""
+    server_ms: float | None
+    """From the answer's frame reaching the server to the answer leaving it."""
+    connected: bool
+
+    def record(self, frame_ms: float) -> dict[str, Any]:
+        """The JSON-lines log record of this frame (`frame_ms`: the source's frame period)."""
+        return {
+            "frame": self.frame,
+            "capture_time_ns": self.capture_time_ns,
+            "latency_ms": round(self.latency_ms, 3),
+            "mode": self.mode,
+            "source_frame": self.source_frame,
+            "context_frames": None if self.context_frames is None else list(self.context_frames),
+            "d_o": self.d_o,
+            "d_o_ms": None if self.d_o is None else round(self.d_o * frame_ms, 1),
+            "d_i": self.d_i,
+            "requested_d_i": self.requested_d_i,
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 2),
+            "connected": self.connected,
+        }
+
+
+class EdgeClient:
+    """The edge of a split system: local model every frame, the server's answers when fresh.
+
+    A context manager: the connection to `server` (host:port; None runs local-only) starts on
+    entry and stops on exit. `fps` is the rate frames arrive at (default: the model's), used
+    to turn D_o in frames into ticks; answers older than `max_staleness_frames` are not used.
+    """
+
+    def __init__(
+        self,
+        system: SplitSystem,
+        server: str | None = None,
+        fps: float | None = None,
+        runtime: str = RUNTIMES[0],
+        max_staleness_frames: int = 10,
+        initial_delay_ticks: float | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> None:
+        """`initial_delay_ticks`: D_i asked for before any delay is measured (default: the
+        staleness limit, the worst delay still used); `output_size`: (height, width) of the
+        class ids (default: the local model's input size)."""
+        config = system.config
+        self.system = system
+        self.combiner = system.combiner()
+        self.fps = float(fps or config.fps)
+        self.ticks_per_frame = config.fps / self.fps
+        self.max_staleness_frames = max_staleness_frames
+        self.output_size = output_size
+        self.runtime = LocalRuntime(
+            system.local,
+            config.local_size,
+            self.combiner,
+            runtime=runtime,
+            history_frames=max_staleness_frames + 1,
+        )
+        if initial_delay_ticks is None:
+            initial_delay_ticks = max_staleness_frames * self.ticks_per_frame
+        self.policy = DelayPolicy(initial_ticks=initial_delay_ticks)
+        self.connection = None
+        if server:
+            expected = ExpectedServer(
+                config.name, config.version, self.combiner.name, self.combiner.wire()
+            )
+            self.connection = CloudConnection(server, expected, codec_set(system.bottleneck))
+        self._next_frame = 0
+        self._last_source = -1
+        self._warm_up()
+
+    def __enter__(self) -> EdgeClient:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self.connection is not None:
+            self.connection.start()
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.stop()
+
+    @property
+    def stats(self) -> LinkStats | None:
+        """The connection's counters (None without a server)."""
+        return None if self.connection is None else self.connection.stats
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the stream to the server to be up; whether it is."""
+        deadline = time.monotonic() + timeout_s
+        while self.stats is not None and not self.stats.connected:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return self.stats is not None
+
+    def step(self, frame_rgb: np.ndarray, capture_time_ns: int | None = None) -> EdgeResult:
+        """The output for one RGB uint8 frame [H, W, 3]; never waits for the network."""
+        index = self._next_frame
+        self._next_frame += 1
+        capture_ns = time.time_ns() if capture_time_ns is None else capture_time_ns
+        start = time.perf_counter()
+        requested = self.policy.requested()
+        received = self._exchange(index, capture_ns, frame_rgb, requested)
+        d_o = None if received is None else index - received.source_sequence
+        fresh = d_o is not None and d_o <= self.max_staleness_frames
+        use = self.combiner.use_at(d_o * self.ticks_per_frame) if fresh else AS_SENT
+        class_ids = self.runtime.segment(
+            frame_rgb,
+            received.tensors if fresh else None,
+            self.output_size,
+            use,
+            index,
+            None if received is None else received.source_sequence,
+        )
+        mode = "combined" if fresh else ("stale" if received is not None else "local_only")
+        return EdgeResult(
+            frame=index,
+            class_ids=class_ids,
+            mode=mode,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            capture_time_ns=capture_ns,
+            source_frame=None if received is None else received.source_sequence,
+            d_o=d_o,
+            d_i=None if received is None else received.conditioned_delay_ticks,
+            requested_d_i=requested,
+            context_frames=None if received is None else received.context_sequences,
+            rtt_ms=None if received is None else received.round_trip_ms,
+            server_ms=None if received is None else received.server_ms,
+            connected=bool(self.stats and self.stats.connected),
+        )
+
+    def _exchange(
+        self, index: int, capture_ns: int, rgb: np.ndarray, requested: float
+    ) -> ReceivedAnswer | None:
+        """Offer the frame to the uplink and read the freshest answer; a new answer's age
+        feeds the delay policy."""
+        if self.connection is None:
+            return None
+        self.connection.submit(OutgoingFrame(index, capture_ns, rgb, requested))
+        received = self.connection.answers.latest()
+        if received is not None and received.source_sequence != self._last_source:
+            self.policy.observe((index - received.source_sequence) * self.ticks_per_frame)
+            self._last_source = received.source_sequence
+        return received
+
+    def _warm_up(self) -> None:
+        """First calls allocate and pick kernels; keep that out of frame latencies."""
+        blank = np.zeros((*self.system.config.local_size, 3), dtype=np.uint8)
+        zeros = {t.name: torch.zeros(1, *t.shape) for t in self.combiner.wire()}
+        for _ in range(2):
+            self.runtime.segment(blank, None)
+            self.runtime.segment(blank, zeros)
