@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -158,13 +158,16 @@ async def start_server(
     host: str,
     port: int,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, SplitInferenceServicer, int]:
-    """Start serving; returns the server, the servicer and the bound port (port 0 = any free)."""
+    """Start serving; returns the server, the servicer and the bound port (port 0 = any free).
+    `interceptors` see every call first (authentication, metrics)."""
     server = grpc.aio.server(
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-        ]
+        ],
     )
     servicer = SplitInferenceServicer(runtime, max_message_bytes)
     pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)

@@ -1,0 +1,106 @@
+"""`serve`: the cloud side as a Python call, running in a background thread of this process.
+
+For a pipeline or a notebook that wants a server next to it without a second command; the
+`splitcast serve` command runs the same server in the foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import grpc
+
+from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.cloud.server import DEFAULT_MAX_MESSAGE_BYTES, SplitInferenceServicer, start_server
+from splitcast.models.checkpoint import load_system
+from splitcast.models.registry import SplitSystem
+from splitcast.models.runtime_names import RUNTIMES
+
+
+class RunningServer:
+    """A started server: `address` to give edges; `stop()` (or leaving the `with` block) shuts
+    it down, letting answers in flight finish for up to `grace_s`."""
+
+    def __init__(
+        self,
+        runtime: RemoteRuntime,
+        host: str,
+        port: int,
+        max_message_bytes: int,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        self.host = host
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._server: grpc.aio.Server | None = None
+        self._servicer: SplitInferenceServicer | None = None
+        self.port = 0
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(runtime, port, max_message_bytes, interceptors),
+            name="splitcast-serve",
+            daemon=True,
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _run(
+        self,
+        runtime: RemoteRuntime,
+        port: int,
+        max_message_bytes: int,
+        interceptors: Sequence[grpc.aio.ServerInterceptor],
+    ) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            started = start_server(runtime, self.host, port, max_message_bytes, interceptors)
+            self._server, self._servicer, self.port = self._loop.run_until_complete(started)
+        except BaseException as exc:  # handed to the caller's thread by __init__
+            self._failure = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        if self._server is None or not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace_s), self._loop)
+        future.result(timeout=grace_s + 5.0)
+        if self._servicer is not None:
+            self._servicer.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve(
+    model: SplitSystem | str = "default",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    codec: str | None = None,
+    encoder: str = RUNTIMES[0],
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> RunningServer:
+    """Serve `model` (a loaded system, a packaged checkpoint's name, a folder or a
+    configuration name) on `host`:`port` (0: any free port), warmed up before it answers;
+    `interceptors` see every call first."""
+    system = load_system(model) if isinstance(model, str) else model
+    runtime = RemoteRuntime(system, codec, encoder=encoder)
+    runtime.warm_up()
+    return RunningServer(runtime, host, port, max_message_bytes, interceptors)

@@ -1,0 +1,158 @@
+"""The Python API a pipeline calls: the README's quick start against a real server, the edge
+step shared with offline evaluation, and the uplink encoding the server's Info asks for."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import cv2
+import grpc
+import pytest
+
+import splitcast
+from splitcast.data.build import build_split
+from splitcast.data.clips import open_clips
+from splitcast.data.scene.generator import SceneSettings
+from splitcast.edge.client import MODES
+from splitcast.edge.slots import ReceivedAnswer
+from splitcast.edge.sources import MovingSceneSource
+from splitcast.launch import start_server
+from splitcast.models.checkpoint import save_checkpoint
+from splitcast.models.codec import get_codec
+from splitcast.models.combiners import AnswerUse, LateAverage
+from splitcast.models.evaluation import OfflineEvaluator, ScheduledFrame
+from splitcast.models.registry import SplitSystem, build
+from splitcast.v1 import splitcast_pb2 as pb
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _quick_start() -> str:
+    text = README.read_text()
+    section = text.split("## Python quick start", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, "the README's Python quick start has a python code block"
+    return match.group(1)
+
+
+def test_readme_python_quick_start_runs_against_a_real_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = list(MovingSceneSource(num_frames=40).frames())
+    writer = cv2.VideoWriter(
+        str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (512, 256)
+    )
+    for rgb in frames:
+        writer.write(cv2.cvtColor(cv2.resize(rgb, (512, 256)), cv2.COLOR_RGB2BGR))
+    writer.release()
+    code = _quick_start()
+    assert "127.0.0.1:50051" in code
+    monkeypatch.chdir(tmp_path)
+    with start_server("default", threads=1) as server:
+        exec(compile(code.replace("127.0.0.1:50051", server.address), "README.md", "exec"), {})
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [int(line[0]) for line in lines] == list(range(40))
+    assert {line[1] for line in lines} <= set(MODES)
+    assert any(line[1] != "local_only" for line in lines), "answers came back from the server"
+    assert all(line[3:] == ["(128,", "256)"] for line in lines)
+
+
+def _late(system: SplitSystem, uses: list[AnswerUse]) -> SplitSystem:
+    late = system.with_combiner(LateAverage.name)
+    return dataclasses.replace(late, config=late.config.with_policy(LateAverage.name, uses))
+
+
+def test_edge_client_and_the_evaluator_give_identical_class_ids(tmp_path: Path) -> None:
+    build_split(
+        tmp_path / "clips", "calib", clips=1, frames=16, settings=SceneSettings(height=96),
+        progress=False,
+    )  # fmt: skip
+    dataset = open_clips(tmp_path / "clips")
+    clip = dataset.clips[0]
+    system = _late(build("tiny"), [AnswerUse(0.6, 3, 0.4)])
+    label_size = tuple(clip.label(0).shape)
+    client = splitcast.EdgeClient(
+        system, server="127.0.0.1:1", fps=dataset.meta.fps, runtime="torch", output_size=label_size
+    )  # never started: the answers below are put where the connection would put them
+    evaluator = OfflineEvaluator(
+        system, dataset, codec=get_codec(system.config.codec), local=client.runtime.step.local
+    )
+    state = evaluator.clip_state(clip, set(range(clip.num_frames)))
+    schedule: dict[int, ScheduledFrame] = {}
+    modes = []
+    for t in range(clip.num_frames):
+        source = t - 3
+        context = list(range(source - 3, source + 1)) if source >= 3 else None
+        if context is not None:
+            answer = evaluator.remote_answer(state, context, 3.0)
+            client.connection.answers.put(
+                ReceivedAnswer(source, 3.0, answer, 0, 0.0, 0.0, 0, tuple(context))
+            )
+        result = client.step(clip.frame(t))
+        modes.append(result.mode)
+        schedule[t] = ScheduledFrame(context, 3.0 if context else None, None, result.class_ids)
+    assert modes.count("combined") == clip.num_frames - 6 and modes.count("local_only") == 6
+    replay = evaluator.run_schedule({clip.name: schedule}, progress=False)
+    assert replay["replay_agreement"] == 1.0
+
+
+class UplinkRecorder(grpc.aio.ServerInterceptor):
+    """Records the image format and first bytes of every uplink frame the server receives."""
+
+    def __init__(self) -> None:
+        self.images: list[tuple[int, bytes]] = []
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if not details.method.endswith("/Stream"):
+            return handler
+        behaviour, images = handler.stream_stream, self.images
+
+        async def recording(
+            requests: AsyncIterator[pb.UplinkFrame], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[pb.DownlinkMessage]:
+            async def frames() -> AsyncIterator[pb.UplinkFrame]:
+                async for frame in requests:
+                    images.append((frame.image.format, frame.image.data[:12]))
+                    yield frame
+
+            async for reply in behaviour(frames(), context):
+                yield reply
+
+        return grpc.stream_stream_rpc_method_handler(
+            recording, handler.request_deserializer, handler.response_serializer
+        )
+
+
+def test_the_live_edge_sends_the_uplink_encoding_the_server_asks_for(tmp_path: Path) -> None:
+    system = build("tiny")
+    system.config = dataclasses.replace(system.config, uplink_format="webp", uplink_quality=85)
+    folder = tmp_path / "tiny-webp"
+    save_checkpoint(system, folder, {}, half=False)
+    model = splitcast.load_model(folder)
+    recorder = UplinkRecorder()
+    frames = list(MovingSceneSource(num_frames=20).frames())
+    with (
+        splitcast.serve(model, encoder="torch", interceptors=[recorder]) as server,
+        splitcast.EdgeClient(model, server=server.address) as edge,
+    ):
+        assert edge.wait_connected(30.0)
+        results = []
+        for rgb in frames:
+            results.append(edge.step(rgb))
+            time.sleep(0.03)
+        stats = edge.stats
+    assert stats.uplink == "webp q85"
+    assert len(recorder.images) == stats.frames_sent > 0
+    for image_format, head in recorder.images:
+        assert image_format == pb.IMAGE_FORMAT_WEBP
+        assert head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    assert any(result.mode == "combined" for result in results)
