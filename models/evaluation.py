@@ -37,15 +37,7 @@ from splitcast.models.layers import class_ids
 from splitcast.models.registry import SplitSystem, max_context_gap
 from splitcast.models.remote import context_delay
 from splitcast.models.remote_stream import window
-
-METHODS = (
-    "local_only",
-    "remote_stale_image",
-    "remote_stale_video",
-    "remote_predictive",
-    "dedelayed",
-    "oracle",
-)
+from splitcast.models.score_tables import Matrices, miou_results
 
 
 @dataclass(frozen=True)
@@ -76,18 +68,6 @@ class _ClipState:
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@dataclass
-class _Matrices:
-    """The confusion matrices one `run` fills: per method and delay column, the candidate
-    grid (delay x candidate), the codec variants and the D_o x D_i mismatch grid."""
-
-    per_delay: dict[str, list[ConfusionMatrix]]
-    fixed: dict[str, ConfusionMatrix]
-    gain_grid: list[list[ConfusionMatrix]]
-    variants: dict[str, list[ConfusionMatrix]]
-    mismatch: list[list[ConfusionMatrix]] | None
 
 
 @dataclass
@@ -209,7 +189,7 @@ class OfflineEvaluator:
         variants = variants or {}
         self.variant_bytes = {name: [] for name in variants}
         per_delay = ("remote_stale_image", "remote_stale_video", "remote_predictive", "dedelayed")
-        matrices = _Matrices(
+        matrices = Matrices(
             per_delay={m: [self._matrix() for _ in delays] for m in per_delay},
             fixed={"local_only": self._matrix(), "oracle": self._matrix()},
             gain_grid=[[self._matrix() for _ in gains or ()] for _ in delays],
@@ -232,7 +212,7 @@ class OfflineEvaluator:
                 f"no clip has a labelled frame far enough in for delay {max_delay:g} "
                 f"at stride {stride}"
             )
-        return _result(count, len(delays), matrices, mismatch)
+        return miou_results(count, len(delays), matrices, mismatch)
 
     def _score_clip(
         self,
@@ -243,7 +223,7 @@ class OfflineEvaluator:
         mismatch: Sequence[float],
         variants: dict[str, Codec],
         gains: Sequence[AnswerUse],
-        matrices: _Matrices,
+        matrices: Matrices,
     ) -> None:
         k = self.config.context_frames
         contexts = {
@@ -284,7 +264,7 @@ class OfflineEvaluator:
         column: int,
         variants: dict[str, Codec],
         gains: Sequence[AnswerUse],
-        matrices: _Matrices,
+        matrices: Matrices,
     ) -> None:
         """Every per-delay method at true delay `d` for one chunk of targets."""
         labels = chunk.labels
@@ -406,29 +386,3 @@ class OfflineEvaluator:
         if sizes is not None:
             sizes.extend(int(n) for n in totals)
         return decoded
-
-
-def _result(
-    count: int, columns: int, matrices: _Matrices, mismatch: Sequence[float] | None
-) -> dict[str, Any]:
-    """The JSON-ready figures of one `run`."""
-    by_method = {m: [matrices.fixed[m]] * columns for m in matrices.fixed} | matrices.per_delay
-    result: dict[str, Any] = {
-        "targets": count,
-        "miou": {m: [round(x.miou(), 2) for x in by_method[m]] for m in METHODS},
-        "per_class_iou": {
-            m: [{k: round(v, 2) for k, v in x.per_class().items()} for x in by_method[m]]
-            for m in METHODS
-        },
-    }
-    if matrices.variants:
-        result["variants"] = {
-            name: [round(x.miou(), 2) for x in cells] for name, cells in matrices.variants.items()
-        }
-    if matrices.gain_grid and matrices.gain_grid[0]:
-        result["gain_grid"] = [
-            [round(cell.miou(), 2) for cell in row] for row in matrices.gain_grid
-        ]
-    if mismatch and matrices.mismatch is not None:
-        result["mismatch"] = [[round(cell.miou(), 2) for cell in row] for row in matrices.mismatch]
-    return result

@@ -1,17 +1,8 @@
-"""End-to-end training of the remote and local models with the four Dedelayed losses.
+"""End-to-end training of the remote and local models with the four Dedelayed losses
+(`splitcast.models.losses`).
 
 Per sample a delay d is drawn; the remote model sees the K frames ending d ticks before the
-local frame. Losses (weights configurable, all 1 by default):
-- fused: local model with the downlink features added, against label t;
-- local: the same local model with no downlink (keeps the fallback good);
-- predictive: the remote model's own delay-conditioned logits, against label t;
-- image_only: the remote model on frame t alone at d = 0 (the conventional baseline).
-
-With a learned downlink bottleneck the fused branch sees the features after quantisation, and
-the loss adds `rate_lambda` x the entropy model's estimated bits per frame and
-`distortion_weight` x the reconstruction's mean squared error relative to the features'
-variance (the fused loss alone is a weak signal when fusion gains little, and the rate term
-then wins by sending nothing useful). Training can start
+local frame; the loss weights are configurable, all 1 by default. Training can start
 from a trained checkpoint (`init`), e.g. to add a bottleneck to a model trained without one,
 and can train the bottleneck alone (`train_only="codec"`), leaving every other weight as it was.
 
@@ -29,14 +20,11 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
@@ -44,74 +32,23 @@ from tqdm import tqdm
 
 from splitcast.data.clips import ClipDataset, DataError, open_clips
 from splitcast.data.metrics import ConfusionMatrix
-from splitcast.data.sampling import Augmentation, Batch, TemporalClipDataset, collate
-from splitcast.models.cache import CachedBatch, CachedClipDataset, build_cache, collate_cached
+from splitcast.data.sampling import Augmentation, TemporalClipDataset, collate
+from splitcast.models.cache import CachedClipDataset, build_cache, collate_cached
 from splitcast.models.checkpoint import (
     load_checkpoint,
     load_system_state,
     save_checkpoint,
     system_state,
 )
-from splitcast.models.layers import resize
-from splitcast.models.local import Features
+from splitcast.models.losses import LossModel, class_weights
 from splitcast.models.registry import (
-    TOP_STAGE_STRIDE,
-    ModelConfig,
-    SplitSystem,
     build,
     max_context_gap,
     remote_trained_from,
 )
+from splitcast.models.train_options import TrainOptions, frozen_parts, param_groups, trained_config
 
-LOSSES = ("fused", "local", "predictive", "image_only")
-TRAIN_ONLY = ("all", "codec")
 STATE_FILE = "training_state.pt"
-
-
-@dataclass
-class TrainOptions:
-    """What `splitcast train` does; defaults train `lite` on a CPU within the hour."""
-
-    config: ModelConfig
-    data: Path
-    out: Path
-    val_data: Path | None = None
-    epochs: int = 2
-    batch_size: int = 8
-    lr: float = 2e-3
-    pretrained_lr_scale: float = 0.3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float = 5.0
-    delays: tuple[float, float] = (0.0, 5.0)
-    loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSSES, 1.0))
-    freeze_remote_backbone: bool = True
-    train_remote_top: bool = False
-    remote_top_from: int = TOP_STAGE_STRIDE
-    fused_dropout: float = 0.0
-    class_weighting: str = "inverse-sqrt"
-    cache_dir: Path | None = None
-    val_delays: tuple[float, ...] = (0.0, 3.0, 5.0)
-    val_every: int = 4
-    workers: int = 2
-    seed: int = 0
-    max_steps: int | None = None
-    resume: bool = False
-    progress: bool = True
-    init: str | None = None
-    rate_lambda: float = 0.0
-    distortion_weight: float = 1.0
-    train_only: str = "all"
-
-    @property
-    def trains_remote_top(self) -> bool:
-        """Whether this run updates the remote backbone's top stage (not in a codec-only run)."""
-        return self.train_remote_top and self.train_only == "all"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["config"] = self.config.to_dict()
-        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 
 
 def _distributed() -> tuple[int, int]:
@@ -120,188 +57,6 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-class LossModel(nn.Module):
-    """Computes the four losses for a batch; one module so DDP sees every trained weight."""
-
-    def __init__(
-        self,
-        system: SplitSystem,
-        weights: dict[str, float],
-        ignore_index: int,
-        class_weights: torch.Tensor | None = None,
-        rate_lambda: float = 0.0,
-        distortion_weight: float = 0.0,
-        remote_top_from: int | None = None,
-        fused_dropout: float = 0.0,
-    ) -> None:
-        """`remote_top_from`: the stride above which the remote backbone is recomputed from
-        the cached features (trained unless frozen); None: every cached output is used as
-        stored."""
-        super().__init__()
-        self.remote = system.remote
-        self.remote_top_from = remote_top_from
-        self.fused_dropout = fused_dropout
-        self.local = system.local
-        self.bottleneck = system.bottleneck
-        self.config = system.config
-        self.weights = weights
-        self.rate_lambda = rate_lambda
-        self.distortion_weight = distortion_weight
-        self.ignore_index = ignore_index
-        self.register_buffer("class_weights", class_weights, persistent=False)
-
-    def encodings(self, batch: Batch | CachedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Remote encodings [B, C, K, h, w] of the context and [B, C, h, w] of frame t."""
-        if isinstance(batch, CachedBatch):
-            batch_size, steps = batch.features[0].shape[:2]
-            features = [f.flatten(0, 1) for f in batch.features]
-            if self.remote_top_from is not None:
-                features = self.remote.backbone.recompute_from(self.remote_top_from, features)
-            flat = self.remote.encode_features(features)
-        else:
-            batch_size, steps = batch.remote.shape[0], batch.remote.shape[1] + 1
-            frames = torch.cat([batch.remote, batch.remote_now.unsqueeze(1)], dim=1)
-            flat = self.remote.encode(frames.flatten(0, 1))
-        grouped = flat.view(batch_size, steps, *flat.shape[1:])
-        return grouped[:, :-1].transpose(1, 2), grouped[:, -1]
-
-    def outputs(
-        self, batch: Batch | CachedBatch
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Logits of every branch at the label size, and with a bottleneck its estimated bits
-        per item and relative distortion."""
-        size = tuple(batch.label.shape[-2:])
-        local_size = tuple(batch.local.shape[-2:])
-        context, now = self.encodings(batch)
-        heads = self.remote.outputs(context, batch.delay, local_size)
-        downlink, predictive = heads["downlink"], heads["logits"]
-        codec: dict[str, torch.Tensor] = {}
-        if self.bottleneck is not None:
-            target = downlink.detach()
-            downlink, codec["bits"] = self.bottleneck(downlink)
-            codec["distortion"] = F.mse_loss(downlink, target) / target.var().clamp_min(1e-8)
-        features = self.local.encode(batch.local)
-        logits = {
-            "fused": resize(
-                self.local.decode(self._dropped(features), downlink, local_size, features), size
-            ),
-            "local": resize(self.local.decode(features, None, local_size), size),
-            "predictive": resize(predictive, size),
-            "image_only": resize(self.remote.image_only_from_encoding(now), size),
-        }
-        return logits, codec
-
-    def _dropped(self, features: Features) -> Features:
-        """The local features with channel dropout (in training, when asked for): the fused
-        pass then cannot rely on them alone and learns to use the downlink."""
-        if not (self.training and self.fused_dropout):
-            return features
-        return tuple(None if f is None else F.dropout2d(f, self.fused_dropout) for f in features)
-
-    def forward(self, batch: Batch | CachedBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs, codec = self.outputs(batch)
-        parts = {
-            name: F.cross_entropy(
-                logits, batch.label, weight=self.class_weights, ignore_index=self.ignore_index
-            )
-            for name, logits in outputs.items()
-        }
-        total = sum(self.weights.get(name, 0.0) * loss for name, loss in parts.items())
-        report = {name: float(loss.detach()) for name, loss in parts.items()}
-        if codec:
-            bits = codec["bits"].mean()
-            total = total + self.rate_lambda * bits + self.distortion_weight * codec["distortion"]
-            report["bits"] = float(bits.detach())
-            report["distortion"] = float(codec["distortion"].detach())
-        return total, report
-
-
-def class_weights(clips: ClipDataset, scheme: str, progress: bool = False) -> torch.Tensor | None:
-    """Per-class loss weights from the training labels' class frequencies.
-
-    `inverse-sqrt`: (median frequency / frequency) ** 0.5, clipped to [0.2, 10]: rare classes
-    (poles, signs, people, walls) would otherwise barely move the loss, and the model would
-    learn never to predict them. Classes absent from the labels get weight 0. `none`: plain
-    cross-entropy.
-    """
-    if scheme == "none":
-        return None
-    if scheme != "inverse-sqrt":
-        raise ValueError(f"unknown class weighting {scheme!r}; choose inverse-sqrt or none")
-    meta = clips.meta
-    counts = np.zeros(meta.num_classes, dtype=np.int64)
-    for clip in tqdm(clips.clips, desc="class frequencies", unit="clip", disable=not progress):
-        for index in clip.labelled:
-            label = clip.label(index)
-            counts += np.bincount(label[label != meta.ignore_index], minlength=meta.num_classes)[
-                : meta.num_classes
-            ]
-    present = counts > 0
-    if not present.any():
-        raise DataError("the training labels hold no class ids")
-    frequency = counts / counts.sum()
-    median = np.median(frequency[present])
-    weights = np.where(
-        present, np.clip((median / np.maximum(frequency, 1e-12)) ** 0.5, 0.2, 10.0), 0.0
-    )
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def _freeze(system: SplitSystem, options: TrainOptions) -> list[nn.Module]:
-    """Stop gradients to frozen parts; returns them (they stay in eval mode, so a trained
-    remote top stage keeps its pretrained batch-norm statistics)."""
-    train_only = options.train_only
-    if train_only == "codec":
-        if system.bottleneck is None:
-            raise ValueError("--train-only codec needs a learned codec (--codec learned)")
-        frozen = [system.remote, system.local]
-    elif train_only != "all":
-        raise ValueError(f"unknown --train-only {train_only!r}; choose {', '.join(TRAIN_ONLY)}")
-    else:
-        frozen = []
-    if options.freeze_remote_backbone:
-        frozen.append(system.remote.backbone)
-    if system.local.stages.frozen is not None:
-        frozen.append(system.local.stages.frozen)
-    for module in frozen:
-        module.requires_grad_(False)
-    if options.trains_remote_top:
-        for stage in system.remote.backbone.stages_from(options.remote_top_from):
-            stage.requires_grad_(True)
-    return frozen
-
-
-def _param_groups(system: SplitSystem, options: TrainOptions) -> list[dict[str, Any]]:
-    """Pretrained backbone weights learn more slowly than new layers."""
-    pretrained, fresh = [], []
-    pretrained_modules = {id(p) for p in system.local.stages.parameters()} | {
-        id(p) for p in system.remote.backbone.parameters()
-    }
-    for module in system.modules().values():
-        for param in module.parameters():
-            if param.requires_grad:
-                (pretrained if id(param) in pretrained_modules else fresh).append(param)
-    return [
-        {"params": fresh, "lr_scale": 1.0},
-        {"params": pretrained, "lr_scale": options.pretrained_lr_scale},
-    ]
-
-
-def _with_training_params(options: TrainOptions) -> ModelConfig:
-    """The configuration with what decides which weights a checkpoint must store: whether the
-    remote backbone is frozen, and which of its upper stages were trained (kept once set, so a
-    later codec-only run or one training fewer stages still stores them)."""
-    params = {**options.config.params, "freeze_remote_backbone": options.freeze_remote_backbone}
-    if options.train_remote_top:
-        earlier = remote_trained_from(params) or TOP_STAGE_STRIDE
-        params["train_remote_top"] = True
-        if min(earlier, options.remote_top_from) != TOP_STAGE_STRIDE:
-            params["remote_top_from"] = min(earlier, options.remote_top_from)
-    if params == options.config.params:
-        return options.config
-    return ModelConfig.from_dict({**options.config.to_dict(), "params": params})
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -325,7 +80,7 @@ class Trainer:
                 "training the remote backbone's top stage alone needs the rest of it frozen; "
                 "drop one of the two options"
             )
-        config = _with_training_params(options)
+        config = trained_config(options)
         self.system = build(config, pretrained=True, num_classes=train_clips.meta.num_classes)
         self.initialised_from: dict[str, Any] | None = None
         if options.init is not None:
@@ -339,7 +94,7 @@ class Trainer:
             }
         self.config = self.system.config
         self.meta = train_clips.meta
-        self.frozen = _freeze(self.system, options)
+        self.frozen = frozen_parts(self.system, options)
         self.train_set = self._dataset(train_clips, train=True)
         val_path = options.val_data or _sibling_val(options.data)
         self.val_set = self._dataset(open_clips(val_path), train=False) if val_path else None
@@ -358,7 +113,7 @@ class Trainer:
         )
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.optimizer = torch.optim.AdamW(
-            _param_groups(self.system, options), lr=options.lr, weight_decay=options.weight_decay
+            param_groups(self.system, options), lr=options.lr, weight_decay=options.weight_decay
         )
         self.history: list[dict[str, Any]] = []
         self.step = 0
@@ -454,41 +209,14 @@ class Trainer:
         for epoch in range(self.start_epoch, options.epochs):
             if self.step >= total:
                 break
-            self._set_train_mode()
-            sums: dict[str, float] = {}
-            count = 0
-            bar = tqdm(
-                self._loader(self.train_set, True, epoch),
-                desc=f"epoch {epoch + 1}/{options.epochs}",
-                unit="batch",
-                disable=not options.progress or self.rank != 0,
-                total=steps_per_epoch,
-            )
-            for batch in bar:
-                if self.step >= total:
-                    break
-                factor = _lr_factor(self.step, total, options.warmup_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = options.lr * factor * group["lr_scale"]
-                loss, parts = self.ddp(batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]], options.grad_clip
-                )
-                self.optimizer.step()
-                self.step += 1
-                count += 1
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+            sums, count = self._epoch(epoch, steps_per_epoch, total)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": self.step,
                 "seconds": round(time.perf_counter() - started, 1),
-            }
-            record["train_loss"] = {
-                name: round(value / max(1, count), 4) for name, value in sums.items()
+                "train_loss": {
+                    name: round(value / max(1, count), 4) for name, value in sums.items()
+                },
             }
             if self.val_set is not None and self.rank == 0:
                 record["val_miou"] = self.validate()
@@ -503,6 +231,40 @@ class Trainer:
             "seconds": round(time.perf_counter() - started, 1),
             "steps": self.step,
         }
+
+    def _epoch(self, epoch: int, steps_per_epoch: int, total: int) -> tuple[dict[str, float], int]:
+        """One pass over the training set, stopping at step `total`; the summed loss parts and
+        the number of batches."""
+        options = self.options
+        self._set_train_mode()
+        sums: dict[str, float] = {}
+        count = 0
+        bar = tqdm(
+            self._loader(self.train_set, True, epoch),
+            desc=f"epoch {epoch + 1}/{options.epochs}",
+            unit="batch",
+            disable=not options.progress or self.rank != 0,
+            total=steps_per_epoch,
+        )
+        for batch in bar:
+            if self.step >= total:
+                break
+            factor = _lr_factor(self.step, total, options.warmup_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = options.lr * factor * group["lr_scale"]
+            loss, parts = self.ddp(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], options.grad_clip
+            )
+            self.optimizer.step()
+            self.step += 1
+            count += 1
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        return sums, count
 
     @torch.inference_mode()
     def validate(self) -> dict[str, dict[str, float]]:

@@ -218,7 +218,8 @@ def _run_train(args: argparse.Namespace) -> None:
         with_max_context_gap,
         without_bottleneck,
     )
-    from splitcast.models.training import TrainOptions, train
+    from splitcast.models.train_options import TrainOptions
+    from splitcast.models.training import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,9 +19,9 @@ from splitcast.evaluate import EvaluationRequest, evaluate_offline
 from splitcast.live_eval import LiveRequest, evaluate_live
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.combiners import AnswerUse, use_at
-from splitcast.models.evaluation import METHODS
 from splitcast.models.layers import resize
 from splitcast.models.registry import build
+from splitcast.models.score_tables import METHODS
 from splitcast.sweep import SweepRequest, run_sweep
 
 DELAYS = [0.0, 1.0, 2.0, 3.0]

@@ -23,7 +23,8 @@ from splitcast.models.checkpoint import (
     system_state,
 )
 from splitcast.models.registry import build, get_config, max_context_gap
-from splitcast.models.training import Trainer, TrainOptions
+from splitcast.models.train_options import TrainOptions
+from splitcast.models.training import Trainer
 
 CONFIG_YAML = """
 base: tiny

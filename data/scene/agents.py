@@ -14,18 +14,9 @@ import numpy as np
 
 from splitcast.data.scene import textures
 from splitcast.data.scene.builder import SceneBuilder
+from splitcast.data.scene.layout import VEHICLE_TINTS, pick
 from splitcast.data.scene.meshes import Mesh, blob, box
-from splitcast.data.scene.world import (
-    BICYCLE,
-    BUS,
-    CAR,
-    MOTORCYCLE,
-    PERSON,
-    RIDER,
-    TRUCK,
-    VEHICLE_TINTS,
-    pick,
-)
+from splitcast.data.scene.world import BICYCLE, BUS, CAR, MOTORCYCLE, PERSON, RIDER, TRUCK
 
 SKIN_TINTS = ((0.95, 0.8, 0.7), (0.8, 0.6, 0.45), (0.55, 0.38, 0.28), (0.35, 0.24, 0.18))
 CLOTH_TINTS = (

@@ -21,9 +21,10 @@ from splitcast.data.scene import ego as ego_paths
 from splitcast.data.scene.agents import AgentFactory
 from splitcast.data.scene.builder import SceneBuilder
 from splitcast.data.scene.bullet import direct_client, pybullet
+from splitcast.data.scene.layout import RoadLayout, random_layout
 from splitcast.data.scene.textures import smooth_noise
 from splitcast.data.scene.traffic import EgoPlan, populate
-from splitcast.data.scene.world import SKY, RoadLayout, StreetBuilder, random_layout
+from splitcast.data.scene.world import SKY, StreetBuilder
 
 GENERATOR_VERSION = "1.0.0"
 NEAR, FAR = 0.2, 400.0

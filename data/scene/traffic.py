@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitcast.data.scene.agents import Agent, AgentFactory
-from splitcast.data.scene.world import BUS, CAR, KERB_HEIGHT, TRUCK, RoadLayout, Side
+from splitcast.data.scene.layout import KERB_HEIGHT, RoadLayout, Side
+from splitcast.data.scene.world import BUS, CAR, TRUCK
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,56 @@
+"""The confusion matrices one offline evaluation fills, and the figures they give."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from splitcast.data.metrics import ConfusionMatrix
+
+METHODS = (
+    "local_only",
+    "remote_stale_image",
+    "remote_stale_video",
+    "remote_predictive",
+    "dedelayed",
+    "oracle",
+)
+
+
+@dataclass
+class Matrices:
+    """The confusion matrices one `run` fills: per method and delay column, the candidate
+    grid (delay x candidate), the codec variants and the D_o x D_i mismatch grid."""
+
+    per_delay: dict[str, list[ConfusionMatrix]]
+    fixed: dict[str, ConfusionMatrix]
+    gain_grid: list[list[ConfusionMatrix]]
+    variants: dict[str, list[ConfusionMatrix]]
+    mismatch: list[list[ConfusionMatrix]] | None
+
+
+def miou_results(
+    count: int, columns: int, matrices: Matrices, mismatch: Sequence[float] | None
+) -> dict[str, Any]:
+    """The JSON-ready figures of one `run`."""
+    by_method = {m: [matrices.fixed[m]] * columns for m in matrices.fixed} | matrices.per_delay
+    result: dict[str, Any] = {
+        "targets": count,
+        "miou": {m: [round(x.miou(), 2) for x in by_method[m]] for m in METHODS},
+        "per_class_iou": {
+            m: [{k: round(v, 2) for k, v in x.per_class().items()} for x in by_method[m]]
+            for m in METHODS
+        },
+    }
+    if matrices.variants:
+        result["variants"] = {
+            name: [round(x.miou(), 2) for x in cells] for name, cells in matrices.variants.items()
+        }
+    if matrices.gain_grid and matrices.gain_grid[0]:
+        result["gain_grid"] = [
+            [round(cell.miou(), 2) for cell in row] for row in matrices.gain_grid
+        ]
+    if mismatch and matrices.mismatch is not None:
+        result["mismatch"] = [[round(cell.miou(), 2) for cell in row] for row in matrices.mismatch]
+    return result
