@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint proto bench docs-check
+.PHONY: demo test test-all lint proto bench docs-check default-checkpoint
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,28 @@ bench: $(STAMP)
 # Regenerate the gRPC stubs from proto/splitcast/v1/*.proto (tests/test_proto.py fails when stale).
 proto: $(STAMP)
 	$(BIN)/python -m splitcast.v1.generate
+
+# Rebuild the shipped default checkpoint from scratch on this machine (about 4 hours on 2 CPU
+# cores; docs/training.md says what each step does). Every step is a splitcast command; the last
+# one overwrites models/checkpoints/default.
+DATA := out/data
+RECIPE := out/recipe
+default-checkpoint: $(STAMP)
+	$(BIN)/splitcast data build --split train --out $(DATA)/train
+	$(BIN)/splitcast data build --split val --out $(DATA)/val
+	$(BIN)/splitcast data build --split calib --out $(DATA)/calib
+	$(BIN)/splitcast train --config lite --data $(DATA)/train --out $(RECIPE)/lite --delays 0-10
+	$(BIN)/splitcast train --init $(RECIPE)/lite --train-remote-top --delays 0-10 \
+		--data $(DATA)/train --out $(RECIPE)/top
+	$(BIN)/splitcast train --init $(RECIPE)/top --forecast-warp --fused-dropout 0.5 --epochs 1 \
+		--lr 1e-3 --warmup-steps 50 --delays 0-10 --data $(DATA)/train --out $(RECIPE)/warp
+	$(BIN)/splitcast train --init $(RECIPE)/warp --codec learned --codec-width 16 \
+		--rate-lambda 1e-5 --train-only codec --delays 0-10 --data $(DATA)/train \
+		--out $(RECIPE)/codec --epochs 1
+	$(BIN)/splitcast package $(RECIPE)/codec --out $(RECIPE)/packaged
+	$(BIN)/splitcast calibrate --checkpoint $(RECIPE)/packaged --combiner feature_fusion \
+		--data $(DATA)/calib --out $(RECIPE)/calib-fusion
+	$(BIN)/splitcast calibrate --checkpoint $(RECIPE)/calib-fusion/checkpoint \
+		--combiner late_average --weights 0.4,0.5,0.6 --blurs 5,7,9,11 \
+		--moved-weights 0,0.2,0.4,0.6 --data $(DATA)/calib --out $(RECIPE)/calib-late
+	$(BIN)/splitcast package $(RECIPE)/calib-late/checkpoint --out models/checkpoints/default

@@ -13,7 +13,7 @@ from splitcast.models.codec import EncodedTensor, get_codec
 from splitcast.models.combiners import AnswerTensors
 from splitcast.models.memory_format import inference_layout
 from splitcast.models.onnx_program import onnx_or_none
-from splitcast.models.registry import SplitSystem, max_context_gap
+from splitcast.models.registry import SplitSystem
 from splitcast.models.remote_stream import RemoteStream
 from splitcast.models.runtime_names import RUNTIMES
 
@@ -61,7 +61,7 @@ class RemoteRuntime:
         return lambda frame: remote.encode(frame.contiguous(memory_format=layout))
 
     def new_stream(self) -> RemoteStream:
-        return RemoteStream(self.config.context_frames, max_context_gap(self.config))
+        return RemoteStream(self.config.context_frames, self.config.network.max_context_gap)
 
     def warm_up(self, steps: int = 2) -> None:
         """First calls allocate and pick kernels; do that before any client waits on them."""

@@ -102,6 +102,8 @@ class CloudConnection:
         self.codecs = codecs
         self.connect_timeout_s = connect_timeout_s
         self.answers = AnswerSlot()
+        self.wire = expected.tensors
+        """The tensors the connected server announced (names, shapes and the codecs it uses)."""
         self.uplink: UplinkSlot[OutgoingFrame] = UplinkSlot()
         self.stats = LinkStats()
         self._stop = threading.Event()
@@ -159,7 +161,7 @@ class CloudConnection:
                 f"this edge runs {expected.model_name} {expected.model_version}"
             )
         tensors = wire_tensors(list(info.tensors))
-        if (info.combiner, tensors) != (expected.combiner, expected.tensors):
+        if (info.combiner, _shapes(tensors)) != (expected.combiner, _shapes(expected.tensors)):
             raise IncompatibleServer(
                 f"server at {self.target} answers for {info.combiner} with "
                 f"{_describe(tensors)}; this edge combines {expected.combiner} answers of "
@@ -176,6 +178,7 @@ class CloudConnection:
                 f"server at {self.target} asks for uplink format {info.uplink.format}, "
                 f"which this edge cannot encode"
             )
+        self.wire = tensors
 
     def _stream(self, stub: pb_grpc.SplitInferenceStub, info: pb.ServerInfo) -> None:
         done = threading.Event()
@@ -219,7 +222,7 @@ class CloudConnection:
             return
         answer = message.answer
         try:
-            tensors = decode_answer(answer, self.expected.tensors, self.codecs)
+            tensors = decode_answer(answer, self.wire, self.codecs)
         except CodecError as exc:
             self.stats.decode_errors += 1
             log.warning("answer for frame %d unusable: %s", answer.source_sequence, exc)
@@ -240,6 +243,12 @@ class CloudConnection:
                 context_sequences=tuple(answer.context_sequences),
             )
         )
+
+
+def _shapes(tensors: tuple[WireTensor, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """What must match between edge and server: the tensors' names and shapes (the codec may
+    differ, as long as the edge decodes it)."""
+    return [(t.name, tuple(t.shape)) for t in tensors]
 
 
 def _describe(tensors: tuple[WireTensor, ...]) -> str:

@@ -19,13 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from splitcast.models.registry import (
-    ModelConfig,
-    SplitSystem,
-    available,
-    build,
-    remote_trained_from,
-)
+from splitcast.models.config import TOP_STAGE_STRIDE
+from splitcast.models.registry import ModelConfig, SplitSystem, available, build
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -36,41 +31,49 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or does not fit its configuration."""
 
 
-_UNTYPED_POLICY = ("late_average", "late_weight", "late_blur", "late_warped_weight")
-
-
 def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A configuration written before combiners were typed (the per-age policy as parallel
-    lists in `params`: `downlink_gain`, and `late_average` with `late_weight`, `late_blur`,
-    `late_warped_weight`), converted to `combiner` and `policy`; anything else unchanged.
-    The networks and their version are the same."""
-    params = dict(config.get("params", {}))
-    if not any(key in params for key in ("downlink_gain", *_UNTYPED_POLICY)):
+    """A configuration written before its parts were typed (everything but the wire contract in
+    one free-form `params` dict, the per-age policy as parallel lists in it), converted to
+    `combiner`, `policy`, `network`, `bottleneck` and `trained`; a typed one is unchanged. The
+    networks and their weights' version are the same."""
+    if "params" not in config:
         return config
+    params = dict(config["params"])
     policy: dict[str, list[dict[str, Any]]] = {}
     gains = params.pop("downlink_gain", None)
     if gains:
         policy["feature_fusion"] = [{"weight": g} for g in gains]
     late = bool(params.pop("late_average", False))
-    weights = params.pop("late_weight", None)
-    blurs = params.pop("late_blur", None) or [1] * len(weights or [])
-    moved = params.pop("late_warped_weight", None) or [0.0] * len(weights or [])
+    weights = params.pop("late_weight", None) or []
+    blurs = params.pop("late_blur", None) or [1] * len(weights)
+    moved = params.pop("late_warped_weight", None) or [0.0] * len(weights)
     if weights:
         policy["late_average"] = [
             {"weight": w, "blur": k, "warped_weight": v}
             for w, k, v in zip(weights, blurs, moved, strict=True)
         ]
-    combiner = "late_average" if late else "feature_fusion"
-    return {**config, "combiner": combiner, "policy": policy, "params": params}
+    top = params.pop("remote_top_from", TOP_STAGE_STRIDE)
+    trained = {
+        "freeze_remote_backbone": bool(params.pop("freeze_remote_backbone", False)),
+        "remote_trained_from": top if params.pop("train_remote_top", False) else None,
+    }
+    typed = {k: v for k, v in config.items() if k != "params"}
+    return typed | {
+        "combiner": typed.get("combiner", "late_average" if late else "feature_fusion"),
+        "policy": typed.get("policy", {}) | policy,
+        "bottleneck": params.pop("bottleneck", None),
+        "trained": trained,
+        "network": params,
+    }
 
 
 def packaged_prefixes(system: SplitSystem) -> list[str]:
     """State-dict prefixes whose weights are loaded from packages, not trained."""
     prefixes = []
-    params = system.config.params
-    if params.get("freeze_remote_backbone", False):
+    trained_parts = system.config.trained
+    if trained_parts.freeze_remote_backbone:
         backbone = system.remote.backbone
-        trained_from = remote_trained_from(params)
+        trained_from = trained_parts.remote_trained_from
         trained = (
             set()
             if trained_from is None
@@ -182,7 +185,7 @@ def checkpoint_folder(name_or_path: str | Path) -> Path:
     if (folder / META_FILE).is_file():
         return folder
     raise CheckpointError(
-        f"no model named {name_or_path!r}: not a configuration ({', '.join(available())}), "
+        f"no model named {str(name_or_path)!r}: not a configuration ({', '.join(available())}), "
         f"not a packaged checkpoint ({', '.join(packaged_checkpoints()) or 'none'}), "
         f"and not a folder with {META_FILE} and {WEIGHTS_FILE}"
     )

@@ -34,7 +34,7 @@ from splitcast.models.codec import Codec
 from splitcast.models.combiners import AnswerTensors, AnswerUse
 from splitcast.models.edge_step import ClipGreys, EdgeStep, LocalRunner, TorchLocal, to_tensor
 from splitcast.models.layers import class_ids
-from splitcast.models.registry import SplitSystem, max_context_gap
+from splitcast.models.registry import SplitSystem
 from splitcast.models.remote import context_delay
 from splitcast.models.remote_stream import window
 from splitcast.models.score_tables import Matrices, miou_results
@@ -319,7 +319,7 @@ class OfflineEvaluator:
         matrices = {name: self._matrix() for name in ("dedelayed", "local_only", "remote_stale")}
         agreeing = compared = 0
         clips = [clip for clip in self.dataset.clips if schedule.get(clip.name)]
-        max_gap = max_context_gap(self.config)
+        max_gap = self.config.network.max_context_gap
         ticks_per_frame = self.config.fps / self.dataset.meta.fps
         for clip in tqdm(clips, desc="offline replay", unit="clip", disable=not progress):
             plan = schedule[clip.name]

@@ -4,19 +4,15 @@ writes (which remote stages it trained)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from splitcast.models.config import TOP_STAGE_STRIDE, ModelConfig, TrainedParts
 from splitcast.models.losses import LOSSES
-from splitcast.models.registry import (
-    TOP_STAGE_STRIDE,
-    ModelConfig,
-    SplitSystem,
-    remote_trained_from,
-)
+from splitcast.models.registry import SplitSystem
 
 TRAIN_ONLY = ("all", "codec")
 
@@ -111,12 +107,9 @@ def trained_config(options: TrainOptions) -> ModelConfig:
     """The configuration with what decides which weights a checkpoint must store: whether the
     remote backbone is frozen, and which of its upper stages were trained (kept once set, so a
     later codec-only run or one training fewer stages still stores them)."""
-    params = {**options.config.params, "freeze_remote_backbone": options.freeze_remote_backbone}
+    config = options.config
+    trained_from = config.trained.remote_trained_from
     if options.train_remote_top:
-        earlier = remote_trained_from(params) or TOP_STAGE_STRIDE
-        params["train_remote_top"] = True
-        if min(earlier, options.remote_top_from) != TOP_STAGE_STRIDE:
-            params["remote_top_from"] = min(earlier, options.remote_top_from)
-    if params == options.config.params:
-        return options.config
-    return ModelConfig.from_dict({**options.config.to_dict(), "params": params})
+        trained_from = min(trained_from or TOP_STAGE_STRIDE, options.remote_top_from)
+    trained = TrainedParts(options.freeze_remote_backbone, trained_from)
+    return config if trained == config.trained else replace(config, trained=trained)

@@ -43,8 +43,6 @@ from splitcast.models.checkpoint import (
 from splitcast.models.losses import LossModel, class_weights
 from splitcast.models.registry import (
     build,
-    max_context_gap,
-    remote_trained_from,
 )
 from splitcast.models.train_options import TrainOptions, frozen_parts, param_groups, trained_config
 
@@ -108,7 +106,7 @@ class Trainer:
             weights,
             options.rate_lambda,
             options.distortion_weight,
-            remote_trained_from(self.config.params),
+            self.config.trained.remote_trained_from,
             options.fused_dropout,
         )
         self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
@@ -129,7 +127,7 @@ class Trainer:
             delays=options.delays
             if train
             else (0.0, max(max(options.val_delays), options.delays[1])),
-            max_gap=max_context_gap(config) if train else 1,
+            max_gap=config.network.max_context_gap if train else 1,
             remote_size=config.remote_size,
             local_size=config.local_size,
             label_size=config.local_size,
@@ -154,7 +152,7 @@ class Trainer:
                     config.uplink_format,
                     config.uplink_quality,
                     cache_root,
-                    recomputed_from=remote_trained_from(config.params),
+                    recomputed_from=config.trained.remote_trained_from,
                     progress=options.progress and self.rank == 0,
                 )
         return CachedClipDataset(frames, cache, flip=train, jitter=0.2 if train else 0.0)

@@ -22,7 +22,7 @@ from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.netem_cli import add_link_command, add_netem_command
 from splitcast.signals import until_terminated
-from splitcast.train_cli import add_train_command
+from splitcast.train_cli import add_package_command, add_train_command
 
 DEFAULT_PORT = 50051
 
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     add_data_commands(commands)
     add_train_command(commands)
+    add_package_command(commands)
     add_evaluate_command(commands)
     add_sweep_command(commands)
     add_calibrate_command(commands)

@@ -1,4 +1,5 @@
-"""`splitcast train`: train a configuration on a clip dataset."""
+"""`splitcast train` (train a configuration on a clip dataset) and `splitcast package` (a
+trained or calibrated run as a small deployable checkpoint)."""
 
 from __future__ import annotations
 
@@ -207,15 +208,12 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     import torch
 
-    from splitcast.models.checkpoint import CheckpointError, checkpoint_folder
+    from splitcast.models.checkpoint import CheckpointError, checkpoint_folder, migrate_config
     from splitcast.models.registry import (
         ModelConfig,
         get_config,
         load_config,
         with_bottleneck,
-        with_downlink_align,
-        with_forecast_warp,
-        with_max_context_gap,
         without_bottleneck,
     )
     from splitcast.models.train_options import TrainOptions
@@ -228,16 +226,17 @@ def _run_train(args: argparse.Namespace) -> None:
             folder = checkpoint_folder(args.init)
         except CheckpointError as exc:
             raise SystemExit(f"splitcast train: --init: {exc}") from None
-        config = ModelConfig.from_dict(json.loads((folder / "meta.json").read_text())["config"])
+        stored = json.loads((folder / "meta.json").read_text())["config"]
+        config = ModelConfig.from_dict(migrate_config(stored))
     else:
         path = Path(args.config)
         config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
     if args.forecast_warp:
-        config = with_forecast_warp(config)
+        config = config.with_network(forecast_warp=True)
     if args.downlink_align:
-        config = with_downlink_align(config)
+        config = config.with_network(downlink_align=True)
     if args.max_context_gap is not None:
-        config = with_max_context_gap(config, args.max_context_gap)
+        config = config.with_network(max_context_gap=args.max_context_gap)
     if args.codec == "learned":
         config = with_bottleneck(config, width=args.codec_width, stride=args.codec_stride)
     elif args.codec == "none":
@@ -270,3 +269,37 @@ def _run_train(args: argparse.Namespace) -> None:
     )
     result = train(options)
     print(f"trained {result['steps']} steps in {result['seconds']:.0f} s; checkpoint in {args.out}")
+
+
+def add_package_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "package",
+        help="copy a trained or calibrated run as a deployable checkpoint (float16)",
+        description="Write a training run's or a calibration's checkpoint as a packaged "
+        "checkpoint folder: the trained weights in float16 (the packaged pretrained parts are not "
+        "stored), its configuration with the combiner and per-age policy, and where it came from. "
+        "Give --out models/checkpoints/NAME to ship it as `--model NAME`.",
+    )
+    parser.add_argument(
+        "source",
+        type=Path,
+        metavar="RUN",
+        help="checkpoint folder (a `train` run or a calibration's OUT/checkpoint)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the package to")
+    parser.add_argument(
+        "--float32", action="store_true", help="keep float32 weights (default: float16, smaller)"
+    )
+    parser.set_defaults(run=_run_package)
+
+
+def _run_package(args: argparse.Namespace) -> None:
+    from splitcast.models.checkpoint import export_checkpoint, load_checkpoint
+
+    version = export_checkpoint(args.source, args.out, half=not args.float32)
+    config = load_checkpoint(args.out)[0].config
+    print(
+        f"packaged {args.source} as {args.out}: {config.name} version {version}, combiner "
+        f"{config.combiner} via {config.codec}, per-age policy for "
+        f"{', '.join(config.policy) or 'no combiner (answers used as sent)'}"
+    )

@@ -11,6 +11,9 @@ import cv2
 import pytest
 
 from splitcast.cli import build_parser
+from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
+from splitcast.models.combiners import AnswerUse
+from splitcast.models.registry import build
 
 COMMANDS = {
     "serve",
@@ -23,6 +26,7 @@ COMMANDS = {
     "netem",
     "sweep",
     "calibrate",
+    "package",
 }
 
 
@@ -151,3 +155,18 @@ def test_video_file_example_runs_end_to_end(tmp_path: Path) -> None:
     assert summary["frames"] + summary["skipped"] == 45
     assert summary["combined"] > 0
     assert _count_frames(tmp_path / "out" / "overlay.mp4") == summary["frames"]
+
+
+def test_package_writes_a_deployable_float16_checkpoint(tmp_path: Path) -> None:
+    system = build("tiny").with_combiner("late_average")
+    system.config = system.config.with_policy("late_average", [AnswerUse(0.5, 3, 0.2)])
+    save_checkpoint(system, tmp_path / "run", {"note": "a run"}, half=False)
+    result = splitcast("package", str(tmp_path / "run"), "--out", str(tmp_path / "packaged"))
+    assert result.returncode == 0, result.stderr
+    assert "combiner late_average" in result.stdout
+    packaged, meta = load_checkpoint(tmp_path / "packaged")
+    assert stored_in_half(tmp_path / "packaged") and meta["exported_from"]["path"].endswith("run")
+    assert packaged.config.policy == system.config.policy and meta["note"] == "a run"
+    missing = splitcast("package", str(tmp_path / "nope"), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "no model named" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -3,7 +3,7 @@ real pretrained weights, the paper's sizes."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +14,15 @@ from skimage import data as photos
 from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.models.align import DownlinkAlign
 from splitcast.models.backbones import efficientnet_lite_classifier
+from splitcast.models.checkpoint import migrate_config
+from splitcast.models.combiners import AnswerUse
+from splitcast.models.config import (
+    BottleneckSettings,
+    LiteSettings,
+    ModelConfig,
+    TinySettings,
+    TrainedParts,
+)
 from splitcast.models.layers import FrameWiseConv3d, class_ids, resize
 from splitcast.models.registry import (
     SplitSystem,
@@ -21,9 +30,7 @@ from splitcast.models.registry import (
     build,
     count_parameters,
     get_config,
-    with_downlink_align,
-    with_forecast_warp,
-    with_max_context_gap,
+    load_config,
 )
 from splitcast.models.remote import HEADS, ForecastWarp, context_delay
 from splitcast.models.remote_stream import RemoteStream, padded
@@ -43,7 +50,7 @@ def test_registry_lists_the_three_configurations_and_tiny_is_deterministic() -> 
 
 @pytest.mark.parametrize(("name", "warp"), [("tiny", False), ("tiny", True), ("lite", False)])
 def test_stream_step_matches_batch_forward_after_warm_up(name: str, warp: bool) -> None:
-    system = build(with_forecast_warp(get_config(name)) if warp else name)
+    system = build(get_config(name).with_network(forecast_warp=True) if warp else name)
     config = system.config
     generator = torch.Generator().manual_seed(1)
     frames = torch.rand(1, 3, config.context_frames + 2, *config.remote_size, generator=generator)
@@ -77,7 +84,7 @@ def test_a_stream_pads_its_start_with_the_oldest_frame() -> None:
 
 def test_forecast_warp_starts_as_the_identity_and_is_still_at_delay_zero() -> None:
     plain = build("tiny")
-    warped = build(with_forecast_warp(plain.config))
+    warped = build(plain.config.with_network(forecast_warp=True))
     warped.local.load_state_dict(plain.local.state_dict())
     warped.remote.load_state_dict(plain.remote.state_dict(), strict=False)
     config = plain.config
@@ -109,7 +116,7 @@ def test_forecast_warp_moves_features_by_motion_times_delay() -> None:
 
 def test_downlink_align_starts_as_the_identity_and_leaves_local_only_alone() -> None:
     plain = build("tiny")
-    aligned = build(with_downlink_align(plain.config))
+    aligned = build(plain.config.with_network(downlink_align=True))
     aligned.local.load_state_dict(plain.local.state_dict(), strict=False)
     config = plain.config
     frames = torch.rand(2, 3, *config.local_size)
@@ -144,7 +151,7 @@ def test_context_delay_counts_steps_between_the_context_frames() -> None:
 def test_server_runtime_tells_a_gap_trained_model_the_delay_in_context_steps(
     max_gap: int,
 ) -> None:
-    system = build(with_max_context_gap(with_forecast_warp(get_config("tiny")), max_gap))
+    system = build(get_config("tiny").with_network(forecast_warp=True, max_context_gap=max_gap))
     system.remote.warp.motion.bias.data.fill_(0.05)
     runtime = RemoteRuntime(system, codec="raw-fp32")
     spaced, reference = runtime.new_stream(), runtime.new_stream()
@@ -160,7 +167,7 @@ def test_server_runtime_tells_a_gap_trained_model_the_delay_in_context_steps(
 
 def build_fused_at(name: str, fusion_stride: int) -> SplitSystem:
     config = get_config(name)
-    return build(replace(config, params={**config.params, "fusion_stride": fusion_stride}))
+    return build(config.with_network(fusion_stride=fusion_stride))
 
 
 @pytest.mark.parametrize(("name", "fusion_stride"), [("tiny", 8), ("tiny", 4), ("lite", 8)])
@@ -279,3 +286,37 @@ def test_frame_wise_3d_convolution_equals_conv3d(batch: int) -> None:
 def test_class_ids_equal_resize_then_argmax() -> None:
     logits = torch.rand(2, 19, 16, 32, generator=torch.Generator().manual_seed(3))
     assert torch.equal(class_ids(logits, (64, 128)), resize(logits, (64, 128)).argmax(1))
+
+
+def test_a_checkpoint_config_from_before_typed_parts_migrates_to_them() -> None:
+    untyped = {
+        "name": "lite", "architecture": "lite", "codec": "logprobs-u4-zstd", "version": "v1",
+        "params": {
+            "freeze_remote_backbone": True, "fusion_stride": 4, "train_remote_top": True,
+            "forecast_warp": True, "bottleneck": {"width": 16, "stride": 2},
+            "downlink_gain": [0.75, 0.5], "late_average": True, "late_weight": [0.6, 0.4],
+            "late_blur": [11, 9], "late_warped_weight": [0.6, 0.0],
+        },
+    }  # fmt: skip
+    config = ModelConfig.from_dict(migrate_config(untyped))
+    assert config.combiner == "late_average" and config.version == "v1"
+    assert config.policy == {
+        "feature_fusion": (AnswerUse(0.75), AnswerUse(0.5)),
+        "late_average": (AnswerUse(0.6, 11, 0.6), AnswerUse(0.4, 9, 0.0)),
+    }
+    assert config.network == LiteSettings(fusion_stride=4, forecast_warp=True)
+    assert config.bottleneck == BottleneckSettings(16, 2)
+    assert config.trained == TrainedParts(freeze_remote_backbone=True, remote_trained_from=16)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert migrate_config(config.to_dict()) == config.to_dict()
+
+
+def test_settings_an_architecture_does_not_have_are_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown tiny setting: widht"):
+        ModelConfig.from_dict({"name": "x", "architecture": "tiny", "network": {"widht": 8}})
+    with pytest.raises(ValueError, match="unknown model field: params"):
+        ModelConfig.from_dict({"name": "x", "architecture": "tiny", "params": {}})
+    derived = tmp_path / "wide.yaml"
+    derived.write_text("base: tiny\nname: tiny-wide\nnetwork:\n  width: 48\n")
+    config = load_config(derived)
+    assert config.network == TinySettings(width=48) and build(config).remote.neck.out is not None

@@ -156,3 +156,21 @@ def test_the_live_edge_sends_the_uplink_encoding_the_server_asks_for(tmp_path: P
         assert image_format == pb.IMAGE_FORMAT_WEBP
         assert head[:4] == b"RIFF" and head[8:12] == b"WEBP"
     assert any(result.mode == "combined" for result in results)
+
+
+def test_an_edge_refuses_a_server_with_another_combiner_and_runs_local_only() -> None:
+    edge_system = build("tiny")
+    server_system = _late(build("tiny"), [AnswerUse(0.5)])
+    frames = list(MovingSceneSource(num_frames=10).frames())
+    with (
+        splitcast.serve(server_system, encoder="torch") as server,
+        splitcast.EdgeClient(edge_system, server=server.address) as edge,
+    ):
+        deadline = time.monotonic() + 30
+        while not edge.stats.last_error and time.monotonic() < deadline:
+            time.sleep(0.05)
+        modes = {edge.step(rgb).mode for rgb in frames}
+    message = edge.stats.last_error
+    assert "answers for late_average with forecast [19, 24, 48]" in message
+    assert "this edge combines feature_fusion answers of features [32, 16, 32]" in message
+    assert modes == {"local_only"}

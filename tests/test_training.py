@@ -22,7 +22,7 @@ from splitcast.models.checkpoint import (
     save_checkpoint,
     system_state,
 )
-from splitcast.models.registry import build, get_config, max_context_gap
+from splitcast.models.registry import build, get_config
 from splitcast.models.train_options import TrainOptions
 from splitcast.models.training import Trainer
 
@@ -148,7 +148,7 @@ def test_codec_fine_tune_trains_only_the_bottleneck_and_can_be_dropped(
     assert dropped.returncode == 0, dropped.stderr[-2000:]
     raw, raw_meta = load_checkpoint(tmp_path / "raw")
     assert raw.bottleneck is None and raw_meta["config"]["codec"] == "raw-fp16"
-    assert "bottleneck" not in raw_meta["config"]["params"]
+    assert raw_meta["config"]["bottleneck"] is None
     assert not any(k.startswith("bottleneck.") for k in system_state(raw))
 
 
@@ -161,7 +161,7 @@ def test_remote_upper_stages_train_on_cached_features_and_are_stored(
     backbone_keys = {k for k in stored if k.startswith("remote.backbone.")}
     assert backbone_keys and all(k.startswith("remote.backbone.body.to32.") for k in backbone_keys)
     tuned, meta = load_checkpoint(tmp_path / "top")
-    assert meta["config"]["params"]["train_remote_top"] is True
+    assert meta["config"]["trained"]["remote_trained_from"] == 16
     before = system_state(build("tiny"))
     after = system_state(tuned)
     backbone = [k for k in before if k.startswith("remote.backbone.")]
@@ -182,7 +182,7 @@ def test_remote_upper_stages_train_on_cached_features_and_are_stored(
     stages = {k.split(".")[3] for k in stored if k.startswith("remote.backbone.")}
     assert stages == {"to16", "to32"}
     upper_tuned, upper_meta = load_checkpoint(tmp_path / "upper")
-    assert upper_meta["config"]["params"]["remote_top_from"] == 8
+    assert upper_meta["config"]["trained"]["remote_trained_from"] == 8
     moved = system_state(upper_tuned)
     assert any(not torch.equal(after[k], moved[k]) for k in backbone if ".to16." in k)
     caches = set((splits / "cache").iterdir())
@@ -196,7 +196,7 @@ def test_remote_upper_stages_train_on_cached_features_and_are_stored(
         "1",
     )
     assert again.returncode == 0, again.stderr[-2000:]
-    assert load_checkpoint(tmp_path / "again")[1]["config"]["params"]["remote_top_from"] == 8
+    assert load_checkpoint(tmp_path / "again")[1]["config"]["trained"]["remote_trained_from"] == 8
     # Its upper stages differ from those of "upper", which encoded the same frames: the cache
     # is keyed by the frozen stages below stride 8 alone, so it is reused.
     assert set((splits / "cache").iterdir()) == caches
@@ -216,11 +216,11 @@ def test_warps_dropout_and_context_gaps_fine_tune_from_a_plain_checkpoint(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     tuned, meta = load_checkpoint(tmp_path / "warp")
-    assert meta["config"]["params"]["forecast_warp"] is True
-    assert max_context_gap(tuned.config) == 3
+    assert meta["config"]["network"]["forecast_warp"] is True
+    assert tuned.config.network.max_context_gap == 3
     assert meta["training"]["fused_dropout"] == 0.5
     assert tuned.remote.warp is not None and tuned.remote.warp.motion.weight.abs().sum() > 0
-    assert meta["config"]["params"]["downlink_align"] is True
+    assert meta["config"]["network"]["downlink_align"] is True
     assert tuned.local.align is not None and tuned.local.align.motion.weight.abs().sum() > 0
     bad = _train(splits, tmp_path / "bad", "--fused-dropout", "1.5")
     assert bad.returncode == 2 and "probability in [0, 1)" in bad.stderr

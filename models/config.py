@@ -1,0 +1,162 @@
+"""The typed parts of a model configuration.
+
+- `ModelConfig`: the wire contract both sides must agree on (sizes, K, frame rate, uplink
+  encoding, the answer combiner and its codec), the edge's per-age policy, and the networks:
+- `NetworkSettings`: the architecture's own knobs, one typed class per architecture
+  (`TinySettings`, `LiteSettings`, `PaperSettings`, or one a new architecture registers);
+- `BottleneckSettings`: the learned downlink codec's bottleneck, when the model has one;
+- `TrainedParts`: which parts of the networks the checkpoint's weights trained, so that the
+  parts left as packaged are rebuilt from their packages instead of stored.
+
+Training options (epochs, learning rate, losses) are not part of a model: see
+`splitcast.models.train_options`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from splitcast.data.classes import CITYSCAPES_CLASSES
+from splitcast.models.combiners import AnswerUse, FeatureFusion, check_uses
+
+TOP_STAGE_STRIDE = 16  # `--train-remote-top` alone trains the backbone above this stride
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Knobs every architecture reads."""
+
+    seed: int = 0
+    fusion_stride: int = 8
+    """Where the local model adds fused features: stride 8 as in the paper, or 4."""
+    forecast_warp: bool = False
+    """The remote's forecast warp (`splitcast.models.remote.ForecastWarp`)."""
+    warp_hidden: int = 96
+    downlink_align: bool = False
+    """The edge's alignment of fused features to the current frame (`models.align`)."""
+    align_hidden: int = 64
+    max_context_gap: int = 1
+    """The widest spacing of context frames the model was trained on (1: consecutive only).
+    A model trained with gaps counts its delay in context steps, so a server that skipped
+    frames while busy divides the delay by its context's spacing."""
+
+
+@dataclass(frozen=True)
+class TinySettings(NetworkSettings):
+    local_widths: tuple[int, ...] = (32, 64, 96)
+    remote_widths: tuple[int, ...] = (32, 64, 96)
+    width: int = 32
+    temporal_depth: int = 1
+
+
+@dataclass(frozen=True)
+class LiteSettings(NetworkSettings):
+    decoder_width: int = 64
+    width: int = 64
+    temporal_depth: int = 2
+    delay_hidden: int = 128
+    head_width: int = 128
+
+
+@dataclass(frozen=True)
+class PaperSettings(NetworkSettings):
+    decoder_width: int = 96
+    remote_weights: str | None = None
+    """A local file of EfficientViT-L1 segmentation weights for the remote backbone."""
+
+
+@dataclass(frozen=True)
+class BottleneckSettings:
+    """`splitcast.models.bottleneck.FeatureBottleneck` keyword arguments."""
+
+    width: int = 16
+    stride: int = 2
+
+
+@dataclass(frozen=True)
+class TrainedParts:
+    """What a checkpoint's weights trained beyond the default: a frozen remote backbone is
+    rebuilt from its package (not stored), except the stages above `remote_trained_from`
+    (16: the top stage, 8: the stride-16 stage too), which were trained on cached features."""
+
+    freeze_remote_backbone: bool = False
+    remote_trained_from: int | None = None
+
+
+SETTINGS_TYPES: dict[str, type[NetworkSettings]] = {}
+"""The settings class of each registered architecture (filled by `register_architecture`)."""
+
+
+def _typed(kind: type, values: dict[str, Any], what: str) -> Any:
+    """`kind(**values)` with lists made tuples; unknown fields are named in a ValueError."""
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything edge and cloud must agree on, and the networks' settings (not the weights)."""
+
+    name: str
+    architecture: str
+    num_classes: int = len(CITYSCAPES_CLASSES)
+    remote_size: tuple[int, int] = (256, 512)
+    local_size: tuple[int, int] = (160, 320)
+    context_frames: int = 4
+    fps: float = 30.0
+    codec: str = "raw-fp16"
+    uplink_format: str = "jpeg"
+    uplink_quality: int = 90
+    version: str = "untrained"
+    combiner: str = FeatureFusion.name
+    """How the edge combines the server's answers (`splitcast.models.combiners`)."""
+    policy: dict[str, tuple[AnswerUse, ...]] = field(default_factory=dict)
+    """Per combiner, the per-age records calibration chose (index: age in whole ticks)."""
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    bottleneck: BottleneckSettings | None = None
+    trained: TrainedParts = field(default_factory=TrainedParts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """A configuration from its JSON/YAML form (`to_dict`); unknown fields are an error."""
+        values = dict(data)
+        config = _typed(cls, {k: v for k, v in values.items() if k not in _PARTS}, "model field")
+        settings = SETTINGS_TYPES.get(config.architecture)
+        if settings is None:
+            raise ValueError(
+                f"unknown architecture {config.architecture!r}; "
+                f"registered: {', '.join(sorted(SETTINGS_TYPES))}"
+            )
+        bottleneck = values.get("bottleneck")
+        policy = values.get("policy", {})
+        return replace(
+            config,
+            remote_size=tuple(int(v) for v in config.remote_size),
+            local_size=tuple(int(v) for v in config.local_size),
+            policy={n: tuple(AnswerUse(**r) for r in records) for n, records in policy.items()},
+            network=_typed(settings, values.get("network", {}), f"{config.architecture} setting"),
+            bottleneck=None
+            if bottleneck is None
+            else _typed(BottleneckSettings, bottleneck, "bottleneck setting"),
+            trained=_typed(TrainedParts, values.get("trained", {}), "trained part"),
+        )
+
+    def with_policy(self, combiner: str, uses: Sequence[AnswerUse]) -> ModelConfig:
+        """This configuration with `combiner`'s per-age records replaced."""
+        check_uses(uses)
+        return replace(self, policy={**self.policy, combiner: tuple(uses)})
+
+    def with_network(self, **settings: Any) -> ModelConfig:
+        """This configuration with some network settings changed (e.g. `forecast_warp=True`)."""
+        return replace(self, network=replace(self.network, **settings))
+
+
+_PARTS = ("policy", "network", "bottleneck", "trained")
