@@ -145,7 +145,24 @@ def check_uses(uses: Sequence[AnswerUse]) -> None:
         raise ValueError(f"the forecast's blur must be an odd number of cells, not {wrong}")
 
 
-class FeatureFusion:
+class _PolicyAndWire:
+    """What every combiner keeps: the remote model, its per-age policy and its wire tensors."""
+
+    name: ClassVar[str]
+
+    def __init__(self, system: SplitSystem, wire: tuple[WireTensor, ...]) -> None:
+        self.remote = system.remote
+        self.policy: tuple[AnswerUse, ...] = system.config.policy.get(self.name, ())
+        self._wire = wire
+
+    def wire(self) -> tuple[WireTensor, ...]:
+        return self._wire
+
+    def use_at(self, age_ticks: float) -> AnswerUse:
+        return use_at(self.policy, age_ticks)
+
+
+class FeatureFusion(_PolicyAndWire):
     """Dedelayed's method: delay-conditioned features added inside the local model."""
 
     name: ClassVar[str] = "feature_fusion"
@@ -157,23 +174,14 @@ class FeatureFusion:
             raise ValueError(f"{codec} carries class log-probabilities; {self.name} sends features")
         if codec == "learned" and system.bottleneck is None:
             raise ValueError("the learned codec needs a checkpoint with a learned bottleneck")
-        config = system.config
-        self.remote = system.remote
-        self.local_size = config.local_size
-        self.policy = config.policy.get(self.name, ())
-        shape = system.local.downlink_shape(config.local_size)
-        self._wire = (WireTensor("features", shape, codec),)
+        self.local_size = system.config.local_size
+        shape = system.local.downlink_shape(self.local_size)
+        super().__init__(system, (WireTensor("features", shape, codec),))
 
     @staticmethod
     def default_codec(system: SplitSystem) -> str:
         """The learned codec when the checkpoint has a bottleneck, else raw float16."""
         return "learned" if system.bottleneck is not None else "raw-fp16"
-
-    def wire(self) -> tuple[WireTensor, ...]:
-        return self._wire
-
-    def use_at(self, age_ticks: float) -> AnswerUse:
-        return use_at(self.policy, age_ticks)
 
     def answer(
         self, context: torch.Tensor, delay: torch.Tensor, also: tuple[str, ...] = ()
@@ -207,7 +215,7 @@ DEFAULT_LATE_BLURS = (1, 3, 5, 7)
 DEFAULT_LATE_WARPED_WEIGHTS = (0.0, 0.2, 0.3, 0.4)
 
 
-class LateAverage:
+class LateAverage(_PolicyAndWire):
     """The default: the forecast and the on-time answer as class log-probabilities, pooled
     with the local output (see the module)."""
 
@@ -222,21 +230,13 @@ class LateAverage:
                 f"{self.name} sends class log-probabilities with {PROBABILITY_CODEC}, not {codec}"
             )
         config = system.config
-        self.remote = system.remote
-        self.policy = config.policy.get(self.name, ())
         height, width = config.remote_size
         grid = (config.num_classes, height // ENCODING_STRIDE, width // ENCODING_STRIDE)
-        self._wire = tuple(WireTensor(name, grid, codec) for name in self.TENSORS)
+        super().__init__(system, tuple(WireTensor(name, grid, codec) for name in self.TENSORS))
 
     @staticmethod
     def default_codec(system: SplitSystem) -> str:
         return PROBABILITY_CODEC
-
-    def wire(self) -> tuple[WireTensor, ...]:
-        return self._wire
-
-    def use_at(self, age_ticks: float) -> AnswerUse:
-        return use_at(self.policy, age_ticks)
 
     def answer(
         self, context: torch.Tensor, delay: torch.Tensor, also: tuple[str, ...] = ()
