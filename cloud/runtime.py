@@ -61,7 +61,7 @@ class RemoteRuntime:
         return lambda frame: remote.encode(frame.contiguous(memory_format=layout))
 
     def new_stream(self) -> RemoteStream:
-        return RemoteStream(self.config.context_frames, self.config.network.max_context_gap)
+        return RemoteStream(self.config.context_frames)
 
     def warm_up(self, steps: int = 2) -> None:
         """First calls allocate and pick kernels; do that before any client waits on them."""
@@ -80,7 +80,7 @@ class RemoteRuntime:
         pixels = torch.from_numpy(fit(image_rgb, self.config.remote_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         used, context = stream.push(sequence, self.encode(frame))
-        delay = torch.tensor([stream.delay(delay_ticks, used)], dtype=torch.float32)
+        delay = torch.tensor([delay_ticks], dtype=torch.float32)
         return self.combiner.answer(context, delay)[0], used
 
     def step(

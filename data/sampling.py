@@ -6,10 +6,6 @@ tick), the remote model sees frames t-(d+K-1)s, ..., t-(d+1)s, t-ds (oldest firs
 model sees frame t and the target is label t. A fractional d is allowed: the frame offset d*s
 is rounded half up to a whole frame while the model is still conditioned on the float d.
 
-A context gap g > 1 spaces the remote's frames g*s apart while the delay stays d ticks, as on a
-live server that skips frames while busy. The model is then told the delay in steps of its
-context, d/g: how far ahead to forecast in units of the motion it can see.
-
 Every random choice of an item (its delay and its augmentation) derives from (seed, epoch,
 index) only, so a sample is reproducible whatever the number of DataLoader workers.
 """
@@ -50,17 +46,15 @@ def frame_offset(delay: float, stride: int) -> int:
     return math.floor(delay * stride + 0.5)
 
 
-def context_indices(t: int, delay: float, context: int, stride: int, gap: int = 1) -> list[int]:
+def context_indices(t: int, delay: float, context: int, stride: int) -> list[int]:
     """Frame indices the remote model sees for local frame t, oldest first (may be negative).
 
-    The newest is t - frame_offset(delay, stride); the others step back by `gap*stride` frames.
+    The newest is t - frame_offset(delay, stride); the others step back by `stride` frames.
     """
     if context < 1:
         raise ValueError(f"context must be >= 1 frame, got {context}")
-    if gap < 1:
-        raise ValueError(f"context gap must be >= 1, got {gap}")
     newest = t - frame_offset(delay, stride)
-    return [newest - k * gap * stride for k in range(context - 1, -1, -1)]
+    return [newest - k * stride for k in range(context - 1, -1, -1)]
 
 
 def valid_targets(clip: Clip, max_delay: float, context: int, stride: int) -> list[int]:
@@ -69,12 +63,6 @@ def valid_targets(clip: Clip, max_delay: float, context: int, stride: int) -> li
     The offset grows with the delay, so these targets are valid for every smaller delay too.
     """
     return [t for t in clip.labelled if context_indices(t, max_delay, context, stride)[0] >= 0]
-
-
-def widest_gap(t: int, delay: float, context: int, stride: int) -> int:
-    """The largest context gap whose frames for target t at `delay` all lie inside the clip."""
-    room = t - frame_offset(delay, stride)
-    return room // ((context - 1) * stride) if context > 1 else room
 
 
 @dataclass
@@ -225,10 +213,8 @@ class TemporalClipDataset(Dataset[Sample]):
 
     `delays` is a fixed delay in ticks or a (min, max) range drawn per item: uniformly over the
     whole ticks in the range by default (as the paper trains), or uniformly over the reals when
-    `continuous`. `max_gap` > 1 draws a whole context gap in 1..max_gap per item (see the
-    module's docstring), capped where a wider one would reach before the clip's first frame;
-    the sample's delay is then in context steps. Items are the labelled frames valid for the
-    largest delay that can be drawn at gap 1.
+    `continuous`. Items are the labelled frames valid for the largest delay that can be
+    drawn.
     Sizes are (height, width); None keeps the clip's native size. Frames are read from the clip
     on every access, never cached, so memory stays flat however large the split is.
 
@@ -244,7 +230,6 @@ class TemporalClipDataset(Dataset[Sample]):
         stride: int = 1,
         delays: float | tuple[float, float] = (0.0, 5.0),
         continuous: bool = False,
-        max_gap: int = 1,
         remote_size: Size | None = None,
         local_size: Size | None = None,
         label_size: Size | None = None,
@@ -260,9 +245,6 @@ class TemporalClipDataset(Dataset[Sample]):
         self.stride = stride
         self.delays = delays
         self.continuous = continuous
-        if max_gap < 1:
-            raise ValueError(f"max_gap must be >= 1 frame, got {max_gap}")
-        self.max_gap = max_gap
         self.remote_size = remote_size
         self.local_size = local_size
         self.label_size = label_size
@@ -341,13 +323,9 @@ class TemporalClipDataset(Dataset[Sample]):
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def draw_context(self, rng: np.random.Generator, t: int) -> tuple[list[int], float]:
-        """An item's remote frame indices (oldest first) and the delay the model is told, in
-        steps of that context. The gap is drawn only when it can vary, so with `max_gap` 1 an
-        item's draws are the same as without gaps (same delay, same augmentation)."""
+        """An item's remote frame indices (oldest first) and its delay in ticks."""
         delay = self.draw_delay(rng)
-        widest = min(self.max_gap, widest_gap(t, delay, self.context, self.stride))
-        gap = 1 if widest == 1 else int(rng.integers(1, widest + 1))
-        return context_indices(t, delay, self.context, self.stride, gap), delay / gap
+        return context_indices(t, delay, self.context, self.stride), delay
 
     def draw_delay(self, rng: np.random.Generator) -> float:
         low, high = self._delay_range

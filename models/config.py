@@ -34,13 +34,6 @@ class NetworkSettings:
     forecast_warp: bool = False
     """The remote's forecast warp (`splitcast.models.remote.ForecastWarp`)."""
     warp_hidden: int = 96
-    downlink_align: bool = False
-    """The edge's alignment of fused features to the current frame (`models.align`)."""
-    align_hidden: int = 64
-    max_context_gap: int = 1
-    """The widest spacing of context frames the model was trained on (1: consecutive only).
-    A model trained with gaps counts its delay in context steps, so a server that skipped
-    frames while busy divides the delay by its context's spacing."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ from splitcast.models.combiners import AnswerTensors, AnswerUse
 from splitcast.models.edge_step import ClipGreys, EdgeStep, LocalRunner, TorchLocal, to_tensor
 from splitcast.models.layers import class_ids
 from splitcast.models.registry import SplitSystem
-from splitcast.models.remote import context_delay
 from splitcast.models.remote_stream import window
 from splitcast.models.score_tables import Matrices, miou_results
 
@@ -319,7 +318,6 @@ class OfflineEvaluator:
         matrices = {name: self._matrix() for name in ("dedelayed", "local_only", "remote_stale")}
         agreeing = compared = 0
         clips = [clip for clip in self.dataset.clips if schedule.get(clip.name)]
-        max_gap = self.config.network.max_context_gap
         ticks_per_frame = self.config.fps / self.dataset.meta.fps
         for clip in tqdm(clips, desc="offline replay", unit="clip", disable=not progress):
             plan = schedule[clip.name]
@@ -334,7 +332,7 @@ class OfflineEvaluator:
                 matrices["local_only"].update(local_ids, label)
                 replayed = local_ids
                 if frame.context is not None:
-                    answer = self.remote_answer(state, frame.context, frame.delay, max_gap)
+                    answer = self.remote_answer(state, frame.context, frame.delay)
                     use = self.combiner.use_at((t - frame.context[-1]) * ticks_per_frame)
                     replayed = self._edge_ids(chunk, answer, use, [frame.context])
                 matrices["dedelayed"].update(replayed, label)
@@ -359,12 +357,11 @@ class OfflineEvaluator:
 
     @torch.inference_mode()
     def remote_answer(
-        self, state: _ClipState, context: Sequence[int], delay: float, max_gap: int = 1
+        self, state: _ClipState, context: Sequence[int], delay: float
     ) -> AnswerTensors:
         """What a server sends for `context` (frame indices, oldest first, as a live answer
         names them) asked for `delay` ticks, after the downlink codec."""
-        told = context_delay(float(delay), list(context), max_gap)
-        return self._transmit(self._answer(state, [context], told)[0], self.codec)
+        return self._transmit(self._answer(state, [context], float(delay))[0], self.codec)
 
     @staticmethod
     def _transmit(

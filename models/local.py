@@ -5,8 +5,7 @@ remote model's downlink features by element-wise addition; deeper stages and an 
 decoder (strides 32 -> 16 -> 8 -> 4) with a segmentation head follow. Fusing at stride 4 lets
 a small local input take the remote's full stride-8 grid (a 128x256 local input has a 16x32
 stride-8 grid, the 256x512 remote 32x64). `downlink=None` skips the addition, which is
-exactly the local-only model (adding zeros gives the same result bit for bit). With
-`align_hidden`, a `DownlinkAlign` first moves the downlink onto the current frame.
+exactly the local-only model (adding zeros gives the same result bit for bit).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from splitcast.models.align import DownlinkAlign
 from splitcast.models.backbones import LocalStages
 from splitcast.models.layers import ConvNormAct, resize
 
@@ -31,9 +29,7 @@ class LocalModel(nn.Module):
         num_classes: int,
         decoder_width: int = 64,
         fusion_stride: int = 8,
-        align_hidden: int | None = None,
     ) -> None:
-        """`align_hidden`: width of an on-device `DownlinkAlign` (None: fuse as received)."""
         super().__init__()
         if fusion_stride not in FUSION_STRIDES:
             raise ValueError(f"fusion_stride must be one of {FUSION_STRIDES}, not {fusion_stride}")
@@ -41,9 +37,6 @@ class LocalModel(nn.Module):
         c4, c8, c16, c32 = stages.channels
         self.fusion_stride = fusion_stride
         self.fusion_channels = c4 if fusion_stride == 4 else c8
-        self.align = (
-            None if align_hidden is None else DownlinkAlign(self.fusion_channels, align_hidden)
-        )
         self.lateral4 = nn.Conv2d(c4, decoder_width, 1)
         self.lateral8 = nn.Conv2d(c8, decoder_width, 1)
         self.lateral16 = nn.Conv2d(c16, decoder_width, 1)
@@ -69,16 +62,9 @@ class LocalModel(nn.Module):
         features: Features,
         downlink: torch.Tensor | None,
         size: tuple[int, int],
-        align_with: Features | None = None,
     ) -> torch.Tensor:
-        """Fuse, run the rest of the encoder and the decoder; logits [B, classes, *size].
-
-        `align_with`: the features the aligner compares the downlink to, when they differ
-        from `features` (training drops channels of the fused pass, not of what aligns it)."""
+        """Fuse, run the rest of the encoder and the decoder; logits [B, classes, *size]."""
         x4, x8 = features
-        if downlink is not None and self.align is not None:
-            r4, r8 = features if align_with is None else align_with
-            downlink = self.align(r4 if r8 is None else r8, downlink)
         if x8 is None:
             if downlink is not None:
                 x4 = x4 + downlink

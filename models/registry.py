@@ -186,11 +186,6 @@ def _forecast_warp(network: NetworkSettings, folded: int) -> ForecastWarp | None
     return ForecastWarp(folded, network.warp_hidden) if network.forecast_warp else None
 
 
-def _align_hidden(network: NetworkSettings) -> int | None:
-    """Width of the edge's downlink alignment when the settings ask for it, else None."""
-    return network.align_hidden if network.downlink_align else None
-
-
 @register_architecture("tiny", TinySettings)
 def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalModel]:
     n = config.network
@@ -201,7 +196,6 @@ def _tiny(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             config.num_classes,
             decoder_width=32,
             fusion_stride=n.fusion_stride,
-            align_hidden=_align_hidden(n),
         )
         remote = RemoteModel(
             backbones.conv_pyramid(tuple(n.remote_widths)),
@@ -228,7 +222,6 @@ def _lite(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMode
             config.num_classes,
             n.decoder_width,
             n.fusion_stride,
-            _align_hidden(n),
         )
         remote = RemoteModel(
             backbones.timm_pyramid("tf_efficientnet_lite2", "lite2" if pretrained else None),
@@ -256,7 +249,6 @@ def _paper(config: ModelConfig, pretrained: bool) -> tuple[RemoteModel, LocalMod
             config.num_classes,
             decoder_width=n.decoder_width,
             fusion_stride=n.fusion_stride,
-            align_hidden=_align_hidden(n),
         )
         remote = RemoteModel(
             backbones.timm_pyramid("efficientvit_l1", weights=n.remote_weights),

@@ -107,18 +107,6 @@ class ForecastWarp(CoarseMotion):
         return shift_features(folded, shift)
 
 
-def context_delay(delay_ticks: float, context: list[int], max_gap: int) -> float:
-    """The delay a model trained with context gaps up to `max_gap` is told: in steps of its
-    context, i.e. ticks divided by the mean spacing of `context` (frame indices, oldest
-    first; repeats at a stream's start are skipped). A model trained on consecutive frames
-    only (`max_gap` 1) counts in ticks and gets `delay_ticks` unchanged."""
-    distinct = sorted(set(context))
-    if max_gap == 1 or len(distinct) < 2:
-        return delay_ticks
-    spacing = (distinct[-1] - distinct[0]) / (len(distinct) - 1)
-    return delay_ticks / spacing
-
-
 class RemoteModel(nn.Module):
     """Delay-conditioned video model producing predictive logits and downlink features."""
 

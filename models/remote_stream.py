@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from splitcast.models.remote import context_delay
-
 
 def padded(sequences: Sequence[int], context_frames: int) -> list[int]:
     """The last `context_frames` of `sequences` (oldest first), the oldest repeated in front
@@ -32,11 +30,8 @@ def window(
 class RemoteStream:
     """FIFO of (sequence, encoding) for one stream; `push` gives the window to answer from."""
 
-    def __init__(self, context_frames: int, max_context_gap: int = 1) -> None:
-        """`max_context_gap`: the widest spacing of context frames the model was trained on
-        (see `context_delay`)."""
+    def __init__(self, context_frames: int) -> None:
         self.context_frames = context_frames
-        self.max_context_gap = max_context_gap
         self._recent: deque[tuple[int, torch.Tensor]] = deque(maxlen=context_frames)
 
     def push(self, sequence: int, encoding: torch.Tensor) -> tuple[list[int], torch.Tensor]:
@@ -46,8 +41,3 @@ class RemoteStream:
         by_sequence = dict(self._recent)
         used = padded([s for s, _ in self._recent], self.context_frames)
         return used, window(by_sequence, [used])
-
-    def delay(self, delay_ticks: float, context: Sequence[int]) -> float:
-        """The delay the model is told for a context: a model trained with context gaps counts
-        in steps of its context (frames skipped while busy space it wider than a tick)."""
-        return context_delay(delay_ticks, list(context), self.max_context_gap)

@@ -127,7 +127,6 @@ class Trainer:
             delays=options.delays
             if train
             else (0.0, max(max(options.val_delays), options.delays[1])),
-            max_gap=config.network.max_context_gap if train else 1,
             remote_size=config.remote_size,
             local_size=config.local_size,
             label_size=config.local_size,

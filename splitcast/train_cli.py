@@ -113,21 +113,6 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "keeps its outputs at step 0",
     )
     parser.add_argument(
-        "--downlink-align",
-        action="store_true",
-        help="add the edge's alignment of the downlink to the current frame (features moved "
-        "along a displacement predicted from the local and downlink features); it starts as "
-        "the identity, so an --init checkpoint keeps its outputs at step 0",
-    )
-    parser.add_argument(
-        "--max-context-gap",
-        type=positive_int,
-        metavar="N",
-        help="space the remote's context frames 1..N frames apart (drawn per item), as a live "
-        "server does when it skips frames while busy; the model is then told the delay in "
-        "context steps, and the server converts (default: 1, or the --init checkpoint's)",
-    )
-    parser.add_argument(
         "--fused-dropout",
         type=probability,
         default=0.0,
@@ -233,10 +218,6 @@ def _run_train(args: argparse.Namespace) -> None:
         config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
     if args.forecast_warp:
         config = config.with_network(forecast_warp=True)
-    if args.downlink_align:
-        config = config.with_network(downlink_align=True)
-    if args.max_context_gap is not None:
-        config = config.with_network(max_context_gap=args.max_context_gap)
     if args.codec == "learned":
         config = with_bottleneck(config, width=args.codec_width, stride=args.codec_stride)
     elif args.codec == "none":

@@ -11,8 +11,6 @@ import torch
 import torch.nn.functional as F
 from skimage import data as photos
 
-from splitcast.cloud.runtime import RemoteRuntime
-from splitcast.models.align import DownlinkAlign
 from splitcast.models.backbones import efficientnet_lite_classifier
 from splitcast.models.checkpoint import migrate_config
 from splitcast.models.combiners import AnswerUse
@@ -32,7 +30,7 @@ from splitcast.models.registry import (
     get_config,
     load_config,
 )
-from splitcast.models.remote import HEADS, ForecastWarp, context_delay
+from splitcast.models.remote import HEADS, ForecastWarp
 from splitcast.models.remote_stream import RemoteStream, padded
 
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -112,57 +110,6 @@ def test_forecast_warp_moves_features_by_motion_times_delay() -> None:
         one_tick = warp(features, torch.tensor([1.0]))
     assert torch.allclose(two_ticks[..., :-1], features[..., 1:], atol=1e-5)
     assert torch.allclose(one_tick, two_ticks, atol=1e-6)
-
-
-def test_downlink_align_starts_as_the_identity_and_leaves_local_only_alone() -> None:
-    plain = build("tiny")
-    aligned = build(plain.config.with_network(downlink_align=True))
-    aligned.local.load_state_dict(plain.local.state_dict(), strict=False)
-    config = plain.config
-    frames = torch.rand(2, 3, *config.local_size)
-    downlink = torch.randn(2, *plain.local.downlink_shape(config.local_size))
-    plain.local.eval(), aligned.local.eval()
-    with torch.inference_mode():
-        assert torch.equal(plain.local(frames, downlink), aligned.local(frames, downlink))
-        aligned.local.align.motion.bias.fill_(0.1)
-        assert torch.equal(plain.local(frames), aligned.local(frames))
-        assert not torch.allclose(plain.local(frames, downlink), aligned.local(frames, downlink))
-
-
-def test_downlink_align_moves_the_downlink_along_its_predicted_displacement() -> None:
-    align = DownlinkAlign(channels=3, hidden=8).eval()
-    local, downlink = torch.rand(1, 3, 8, 16), torch.rand(1, 3, 8, 16)
-    cell = 2 / downlink.shape[-1]
-    with torch.inference_mode():
-        align.motion.bias.copy_(torch.tensor([cell, 0.0]))
-        moved = align(local, downlink)
-    assert torch.allclose(moved[..., :-1], downlink[..., 1:], atol=1e-5)
-
-
-def test_context_delay_counts_steps_between_the_context_frames() -> None:
-    assert context_delay(9.0, [26, 30, 34, 38], max_gap=4) == 2.25
-    assert context_delay(9.0, [5, 6, 7, 8], max_gap=4) == 9.0
-    assert context_delay(4.0, [3, 3, 5, 7], max_gap=4) == 2.0  # a stream's start repeats
-    assert context_delay(4.0, [3, 3, 3, 3], max_gap=4) == 4.0
-    assert context_delay(9.0, [26, 30, 34, 38], max_gap=1) == 9.0  # counts in ticks
-
-
-@pytest.mark.parametrize("max_gap", [1, 4])
-def test_server_runtime_tells_a_gap_trained_model_the_delay_in_context_steps(
-    max_gap: int,
-) -> None:
-    system = build(get_config("tiny").with_network(forecast_warp=True, max_context_gap=max_gap))
-    system.remote.warp.motion.bias.data.fill_(0.05)
-    runtime = RemoteRuntime(system, codec="raw-fp32")
-    spaced, reference = runtime.new_stream(), runtime.new_stream()
-    random = np.random.default_rng(0)
-    for index in range(system.config.context_frames):
-        rgb = random.integers(0, 256, (*system.config.remote_size, 3), dtype=np.uint8)
-        encoded, used = runtime.step(spaced, 3 * index, rgb, 6.0)
-        told = 6.0 / 3 if index and max_gap > 1 else 6.0
-        expected = runtime.answer(reference, index, rgb, told)[0]["features"][0].numpy()
-    assert used == [0, 3, 6, 9]
-    np.testing.assert_allclose(runtime.codec.decode(encoded["features"]), expected, atol=1e-5)
 
 
 def build_fused_at(name: str, fusion_stride: int) -> SplitSystem:

@@ -162,29 +162,6 @@ def test_drawn_delays_are_in_range_and_reproducible(indexed: ClipDataset) -> Non
     assert not any(float(d).is_integer() for d in real)
 
 
-def test_context_gaps_space_the_frames_and_tell_the_delay_in_context_steps(
-    indexed: ClipDataset,
-) -> None:
-    dataset = TemporalClipDataset(indexed, context=3, delays=2, max_gap=3)
-    consecutive = TemporalClipDataset(indexed, context=3, delays=2)
-    assert dataset.items == consecutive.items  # every target valid at gap 1 is kept
-    gaps = set()
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        ids = _frame_ids(sample.remote)
-        gap = ids[1] - ids[0]
-        gaps.add(gap)
-        assert ids == context_indices(sample.target, 2, 3, 1, gap)  # newest still 2 ticks old
-        assert min(ids) >= 0  # capped where a wider gap would leave the clip
-        assert sample.delay.item() == pytest.approx(2 / gap)
-    assert gaps == {1, 2, 3}
-    assert [consecutive[i].delay.item() for i in range(len(consecutive))] == [2.0] * len(
-        consecutive
-    )
-    with pytest.raises(ValueError, match="max_gap"):
-        TemporalClipDataset(indexed, context=3, delays=2, max_gap=0)
-
-
 def test_delay_settings_are_checked(indexed: ClipDataset) -> None:
     for delays in ((3, 1), (-1, 2), (0.2, 0.8)):
         with pytest.raises(ValueError):
