@@ -28,8 +28,8 @@ _HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _SKIPPED_SCHEMES = ("http:", "https:", "mailto:")
 
 
-def _prose(text: str) -> str:
-    """The text outside fenced code blocks, with inline code spans blanked (line count kept)."""
+def _outside_fences(text: str) -> str:
+    """The text with fenced code blocks blanked (line count kept)."""
     kept: list[str] = []
     fence = ""
     for line in text.splitlines():
@@ -43,7 +43,12 @@ def _prose(text: str) -> str:
         if closing and not line.strip().strip(fence[0]):
             fence = ""
         kept.append("")
-    return _INLINE_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), "\n".join(kept))
+    return "\n".join(kept)
+
+
+def _prose(text: str) -> str:
+    """The text outside fenced code blocks, with inline code spans blanked (line count kept)."""
+    return _INLINE_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), _outside_fences(text))
 
 
 def slug(heading: str) -> str:
@@ -58,7 +63,7 @@ def anchors(path: Path) -> set[str]:
     """Every heading anchor of a markdown file; repeated headings get -1, -2, ... as on GitHub."""
     seen: dict[str, int] = {}
     found: set[str] = set()
-    for line in _prose(path.read_text(encoding="utf-8")).splitlines():
+    for line in _outside_fences(path.read_text(encoding="utf-8")).splitlines():
         match = _HEADING.match(line)
         if not match:
             continue
