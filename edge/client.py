@@ -116,10 +116,9 @@ class EdgeClient:
         self.policy = DelayPolicy(initial_ticks=initial_delay_ticks)
         self.connection = None
         if server:
-            expected = ExpectedServer(
-                config.name, config.version, self.combiner.name, self.combiner.wire()
+            self.connection = CloudConnection(
+                server, ExpectedServer.for_system(system), codec_set(system.bottleneck)
             )
-            self.connection = CloudConnection(server, expected, codec_set(system.bottleneck))
         self._next_frame = 0
         self._last_source = -1
         self._warm_up()

@@ -23,6 +23,7 @@ from splitcast.data.images import encode_image, fit
 from splitcast.edge.slots import AnswerSlot, OutgoingFrame, ReceivedAnswer, UplinkSlot
 from splitcast.models.codec import Codec, CodecError
 from splitcast.models.combiners import WireTensor
+from splitcast.models.registry import SplitSystem
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 from splitcast.v1.wire import FORMAT_NAMES, encoded_tensor, wire_tensors
@@ -44,6 +45,21 @@ class ExpectedServer:
     model_version: str
     combiner: str
     tensors: tuple[WireTensor, ...]
+    local_size: tuple[int, int]
+    fps: float
+    """The model's frame rate: the length of the delay tick both sides count in."""
+
+    @classmethod
+    def for_system(cls, system: SplitSystem) -> ExpectedServer:
+        config, combiner = system.config, system.combiner()
+        return cls(
+            config.name,
+            config.version,
+            combiner.name,
+            combiner.wire(),
+            config.local_size,
+            config.fps,
+        )
 
 
 @dataclass
@@ -159,6 +175,13 @@ class CloudConnection:
             raise IncompatibleServer(
                 f"server at {self.target} runs model {info.model_name} {info.model_version}, "
                 f"this edge runs {expected.model_name} {expected.model_version}"
+            )
+        served = ((info.local_input.height, info.local_input.width), info.fps)
+        if served != (tuple(expected.local_size), expected.fps):
+            raise IncompatibleServer(
+                f"server at {self.target} runs its model for a {served[0][0]}x{served[0][1]} "
+                f"local input at {served[1]:g} fps; this edge's is "
+                f"{expected.local_size[0]}x{expected.local_size[1]} at {expected.fps:g} fps"
             )
         tensors = wire_tensors(list(info.tensors))
         if (info.combiner, _shapes(tensors)) != (expected.combiner, _shapes(expected.tensors)):

@@ -37,7 +37,7 @@ def test_corrupt_learned_payload_is_dropped_and_counted(learned_tiny: Path) -> N
     combiner = system.combiner()
     assert [(t.name, t.codec) for t in combiner.wire()] == [("features", "learned")]
     shape = system.local.downlink_shape(system.config.local_size)
-    expected = ExpectedServer("tiny", system.config.version, combiner.name, combiner.wire())
+    expected = ExpectedServer.for_system(system)
     connection = CloudConnection("127.0.0.1:1", expected, codec_set(system.bottleneck))
     features = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     encoded = get_codec("learned", system.bottleneck).encode(features)

@@ -158,19 +158,39 @@ def test_the_live_edge_sends_the_uplink_encoding_the_server_asks_for(tmp_path: P
     assert any(result.mode == "combined" for result in results)
 
 
-def test_an_edge_refuses_a_server_with_another_combiner_and_runs_local_only() -> None:
-    edge_system = build("tiny")
-    server_system = _late(build("tiny"), [AnswerUse(0.5)])
+def _smaller_local_input(system: SplitSystem) -> SplitSystem:
+    return dataclasses.replace(
+        system, config=dataclasses.replace(system.config, local_size=(96, 192))
+    )
+
+
+@pytest.mark.parametrize(
+    ("serve_as", "refusal"),
+    [
+        (
+            lambda system: _late(system, [AnswerUse(0.5)]),
+            "answers for late_average with forecast [19, 24, 48] logprobs-u4-zstd, on_time "
+            "[19, 24, 48] logprobs-u4-zstd; this edge combines feature_fusion answers of "
+            "features [32, 16, 32] raw-fp16",
+        ),
+        (
+            _smaller_local_input,
+            "for a 96x192 local input at 30 fps; this edge's is 128x256 at 30 fps",
+        ),
+    ],
+    ids=["combiner", "local-input"],
+)
+def test_an_edge_refuses_a_server_it_does_not_match_and_runs_local_only(
+    serve_as: Callable[[SplitSystem], SplitSystem], refusal: str
+) -> None:
     frames = list(MovingSceneSource(num_frames=10).frames())
     with (
-        splitcast.serve(server_system, encoder="torch") as server,
-        splitcast.EdgeClient(edge_system, server=server.address) as edge,
+        splitcast.serve(serve_as(build("tiny")), encoder="torch") as server,
+        splitcast.EdgeClient(build("tiny"), server=server.address) as edge,
     ):
         deadline = time.monotonic() + 30
         while not edge.stats.last_error and time.monotonic() < deadline:
             time.sleep(0.05)
         modes = {edge.step(rgb).mode for rgb in frames}
-    message = edge.stats.last_error
-    assert "answers for late_average with forecast [19, 24, 48]" in message
-    assert "this edge combines feature_fusion answers of features [32, 16, 32]" in message
+    assert refusal in edge.stats.last_error
     assert modes == {"local_only"}
