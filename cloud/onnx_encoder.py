@@ -1,10 +1,10 @@
 """The remote model's per-frame encoder (backbone + neck) run by ONNX Runtime.
 
 The encoder is the one part of the server's step that sees every frame at full remote
-resolution, and ONNX Runtime runs it much faster than PyTorch eager on this CPU (server step
-142.4 -> 95.9 ms on two threads, `benchmarks/bench_runtimes.py`). The temporal model and heads
-stay in PyTorch: exported too they gained only 60 -> 53 ms, and the delay-conditioned part is
-the one people change.
+resolution, and ONNX Runtime runs it much faster than PyTorch eager on a CPU
+(`benchmarks/bench_runtimes.py` measures the server step both ways). The temporal model and
+heads stay in PyTorch: exported too they gained little, and the delay-conditioned part is the
+one people change.
 """
 
 from __future__ import annotations

@@ -71,10 +71,9 @@ class FrameWiseConv3d(nn.Conv3d):
     computed as 2D convolutions of every frame, shifted in time and summed.
 
     Same parameters and result (to float rounding) as `nn.Conv3d`. PyTorch's CPU 3D
-    convolution costs about as much for one clip as for eight (measured with one thread at
-    64 channels, 4x32x64: 80 ms at batch 1, 96 ms at batch 8; frame-wise: 26 ms per clip), so
-    the streaming server's batch-1 step takes the frame-wise path and batches keep the 3D
-    kernel. The branch depends on shapes only, so fixed-shape ONNX export still works.
+    convolution costs about as much for one clip as for eight, and the frame-wise form much
+    less for one, so the streaming server's batch-1 step takes the frame-wise path and batches
+    keep the 3D kernel. The branch depends on shapes only, so fixed-shape ONNX export still works.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = False):
@@ -221,8 +220,8 @@ class CoarseMotion(nn.Module):
 def class_ids(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Argmax class ids [B, H, W] of `logits` [B, C, h, w] bilinearly resized to `size`.
 
-    Computed channels-last, where the argmax reads contiguous memory: about 3x faster on CPU
-    than resizing and reducing over the channel axis of a contiguous tensor, same result.
+    Computed channels-last, where the argmax reads contiguous memory: faster on a CPU than
+    resizing and reducing over the channel axis of a contiguous tensor, same result.
     """
     channels_last = logits.contiguous(memory_format=torch.channels_last)
     return resize(channels_last, size).argmax(1)

@@ -1,10 +1,9 @@
 """Channels-last weights for CPU inference.
 
-oneDNN's convolutions run on NHWC tensors without reordering them on every call. Measured side
-by side with `benchmarks/bench_runtimes.py` on a 2-core AVX2 machine, identical class ids: the
-default checkpoint's edge step (one thread) 45.1 -> 33.4 ms; the tiny model's 17.5 -> 10.4 ms.
-Not everywhere: the remote's temporal model and heads, fed from 5-D reshapes, got slower
-(52 -> 65 ms), so the server uses it for its per-frame encoder only.
+oneDNN's convolutions run on NHWC tensors without reordering them on every call, which made
+the edge step faster with identical class ids (`benchmarks/bench_runtimes.py` measures it).
+Not everywhere: the remote's temporal model and heads, fed from 5-D reshapes, got slower, so
+the server uses it for its per-frame encoder only.
 Only runtimes use it: training keeps PyTorch's default layout.
 """
 

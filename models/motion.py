@@ -3,8 +3,8 @@
 A late answer describes the frame the server last saw. The server can only guess how the scene
 moved since (its forecast); the edge has every frame since and can measure it. `backward_flow`
 estimates, for each pixel of the current frame, where it was in the answer's frame (OpenCV's
-DIS optical flow, its fastest preset: about 0.2 ms at the default 128 x 256 local size on one
-core), and `warp_to_now` moves the answer's on-time class map along it, on the answer's own
+DIS optical flow, its fastest preset: a small fraction of the edge step at the local size),
+and `warp_to_now` moves the answer's on-time class map along it, on the answer's own
 coarse grid so that the edge never resamples a full-size tensor. `FrameHistory` keeps the
 small grey images a live edge needs to do this for the answers it may still use.
 """

@@ -1,10 +1,11 @@
 """A module exported to ONNX once per weights and run by ONNX Runtime.
 
-On this CPU ONNX Runtime runs our convolutional parts 2-3.5x faster than PyTorch eager, since it
-fuses each convolution with its normalisation and activation (`benchmarks/bench_runtimes.py`).
-Exports (the dynamo exporter, 5-20 s) are cached under `$SPLITCAST_CACHE/onnx` (default
-`~/.cache/splitcast/onnx`), keyed by the weights, the input shapes and the torch version, so a
-process exports a checkpoint's graph once and loads it in about a second after that.
+On a CPU ONNX Runtime runs our convolutional parts faster than PyTorch eager, since it fuses
+each convolution with its normalisation and activation (`benchmarks/bench_runtimes.py`
+measures it). Exports (the dynamo exporter takes seconds) are cached under
+`$SPLITCAST_CACHE/onnx` (default `~/.cache/splitcast/onnx`), keyed by the weights, the input
+shapes and the torch version, so a process exports a checkpoint's graph once and only loads it
+after that.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from typing import IO
 
 READY_PATTERN = re.compile(r"listening on (\S+):(\d+)")
 # Two model threads for a server sharing the machine with an edge: the edge's step leaves most
-# of its own core idle, and on two cores this halves the server's step time (measured: demo
-# answers used on 40% with one thread, 64% with two, edge p50 23 -> 26 ms).
+# of its own core idle, and on two cores the second thread shortens the server's step (more
+# answers used in the demo) at a small cost to the edge's latency (docs/experiments.md).
 SHARED_MACHINE_SERVER_THREADS = 2
 
 
