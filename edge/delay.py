@@ -3,7 +3,7 @@
 The edge sees the true delay D_o of each new set of features when it first uses them. It asks
 for a high quantile of the recent D_o values, rounded up to whole ticks, because
 over-estimating the delay costs less accuracy than under-estimating it. For the same reason
-the edge starts, before any feature has returned, from the worst delay it still fuses.
+the edge starts, before any answer has returned, from the worst delay it still uses.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class EdgeOptions:
     realtime: bool = True
     max_staleness_frames: int = 10
     initial_delay_ticks: float | None = None
-    """D_i before any delay is measured; None: the staleness limit, the worst delay still fused."""
+    """D_i before any delay is measured; None: the staleness limit, the worst delay still used."""
     wait_for_server_s: float = 0.0
     """How long to wait for the stream to the server before the first frame."""
     video_path: Path | None = None
