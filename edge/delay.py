@@ -1,6 +1,6 @@
-"""The D_i policy: which delay the edge asks the server to condition its features on.
+"""The D_i policy: which delay the edge asks the server to condition its answers on.
 
-The edge sees the true delay D_o of each new set of features when it first uses them. It asks
+The edge sees the true delay D_o of each new answer when it first uses it. It asks
 for a high quantile of the recent D_o values, rounded up to whole ticks, because
 over-estimating the delay costs less accuracy than under-estimating it. For the same reason
 the edge starts, before any answer has returned, from the worst delay it still uses.
