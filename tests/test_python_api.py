@@ -194,3 +194,19 @@ def test_an_edge_refuses_a_server_it_does_not_match_and_runs_local_only(
         modes = {edge.step(rgb).mode for rgb in frames}
     assert refusal in edge.stats.last_error
     assert modes == {"local_only"}
+
+
+def test_an_edge_decodes_the_codec_its_server_announces() -> None:
+    frames = list(MovingSceneSource(num_frames=20).frames())
+    with (
+        splitcast.serve(build("tiny"), codec="int8-zstd", encoder="torch") as server,
+        splitcast.EdgeClient(build("tiny"), server=server.address) as edge,
+    ):
+        assert edge.wait_connected(30.0)
+        results = []
+        for rgb in frames:
+            results.append(edge.step(rgb))
+            time.sleep(0.03)
+    assert [t.codec for t in edge.connection.wire] == ["int8-zstd"]
+    assert edge.stats.decode_errors == 0 and edge.stats.answers_received > 0
+    assert any(result.mode == "combined" for result in results)
