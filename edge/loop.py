@@ -98,7 +98,6 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     frame_ms = 1000.0 / source.fps
     sinks = _Sinks(options, source.fps)
     run = _RunRecord(options.max_staleness_frames)
-    start = time.perf_counter()
     progress = tqdm(
         desc="edge",
         unit="frame",
@@ -110,6 +109,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         with client:
             if options.server:
                 client.wait_connected(options.wait_for_server_s)
+            start = time.perf_counter()
             for index, rgb in enumerate(source.frames()):
                 if options.realtime and not _on_time(start, index, source.fps):
                     run.skipped += 1
