@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 
@@ -66,6 +67,7 @@ class RunningServer:
             self._server, self._servicer, self.port = self._loop.run_until_complete(started)
         except BaseException as exc:  # handed to the caller's thread by __init__
             self._failure = exc
+            self._loop.close()
             self._ready.set()
             return
         self._ready.set()
@@ -75,11 +77,15 @@ class RunningServer:
         if self._server is None or not self._thread.is_alive():
             return
         future = asyncio.run_coroutine_threadsafe(self._server.stop(grace_s), self._loop)
-        future.result(timeout=grace_s + 5.0)
-        if self._servicer is not None:
-            self._servicer.close()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5.0)
+        try:
+            future.result(timeout=grace_s + 5.0)
+        finally:
+            if self._servicer is not None:
+                self._servicer.close()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5.0)
+            if not self._loop.is_running():
+                self._loop.close()
 
     def __enter__(self) -> RunningServer:
         return self
@@ -89,7 +95,7 @@ class RunningServer:
 
 
 def serve(
-    model: SplitSystem | str = "default",
+    model: SplitSystem | str | Path = "default",
     host: str = "127.0.0.1",
     port: int = 0,
     codec: str | None = None,
@@ -100,7 +106,7 @@ def serve(
     """Serve `model` (a loaded system, a packaged checkpoint's name, a folder or a
     configuration name) on `host`:`port` (0: any free port), warmed up before it answers;
     `interceptors` see every call first."""
-    system = load_system(model) if isinstance(model, str) else model
+    system = model if isinstance(model, SplitSystem) else load_system(model)
     runtime = RemoteRuntime(system, codec, encoder=encoder)
     runtime.warm_up()
     return RunningServer(runtime, host, port, max_message_bytes, interceptors)

@@ -35,7 +35,7 @@ class EdgeResult:
     """One frame's output and how it was made."""
 
     frame: int
-    """The frame's sequence number t (counted by the client from 0)."""
+    """The frame's sequence number t (the caller's, or counted by the client from 0)."""
     class_ids: np.ndarray
     """uint8 [H, W] at the requested output size."""
     mode: str
@@ -152,10 +152,17 @@ class EdgeClient:
             time.sleep(0.02)
         return self.stats is not None
 
-    def step(self, frame_rgb: np.ndarray, capture_time_ns: int | None = None) -> EdgeResult:
-        """The output for one RGB uint8 frame [H, W, 3]; never waits for the network."""
-        index = self._next_frame
-        self._next_frame += 1
+    def step(
+        self,
+        frame_rgb: np.ndarray,
+        capture_time_ns: int | None = None,
+        sequence: int | None = None,
+    ) -> EdgeResult:
+        """The output for one RGB uint8 frame [H, W, 3]; never waits for the network.
+        `sequence`: the frame's number in its source (default: one more than the last), so
+        that frames a caller skips still count in D_o."""
+        index = self._next_frame if sequence is None else sequence
+        self._next_frame = index + 1
         capture_ns = time.time_ns() if capture_time_ns is None else capture_time_ns
         start = time.perf_counter()
         requested = self.policy.requested()

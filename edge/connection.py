@@ -11,6 +11,7 @@ local-only.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -134,7 +135,8 @@ class CloudConnection:
         call = self._call
         if call is not None:
             call.cancel()
-        self._thread.join(timeout=5.0)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5.0)
 
     def submit(self, frame: OutgoingFrame) -> None:
         """Offer a frame for the uplink; never blocks (an unsent older frame is dropped)."""
@@ -163,6 +165,9 @@ class CloudConnection:
                 except grpc.RpcError as exc:
                     self.stats.last_error = f"{exc.code().name}: {exc.details()}"
                     log.info("cloud link to %s down (%s)", self.target, self.stats.last_error)
+                except Exception as exc:  # never let one odd reply end the link for good
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("cloud link to %s failed (%s)", self.target, self.stats.last_error)
                 finally:
                     self.stats.connected = False
                     self._call = None
@@ -177,7 +182,8 @@ class CloudConnection:
                 f"this edge runs {expected.model_name} {expected.model_version}"
             )
         served = ((info.local_input.height, info.local_input.width), info.fps)
-        if served != (tuple(expected.local_size), expected.fps):
+        same_tick = math.isclose(info.fps, expected.fps, rel_tol=1e-6)  # float32 on the wire
+        if served[0] != tuple(expected.local_size) or not same_tick:
             raise IncompatibleServer(
                 f"server at {self.target} runs its model for a {served[0][0]}x{served[0][1]} "
                 f"local input at {served[1]:g} fps; this edge's is "
@@ -207,6 +213,8 @@ class CloudConnection:
         done = threading.Event()
         responses = stub.Stream(self._requests(done, info))
         self._call = responses
+        if self._stop.is_set():  # stop() ran before the call existed
+            responses.cancel()
         self.stats.uplink = f"{FORMAT_NAMES[info.uplink.format]} q{info.uplink.quality}"
         self.stats.connected = True
         self.stats.connects += 1

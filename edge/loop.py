@@ -114,7 +114,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
                 if options.realtime and not _on_time(start, index, source.fps):
                     run.skipped += 1
                     continue
-                result = client.step(rgb)
+                result = client.step(rgb, sequence=index)
                 run.add(result)
                 sinks.write(rgb, result, result.record(frame_ms), options.banner)
                 progress.update()

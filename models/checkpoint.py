@@ -45,13 +45,22 @@ def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
         policy["feature_fusion"] = [{"weight": g} for g in gains]
     late = bool(params.pop("late_average", False))
     weights = params.pop("late_weight", None) or []
-    blurs = params.pop("late_blur", None) or [1] * len(weights)
-    moved = params.pop("late_warped_weight", None) or [0.0] * len(weights)
+    blurs = params.pop("late_blur", None) or [1]
+    moved = params.pop("late_warped_weight", None) or [0.0]
     if weights:
+        ages = max(len(weights), len(blurs), len(moved))  # each list's last entry covers older ages
         policy["late_average"] = [
-            {"weight": w, "blur": k, "warped_weight": v}
-            for w, k, v in zip(weights, blurs, moved, strict=True)
+            {"weight": _at(weights, age), "blur": _at(blurs, age), "warped_weight": _at(moved, age)}
+            for age in range(ages)
         ]
+    removed = sorted({"downlink_align", "align_hidden", "max_context_gap"} & set(params))
+    if removed and (params.get("downlink_align") or params.get("max_context_gap", 1) != 1):
+        raise CheckpointError(
+            f"this checkpoint was trained with {', '.join(removed)}, experiments that were "
+            "removed from splitcast (commit 84dc14e); load it with an earlier version"
+        )
+    for name in removed:
+        params.pop(name)
     top = params.pop("remote_top_from", TOP_STAGE_STRIDE)
     trained = {
         "freeze_remote_backbone": bool(params.pop("freeze_remote_backbone", False)),
@@ -65,6 +74,10 @@ def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
         "trained": trained,
         "network": params,
     }
+
+
+def _at(values: list[Any], age: int) -> Any:
+    return values[min(age, len(values) - 1)]
 
 
 def packaged_prefixes(system: SplitSystem) -> list[str]:

@@ -12,9 +12,10 @@ Two combiners exist:
 - `FeatureFusion` (Dedelayed's method): the server sends delay-conditioned features on the
   local model's fusion grid; the edge adds them, scaled by the age's gain, inside its local
   model.
-- `LateAverage` (the default): the server sends two maps of class log-probabilities on its
-  stride-8 grid: its forecast for the delay it was told and its on-time answer for the newest
-  frame it saw (delay 0). The edge runs local-only and outputs the weighted geometric average
+- `LateAverage` (the shipped checkpoint's): the server sends two maps of class
+  log-probabilities on its stride-8 grid: its forecast for the delay it was told and its
+  on-time answer for the newest frame it saw (delay 0). The edge runs local-only and outputs
+  the weighted geometric average
   log p_local + w * log blur_k(p_forecast) + v * log moved(p_on_time): the forecast's
   probabilities box-averaged over k x k cells (a late forecast is right about what is around
   more often than about exactly where), the on-time answer moved to the current frame along
@@ -216,8 +217,8 @@ DEFAULT_LATE_WARPED_WEIGHTS = (0.0, 0.2, 0.3, 0.4)
 
 
 class LateAverage(_PolicyAndWire):
-    """The default: the forecast and the on-time answer as class log-probabilities, pooled
-    with the local output (see the module)."""
+    """The shipped checkpoint's combiner: the forecast and the on-time answer as class
+    log-probabilities, pooled with the local output (see the module)."""
 
     name: ClassVar[str] = "late_average"
     needs_motion: ClassVar[bool] = True

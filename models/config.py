@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from splitcast.data.classes import CITYSCAPES_CLASSES
+from splitcast.data.images import FORMATS as UPLINK_FORMATS
+from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
 from splitcast.models.combiners import AnswerUse, FeatureFusion, check_uses
 
 TOP_STAGE_STRIDE = 16  # `--train-remote-top` alone trains the backbone above this stride
@@ -128,13 +130,19 @@ class ModelConfig:
                 f"unknown architecture {config.architecture!r}; "
                 f"registered: {', '.join(sorted(SETTINGS_TYPES))}"
             )
+        _check_names(config)
         bottleneck = values.get("bottleneck")
-        policy = values.get("policy", {})
+        policy = {
+            name: tuple(_typed(AnswerUse, record, f"{name} policy field") for record in records)
+            for name, records in values.get("policy", {}).items()
+        }
+        for uses in policy.values():
+            check_uses(uses)
         return replace(
             config,
             remote_size=tuple(int(v) for v in config.remote_size),
             local_size=tuple(int(v) for v in config.local_size),
-            policy={n: tuple(AnswerUse(**r) for r in records) for n, records in policy.items()},
+            policy=policy,
             network=_typed(settings, values.get("network", {}), f"{config.architecture} setting"),
             bottleneck=None
             if bottleneck is None
@@ -153,3 +161,16 @@ class ModelConfig:
 
 
 _PARTS = ("policy", "network", "bottleneck", "trained")
+
+
+def _check_names(config: ModelConfig) -> None:
+    """Refuse a combiner, codec or uplink format no part of splitcast knows, by name."""
+    known = {
+        "combiner": COMBINER_NAMES,
+        "codec": CODEC_NAMES,
+        "uplink_format": UPLINK_FORMATS,
+    }
+    for field_name, names in known.items():
+        value = getattr(config, field_name)
+        if value not in names:
+            raise ValueError(f"unknown {field_name} {value!r}; known: {', '.join(names)}")

@@ -31,7 +31,7 @@ from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
 from splitcast.models.codec import Codec
-from splitcast.models.combiners import AnswerTensors, AnswerUse
+from splitcast.models.combiners import AnswerTensors, AnswerUse, LocalPass
 from splitcast.models.edge_step import ClipGreys, EdgeStep, LocalRunner, TorchLocal, to_tensor
 from splitcast.models.layers import class_ids
 from splitcast.models.registry import SplitSystem
@@ -41,9 +41,9 @@ from splitcast.models.score_tables import Matrices, miou_results
 
 @dataclass(frozen=True)
 class ScheduledFrame:
-    """What the live edge did at one frame: fused features computed from `context` (frame
+    """What the live edge did at one frame: combined the answer computed from `context` (frame
     indices, oldest first) conditioned on `delay`, or ran local-only (`context` None).
-    `latest_source` is the newest frame the server had answered for by then (fused or not),
+    `latest_source` is the newest frame the server had answered for by then (used or not),
     which is what a remote-only system would be showing."""
 
     context: list[int] | None
@@ -75,7 +75,7 @@ class _Chunk:
 
     targets: Sequence[int]
     labels: torch.Tensor
-    local: Any
+    local: LocalPass
     greys: ClipGreys
 
     @property

@@ -76,7 +76,9 @@ class FrameWiseConv3d(nn.Conv3d):
     keep the 3D kernel. The branch depends on shapes only, so fixed-shape ONNX export still works.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = False):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, bias: bool = False
+    ) -> None:
         super().__init__(in_channels, out_channels, kernel, padding=kernel // 2, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

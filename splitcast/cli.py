@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from splitcast.arguments import non_negative_float, positive_int
+from splitcast.arguments import non_negative_float, non_negative_int, positive_int
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import (
@@ -116,7 +116,7 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-staleness",
-        type=int,
+        type=non_negative_int,
         default=10,
         metavar="FRAMES",
         help="do not use answers older than this many frames (default: %(default)s)",

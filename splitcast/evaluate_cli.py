@@ -15,16 +15,23 @@ def _number_list(text: str) -> list[float]:
     try:
         if "-" in text and "," not in text:
             low, high = (int(v) for v in text.split("-"))
-            return [float(v) for v in range(low, high + 1)]
-        return [float(v) for v in text.split(",") if v]
+            values = [float(v) for v in range(low, high + 1)]
+        else:
+            values = [float(v) for v in text.split(",") if v]
     except ValueError:
+        values = []
+    if not values:
         raise argparse.ArgumentTypeError(
-            f"expected a range like 0-10 or a list like 0,3,5, got {text!r}"
-        ) from None
+            f"expected a range like 0-10 (low to high) or a list like 0,3,5, got {text!r}"
+        )
+    return values
 
 
 def _int_list(text: str) -> list[int]:
-    return [int(v) for v in _number_list(text)]
+    values = _number_list(text)
+    if any(v != int(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected whole numbers, got {text!r}")
+    return [int(v) for v in values]
 
 
 def _text_list(text: str) -> list[str]:
@@ -129,6 +136,20 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    offline_only = {
+        "--codec": args.codec,
+        "--combiner": args.combiner,
+        "--local-heights": args.local_heights,
+        "--rate-sweep": args.rate_sweep,
+        "--mismatch": args.mismatch,
+        "--strides": args.strides != [1],
+    }
+    given = [flag for flag, value in offline_only.items() if value]
+    if args.live and given:
+        raise SystemExit(
+            f"splitcast evaluate --live: {', '.join(given)} only change offline scoring "
+            "(a live run uses the checkpoint's own combiner and codec)"
+        )
     if args.live:
         from splitcast.live_eval import LiveRequest, evaluate_live
 

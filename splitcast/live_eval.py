@@ -6,7 +6,8 @@ edge logs, for every frame, whether it used an answer, the true delay D_o, the D
 conditioned on and the frames the server used; scoring uses the same target frames as the
 offline evaluation. The same decisions are then replayed offline (same context frames, same
 D_i, same frame t, local-only where the edge was local-only), so the difference between the
-two figures is what the transport itself costs (fp16 features, timing), not the scheduling.
+two figures is what the transport itself costs (the downlink codec, timing), not the
+scheduling.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from skimage import data as photos
 
 from splitcast.models.backbones import efficientnet_lite_classifier
-from splitcast.models.checkpoint import migrate_config
+from splitcast.models.checkpoint import CheckpointError, migrate_config
 from splitcast.models.combiners import AnswerUse
 from splitcast.models.config import (
     BottleneckSettings,
@@ -267,3 +267,21 @@ def test_settings_an_architecture_does_not_have_are_refused_by_name(tmp_path: Pa
     derived.write_text("base: tiny\nname: tiny-wide\nnetwork:\n  width: 48\n")
     config = load_config(derived)
     assert config.network == TinySettings(width=48) and build(config).remote.neck.out is not None
+
+
+def test_migration_pads_short_per_age_lists_and_refuses_removed_experiments() -> None:
+    base = {"name": "tiny", "architecture": "tiny", "codec": "logprobs-u4-zstd"}
+    short = {
+        **base,
+        "params": {"late_average": True, "late_weight": [0.6, 0.5, 0.4], "late_blur": [5]},
+    }
+    config = ModelConfig.from_dict(migrate_config(short))
+    assert [u.blur for u in config.policy["late_average"]] == [5, 5, 5]
+    aligned = {**base, "params": {"downlink_align": True, "align_hidden": 64}}
+    with pytest.raises(CheckpointError, match="downlink_align"):
+        migrate_config(aligned)
+    assert "network" in migrate_config({**base, "params": {"max_context_gap": 1}})
+    with pytest.raises(ValueError, match="unknown uplink_format 'jpg'"):
+        ModelConfig.from_dict({"name": "x", "architecture": "tiny", "uplink_format": "jpg"})
+    with pytest.raises(ValueError, match="unknown codec"):
+        ModelConfig.from_dict({"name": "x", "architecture": "tiny", "codec": "gzip"})

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import grpc
 import pytest
+import torch
 
 import splitcast
 from splitcast.data.build import build_split
@@ -210,3 +211,16 @@ def test_an_edge_decodes_the_codec_its_server_announces() -> None:
     assert [t.codec for t in edge.connection.wire] == ["int8-zstd"]
     assert edge.stats.decode_errors == 0 and edge.stats.answers_received > 0
     assert any(result.mode == "combined" for result in results)
+
+
+def test_frames_a_caller_skips_still_count_in_the_answer_age() -> None:
+    system = _late(build("tiny"), [AnswerUse(0.5)])
+    client = splitcast.EdgeClient(system, server="127.0.0.1:1", runtime="torch")
+    answer = {t.name: torch.zeros(1, *t.shape) for t in client.combiner.wire()}
+    client.connection.answers.put(ReceivedAnswer(2, 3.0, answer, 0, 0.0, 0.0, 0, (2,)))
+    rgb = next(iter(MovingSceneSource(num_frames=1).frames()))
+    skipped_to = client.step(rgb, sequence=7)
+    assert (skipped_to.frame, skipped_to.d_o, skipped_to.mode) == (7, 5, "combined")
+    following = client.step(rgb)
+    assert (following.frame, following.d_o) == (8, 6)
+    client.close()  # never started: closing is still fine
