@@ -127,15 +127,15 @@ class OfflineEvaluator:
         return valid_targets(clip, max_delay, self.config.context_frames, stride)[::every]
 
     @torch.inference_mode()
-    def _state(
+    def clip_state(
         self,
         clip: Clip,
         frames: set[int],
         image_only: set[int] = frozenset(),
         contexts: set[tuple[int, ...]] = frozenset(),
     ) -> _ClipState:
-        """Encode `frames`; class ids of the image-only model on `image_only` frames and of
-        the delay-0 video model on `contexts`."""
+        """The remote's encodings of `frames` (after the uplink codec); class ids of the
+        image-only model on `image_only` frames and of the delay-0 video model on `contexts`."""
         remote = self.system.remote
         config = self.config
         label_size = tuple(clip.label(clip.labelled[0]).shape) if clip.labelled else None
@@ -228,7 +228,7 @@ class OfflineEvaluator:
         contexts = {
             (t, d): context_indices(t, d, k, stride) for t in targets for d in {*delays, *mismatch}
         }
-        state = self._state(
+        state = self.clip_state(
             clip,
             {i for c in contexts.values() for i in c},
             image_only=set(targets) | {c[-1] for c in contexts.values()},
@@ -323,7 +323,7 @@ class OfflineEvaluator:
             plan = schedule[clip.name]
             needed = {i for frame in plan.values() if frame.context for i in frame.context}
             sources = {f.latest_source for f in plan.values() if f.latest_source is not None}
-            state = self._state(clip, needed, image_only=sources)
+            state = self.clip_state(clip, needed, image_only=sources)
             greys = ClipGreys(clip.frame, self.local_size)
             for t, frame in sorted(plan.items()):
                 label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
@@ -350,10 +350,6 @@ class OfflineEvaluator:
         }
         scores["replay_agreement"] = round(agreeing / compared, 5) if compared else None
         return scores
-
-    def clip_state(self, clip: Clip, frames: set[int]) -> _ClipState:
-        """The remote's encodings of `frames` of `clip` (after the uplink codec)."""
-        return self._state(clip, frames)
 
     @torch.inference_mode()
     def remote_answer(
