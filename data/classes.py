@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
 
 IGNORE_INDEX = 255
@@ -18,6 +20,16 @@ CITYSCAPES_PALETTE = (
     (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
     (0, 80, 100), (0, 0, 230), (119, 11, 32),
 )  # fmt: skip
+
+
+def palette_for(count: int) -> tuple[tuple[int, int, int], ...]:
+    """Colours for `count` user-named classes: dark grey for the first (usually the background),
+    then the Cityscapes colours, then evenly spread hues."""
+    colours = [(64, 64, 64), *CITYSCAPES_PALETTE[11:], *CITYSCAPES_PALETTE[:11]]
+    while len(colours) < count:
+        rgb = colorsys.hsv_to_rgb(len(colours) * 0.261 % 1.0, 0.85, 0.9)
+        colours.append(tuple(round(255 * v) for v in rgb))
+    return tuple(colours[:count])
 
 
 def colorize(

@@ -2,8 +2,9 @@
 
 The video is decoded with opencv and cut into consecutive clips of `clip_len` frames. Masks
 live in one folder as `<frame index>.png` (0-based, any zero padding: `42.png`, `000042.png`),
-single-channel class ids in the Cityscapes trainId space (255 = ignore). Frames without a mask
-are allowed and stay unlabelled.
+single-channel class ids (255 = ignore): Cityscapes trainIds by default, or ids into the user's
+own class names (`classes`, e.g. background and person). Frames without a mask are allowed and
+stay unlabelled.
 
 A final remainder shorter than `clip_len` is kept as a shorter clip when it has at least half
 of `clip_len` frames (enough for temporal context; a sliver is not worth a clip); otherwise it
@@ -20,13 +21,15 @@ import math
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from splitcast.data.classes import IGNORE_INDEX, palette_for
 from splitcast.data.clips import (
     ClipDataset,
     ClipWriter,
@@ -51,11 +54,13 @@ def import_video(
     fps: float | None = None,
     frame_format: str = "jpg",
     progress: bool = True,
+    classes: Sequence[str] | None = None,
 ) -> ClipDataset:
     """Write `video` + `masks` as a clip dataset at `out` (must not exist or be empty).
 
     `fps` overrides the frame rate opencv reads from the container, which some files lack or
-    get wrong; the model's delay ticks are counted at this rate.
+    get wrong; the model's delay ticks are counted at this rate. `classes` names the masks'
+    class ids in order (default: the Cityscapes trainIds).
     """
     video, masks, out = Path(video), Path(masks), Path(out)
     if clip_len < 1:
@@ -79,6 +84,7 @@ def import_video(
             raise DataError(f"{video} does not state its frame rate; pass fps explicitly")
         meta = DatasetMeta(
             fps=float(rate),
+            **_label_space(classes),
             info={
                 "importer": "video",
                 "source": str(video.resolve()),
@@ -112,6 +118,20 @@ def import_video(
     finally:
         capture.release()
     return open_clips(out)
+
+
+def _label_space(classes: Sequence[str] | None) -> dict[str, Any]:
+    """DatasetMeta's class names and palette for user-named classes (Cityscapes' otherwise)."""
+    if classes is None:
+        return {}
+    names = tuple(classes)
+    if not names or any(not name.strip() for name in names):
+        raise DataError(f"class names must be non-empty, got {list(names)}")
+    if len(set(names)) != len(names):
+        raise DataError(f"class names must be distinct, got {list(names)}")
+    if len(names) > IGNORE_INDEX:
+        raise DataError(f"at most {IGNORE_INDEX} classes fit uint8 masks, got {len(names)}")
+    return {"classes": names, "palette": palette_for(len(names))}
 
 
 def _mask_files(masks: Path) -> dict[int, Path]:

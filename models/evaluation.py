@@ -110,6 +110,8 @@ class OfflineEvaluator:
         self.downlink_bytes: list[int] = []
         self.uplink_bytes: list[int] = []
         self.variant_bytes: dict[str, list[int]] = {}
+        self.matrices: Matrices | None = None
+        self.clip_matrices: dict[str, Matrices] = {}
         self.dataset = dataset
         self.local_size = self.config.local_size
         self.batch_size = batch_size
@@ -163,6 +165,23 @@ class OfflineEvaluator:
             stale_video_ids.update(zip(chunk, class_ids(logits, label_size), strict=True))
         return _ClipState(encodings, image_only_ids, stale_video_ids)
 
+    def _empty_matrices(
+        self,
+        columns: int,
+        candidates: int,
+        variants: dict[str, Codec],
+        mismatch: Sequence[float] | None,
+    ) -> Matrices:
+        per_delay = ("remote_stale_image", "remote_stale_video", "remote_predictive", "dedelayed")
+        side = len(mismatch or ())
+        return Matrices(
+            per_delay={m: [self._matrix() for _ in range(columns)] for m in per_delay},
+            fixed={"local_only": self._matrix(), "oracle": self._matrix()},
+            gain_grid=[[self._matrix() for _ in range(candidates)] for _ in range(columns)],
+            variants={name: [self._matrix() for _ in range(columns)] for name in variants},
+            mismatch=[[self._matrix() for _ in range(side)] for _ in range(side)] if side else None,
+        )
+
     @torch.inference_mode()
     def run(
         self,
@@ -184,17 +203,14 @@ class OfflineEvaluator:
         and reported in every column; that is exact because every column has the same targets.
         `variants` are further downlink codecs: Dedelayed is also scored with each of them on
         the same answers (`variants` in the result; their byte sizes in `variant_bytes`).
+        The confusion matrices stay behind, unrounded: `matrices` (the split) and
+        `clip_matrices` (per clip name, for confidence intervals over clips).
         """
         variants = variants or {}
         self.variant_bytes = {name: [] for name in variants}
-        per_delay = ("remote_stale_image", "remote_stale_video", "remote_predictive", "dedelayed")
-        matrices = Matrices(
-            per_delay={m: [self._matrix() for _ in delays] for m in per_delay},
-            fixed={"local_only": self._matrix(), "oracle": self._matrix()},
-            gain_grid=[[self._matrix() for _ in gains or ()] for _ in delays],
-            variants={name: [self._matrix() for _ in delays] for name in variants},
-            mismatch=[[self._matrix() for _ in mismatch] for _ in mismatch] if mismatch else None,
-        )
+
+        matrices = self._empty_matrices(len(delays), len(gains or ()), variants, mismatch)
+        self.clip_matrices = {}
         max_delay = max([*delays, *(mismatch or [])])
         count = 0
         for clip in tqdm(
@@ -203,14 +219,18 @@ class OfflineEvaluator:
             targets = self.targets(clip, max_delay, stride, every)
             count += len(targets)
             if targets:
+                scored = self._empty_matrices(len(delays), len(gains or ()), variants, mismatch)
                 self._score_clip(
-                    clip, targets, stride, delays, mismatch or [], variants, gains or [], matrices
+                    clip, targets, stride, delays, mismatch or [], variants, gains or [], scored
                 )
+                matrices.add(scored)
+                self.clip_matrices[clip.name] = scored
         if count == 0:
             raise DataError(
                 f"no clip has a labelled frame far enough in for delay {max_delay:g} "
                 f"at stride {stride}"
             )
+        self.matrices = matrices
         return miou_results(count, len(delays), matrices, mismatch)
 
     def _score_clip(

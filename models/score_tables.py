@@ -29,6 +29,20 @@ class Matrices:
     variants: dict[str, list[ConfusionMatrix]]
     mismatch: list[list[ConfusionMatrix]] | None
 
+    def cells(self) -> list[ConfusionMatrix]:
+        """Every matrix, in an order that is the same for any two `Matrices` of one `run`."""
+        found = [m for cells in self.per_delay.values() for m in cells]
+        found += list(self.fixed.values())
+        found += [m for row in self.gain_grid for m in row]
+        found += [m for cells in self.variants.values() for m in cells]
+        found += [m for row in self.mismatch or () for m in row]
+        return found
+
+    def add(self, other: Matrices) -> None:
+        """Add the counts of `other` (e.g. one clip's) into these."""
+        for mine, theirs in zip(self.cells(), other.cells(), strict=True):
+            mine.merge(theirs)
+
 
 def miou_results(
     count: int, columns: int, matrices: Matrices, mismatch: Sequence[float] | None

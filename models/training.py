@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ class Trainer:
                 "training the remote backbone's top stage alone needs the rest of it frozen; "
                 "drop one of the two options"
             )
-        config = trained_config(options)
+        config = replace(trained_config(options), fps=train_clips.meta.fps)
         self.system = build(config, pretrained=True, num_classes=train_clips.meta.num_classes)
         self.initialised_from: dict[str, Any] | None = None
         if options.init is not None:
@@ -115,6 +116,8 @@ class Trainer:
         )
         self.history: list[dict[str, Any]] = []
         self.step = 0
+        self.total: int | None = None
+        self.planned = False
         self.start_epoch = 0
         if options.resume:
             self._resume()
@@ -195,18 +198,19 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         options = self.options
         steps_per_epoch = len(self.train_set) // (options.batch_size * self.world)
-        total = options.epochs * steps_per_epoch
-        if options.max_steps is not None:
-            total = min(total, options.max_steps)
-        if total < 1:
+        if self.total is None:
+            self.total = options.epochs * steps_per_epoch
+            if options.max_steps is not None:
+                self.total = min(self.total, options.max_steps)
+        if self.total < 1:
             raise DataError(
                 f"{len(self.train_set)} training samples make no batch of {options.batch_size}"
             )
         started = time.perf_counter()
         for epoch in range(self.start_epoch, options.epochs):
-            if self.step >= total:
+            if self.step >= self.total:
                 break
-            sums, count = self._epoch(epoch, steps_per_epoch, total)
+            sums, count = self._epoch(epoch, steps_per_epoch, started)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": self.step,
@@ -229,24 +233,27 @@ class Trainer:
             "steps": self.step,
         }
 
-    def _epoch(self, epoch: int, steps_per_epoch: int, total: int) -> tuple[dict[str, float], int]:
-        """One pass over the training set, stopping at step `total`; the summed loss parts and
-        the number of batches."""
+    def _epoch(
+        self, epoch: int, steps_per_epoch: int, started: float
+    ) -> tuple[dict[str, float], int]:
+        """One pass over the training set, stopping at step `self.total`; the summed loss parts
+        and the number of batches."""
         options = self.options
         self._set_train_mode()
         sums: dict[str, float] = {}
         count = 0
         bar = tqdm(
             self._loader(self.train_set, True, epoch),
-            desc=f"epoch {epoch + 1}/{options.epochs}",
+            desc=f"epoch {epoch + 1}"
+            + (f" (step {self.step}/{self.total})" if self.planned else f"/{options.epochs}"),
             unit="batch",
             disable=not options.progress or self.rank != 0,
             total=steps_per_epoch,
         )
         for batch in bar:
-            if self.step >= total:
+            if self.step >= self.total:
                 break
-            factor = _lr_factor(self.step, total, options.warmup_steps)
+            factor = _lr_factor(self.step, self.total, options.warmup_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = options.lr * factor * group["lr_scale"]
             loss, parts = self.ddp(batch)
@@ -258,10 +265,29 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             count += 1
+            if self.step == self._budget_probe:
+                self._plan_to_budget(time.perf_counter() - started)
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             bar.set_postfix(loss=f"{loss.item():.3f}")
         return sums, count
+
+    _BUDGET_PROBE_STEPS = 10
+
+    @property
+    def _budget_probe(self) -> int | None:
+        """The step after which the schedule is fitted to the time budget (None: no budget)."""
+        if self.options.time_budget_s is None or self.planned:
+            return None
+        return self._BUDGET_PROBE_STEPS
+
+    def _plan_to_budget(self, seconds: float) -> None:
+        """Set the total steps so the run ends within the time budget, at the pace of the
+        steps taken so far."""
+        pace = seconds / self.step
+        affordable = self.step + int((self.options.time_budget_s - seconds) / pace)
+        self.total = max(self.step, min(self.total, affordable))
+        self.planned = True
 
     @torch.inference_mode()
     def validate(self) -> dict[str, dict[str, float]]:
@@ -320,6 +346,8 @@ class Trainer:
         state = {
             "epoch": torch.tensor(epoch),
             "step": torch.tensor(self.step),
+            "total": torch.tensor(self.total),
+            "planned": torch.tensor(self.planned),
             "model": system_state(self.system),
             "optimizer": self.optimizer.state_dict(),
         }
@@ -336,6 +364,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.step = int(state["step"])
+        if "total" in state:
+            self.total = int(state["total"])
+            self.planned = bool(state["planned"])
         history = self.options.out / "history.json"
         self.history = json.loads(history.read_text()) if history.is_file() else []
 

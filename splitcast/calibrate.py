@@ -7,9 +7,11 @@ fusion; a weight, blur and moved-answer weight for the late average: the combine
 it tries), keeps the best per delay and writes a copy of the checkpoint whose configuration
 carries them as its per-age policy (applied by the edge to the measured age D_o, and by
 `evaluate`). A weight of 0 is local-only, so on those clips the choice is never worse than
-local-only at any age. The copy keeps the weights' version: the networks a server must agree
-on are unchanged. Selecting on a split that is neither trained on nor reported keeps the
-reported figures honest.
+local-only at any age; and a candidate that beats local-only there is only kept when it does
+so in most resamples of the calibration clips (`confidence`), since a lead that rests on one
+or two clips is noise that new footage will not repeat. The copy keeps the weights' version:
+the networks a server must agree on are unchanged. Selecting on a split that is neither
+trained on nor reported keeps the reported figures honest.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from splitcast.data.clips import ClipDataset, open_clips
+from splitcast.data.metrics import Gain, bootstrap_gain
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
 from splitcast.models.combiners import LOCAL_ONLY, AnswerUse, check_uses
@@ -49,6 +54,9 @@ class CalibrationRequest:
     moved_weights: list[float] | None = None
     """Late average: weights of the moved on-time answer (default: the combiner's)."""
     every: int = 3
+    confidence: float = 0.9
+    """Keep a candidate other than local-only at an age only if it beats local-only in at least
+    this fraction of bootstrap resamples of the calibration clips (0: the best score wins)."""
     progress: bool = True
 
 
@@ -63,15 +71,17 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
     combiner = system.combiner()
     candidates = combiner.candidates(request.weights, request.blurs, request.moved_weights)
     check_uses(candidates)
-    if LOCAL_ONLY not in candidates:
-        candidates.append(LOCAL_ONLY)
+    candidates = [LOCAL_ONLY, *(c for c in candidates if c != LOCAL_ONLY)]
     name = combiner.name
     codec = get_codec(system.config.codec, system.bottleneck)
     delays = [float(d) for d in range(request.max_delay + 1)]
     evaluator = OfflineEvaluator(system, dataset, codec=codec)
     scores = evaluator.run(delays, every=request.every, gains=candidates, progress=request.progress)
     grid = scores["gain_grid"]
-    chosen = [candidates[row.index(max(row))] for row in grid]
+    choices = [
+        safe_choice(evaluator, row, candidates, request.confidence) for row in range(len(delays))
+    ]
+    chosen = [choice.use for choice in choices]
     calibrated = replace(system, config=system.config.with_policy(name, chosen))
     folder = request.out / "checkpoint"
     record = {k: v for k, v in meta.items() if k not in ("config", "packaged_prefixes")}
@@ -92,7 +102,9 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         "candidates": [use_record(c) for c in candidates],
         "gain_grid": grid,
         "local_only": scores["miou"]["local_only"][0],
+        "confidence": request.confidence,
         "chosen": [use_record(c) for c in chosen],
+        "choices": [choice.to_json() for choice in choices],
     }
     request.out.mkdir(parents=True, exist_ok=True)
     write_json(request.out / "calibration.json", result)
@@ -103,6 +115,43 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         result["local_only"],
     )
     return result
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What calibration settled on at one age, and why."""
+
+    use: AnswerUse
+    best: AnswerUse
+    """The best-scoring candidate on the calibration clips (local-only on a tie)."""
+    gain: Gain
+    """`best`'s mIoU minus local-only's on those clips, with its interval over clips."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "use": use_record(self.use),
+            "best": use_record(self.best),
+            "best_gain_over_local_only": self.gain.to_json(),
+            "fell_back_to_local_only": self.use != self.best,
+        }
+
+
+def safe_choice(
+    evaluator: OfflineEvaluator, row: int, candidates: list[AnswerUse], confidence: float
+) -> Choice:
+    """The best candidate at delay row `row` of the evaluator's last `run` (unrounded scores,
+    the first candidate on a tie), or local-only when the best beats local-only in fewer than
+    `confidence` of the bootstrap resamples of the clips."""
+    assert evaluator.matrices is not None
+    scores = [cell.miou() for cell in evaluator.matrices.gain_grid[row]]
+    best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
+    clips = list(evaluator.clip_matrices.values())
+    gain = bootstrap_gain(
+        np.stack([clip.gain_grid[row][best].counts for clip in clips]),
+        np.stack([clip.fixed["local_only"].counts for clip in clips]),
+    )
+    sure = candidates[best] == LOCAL_ONLY or gain.above_zero >= confidence
+    return Choice(candidates[best] if sure else LOCAL_ONLY, candidates[best], gain)
 
 
 def use_record(use: AnswerUse) -> dict[str, float]:

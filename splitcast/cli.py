@@ -18,6 +18,7 @@ from splitcast.evaluate_cli import (
     add_evaluate_command,
     add_sweep_command,
 )
+from splitcast.fit_cli import add_fit_command
 from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.netem_cli import add_link_command, add_netem_command
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     add_data_commands(commands)
     add_train_command(commands)
+    add_fit_command(commands)
     add_package_command(commands)
     add_evaluate_command(commands)
     add_sweep_command(commands)

@@ -67,8 +67,8 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
         "import",
         help="turn a video plus per-frame mask PNGs into the clip format",
         description="Cut a video into clips of --clip-len frames and pair frames with masks named "
-        "by frame index (e.g. 000042.png or 42.png; uint8 Cityscapes trainIds, 255 = ignore). "
-        "Frames without a mask stay unlabelled.",
+        "by frame index (e.g. 000042.png or 42.png; uint8 class ids, 255 = ignore: Cityscapes "
+        "trainIds unless --classes names your own). Frames without a mask stay unlabelled.",
     )
     imported.add_argument("--video", type=Path, required=True)
     imported.add_argument("--masks", type=Path, required=True, help="folder of mask PNGs")
@@ -80,6 +80,13 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
         choices=("jpg", "png"),
         default="jpg",
         help="frame file format (default: %(default)s)",
+    )
+    imported.add_argument(
+        "--classes",
+        type=_class_names,
+        metavar="NAME,NAME,...",
+        help="your masks' class names in id order, e.g. background,person (default: the 19 "
+        "Cityscapes trainId classes)",
     )
     imported.set_defaults(run=_run_import)
 
@@ -98,6 +105,15 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="print one JSON object instead of tables"
     )
     stats.set_defaults(run=_run_stats)
+
+
+def _class_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected two or more distinct comma-separated class names, got {text!r}"
+        )
+    return names
 
 
 def _run_build(args: argparse.Namespace) -> None:
@@ -129,7 +145,15 @@ def _run_build(args: argparse.Namespace) -> None:
 def _run_import(args: argparse.Namespace) -> None:
     from splitcast.data.importer import import_video
 
-    dataset = import_video(args.video, args.masks, args.out, args.clip_len, args.fps, args.format)
+    dataset = import_video(
+        args.video,
+        args.masks,
+        args.out,
+        args.clip_len,
+        args.fps,
+        args.format,
+        classes=args.classes,
+    )
     labelled = sum(len(clip.labelled) for clip in dataset.clips)
     print(f"imported {len(dataset)} clips ({labelled} labelled frames) into {args.out}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splitcast.arguments import non_negative_float, positive_int
+from splitcast.arguments import non_negative_float, positive_int, probability
 from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
 
 
@@ -288,6 +288,14 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         default=3,
         help="score every N-th target frame (default: %(default)s)",
     )
+    parser.add_argument(
+        "--confidence",
+        type=probability,
+        default=0.9,
+        help="keep a candidate other than local-only at an age only if it beats local-only in "
+        "at least this fraction of bootstrap resamples of the clips; 0 keeps the best score "
+        "(default: %(default)s)",
+    )
     parser.set_defaults(run=_run_calibrate)
 
 
@@ -310,14 +318,15 @@ def _run_calibrate(args: argparse.Namespace) -> None:
         blurs=args.blurs,
         moved_weights=args.moved_weights,
         every=args.every,
+        confidence=args.confidence,
     )
     result = calibrate(request)
     candidates = [AnswerUse(**record) for record in result["candidates"]]
     lines = plotted_lines(candidates, result["gain_grid"])
     print("| age (ticks) | " + " | ".join(lines) + " | chosen |")
     print("|---" * (len(lines) + 2) + "|")
-    for number, (delay, row) in enumerate(zip(result["delays"], result["gain_grid"], strict=True)):
-        chosen = candidate_label(candidates[row.index(max(row))])
+    for number, (delay, record) in enumerate(zip(result["delays"], result["chosen"], strict=True)):
+        chosen = candidate_label(AnswerUse(**record))
         values = " | ".join(f"{column[number]:.2f}" for column in lines.values())
         print(f"| {delay:g} | {values} | {chosen} |")
     print(f"local-only {result['local_only']:.2f} on {result['targets']} target frames")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,7 @@ def test_calibration_grid_picks_the_best_gain_and_the_edge_setting_applies_it(
     result = calibrate(
         CalibrationRequest(
             str(checkpoint), data, tmp_path, max_delay=3, weights=[0.0, 1.0, 3.0], every=1,
-            progress=False,
+            confidence=0.0, progress=False,
         )
     )  # fmt: skip
     saved = json.loads((tmp_path / "calibration.json").read_text())
@@ -165,6 +166,29 @@ def test_calibration_grid_picks_the_best_gain_and_the_edge_setting_applies_it(
                           progress=False)
     )  # fmt: skip
     assert rescored["miou"]["dedelayed"] == [max(row) for row in grid]
+
+
+def test_calibration_keeps_a_lead_over_local_only_only_when_it_is_reliable(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With `confidence`, an age's best candidate is kept only where it beat local-only in
+    that share of resamples of the clips; elsewhere the choice falls back to local-only."""
+    data, checkpoint = setup
+    request = CalibrationRequest(
+        str(checkpoint), data, tmp_path, max_delay=3, weights=[0.5, 1.0, 3.0], every=1,
+        confidence=0.0, progress=False,
+    )  # fmt: skip
+    best = calibrate(request)
+    sure = calibrate(replace(request, confidence=1.0, out=tmp_path / "sure"))
+    assert sure["candidates"][0] == {"weight": 0.0, "blur": 1, "warped_weight": 0.0}
+    for age, choice in enumerate(sure["choices"]):
+        assert choice["best"] == best["chosen"][age]
+        reliable = choice["best_gain_over_local_only"]["above_zero"] == 1.0
+        expected = (
+            choice["best"] if reliable or choice["best"]["weight"] == 0 else sure["candidates"][0]
+        )
+        assert sure["chosen"][age] == expected
+        assert choice["fell_back_to_local_only"] == (sure["chosen"][age] != choice["best"])
 
 
 def test_calibration_refuses_the_training_clips(setup: tuple[Path, Path], tmp_path: Path) -> None:

@@ -378,3 +378,25 @@ def test_import_command_line(video, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_import_with_own_class_names(video, tmp_path: Path) -> None:
+    path, _, _ = video
+    masks = tmp_path / "two-class"
+    for k in (1, 4):
+        mask = np.zeros((H, W), dtype=np.uint8)
+        mask[H // 2 :, W // 2 :] = 1
+        mask[0] = 255
+        _save_png(masks / f"{k}.png", mask)
+    out = tmp_path / "own"
+    dataset = import_video(
+        path, masks, out, clip_len=4, progress=False, classes=["background", "person"]
+    )
+    assert dataset.meta.classes == ("background", "person")
+    assert len(dataset.meta.palette) == 2 and len(set(dataset.meta.palette)) == 2
+    assert open_clips(out).meta.num_classes == 2
+    _save_png(masks / "7.png", np.full((H, W), 2, dtype=np.uint8))
+    with pytest.raises(DataError, match=r"unknown class ids \[2\]"):
+        import_video(path, masks, tmp_path / "bad", clip_len=4, progress=False, classes=["a", "b"])
+    with pytest.raises(DataError, match="distinct"):
+        import_video(path, masks, tmp_path / "dup", clip_len=4, progress=False, classes=["a", "a"])
