@@ -40,26 +40,16 @@ proto: $(STAMP)
 	$(BIN)/python -m splitcast.v1.generate
 
 # Rebuild the shipped default checkpoint from scratch on this machine (about 4 hours on 2 CPU
-# cores; docs/training.md says what each step does). Every step is a splitcast command; the last
-# one overwrites models/checkpoints/default.
+# cores; docs/training.md says what each step does): the benchmark's splits, then `splitcast fit`
+# on them (every stage of the recipe, both calibrations, the report on val); the last step
+# overwrites models/checkpoints/default.
 DATA := out/data
 RECIPE := out/recipe
 default-checkpoint: $(STAMP)
 	$(BIN)/splitcast data build --split train --out $(DATA)/train
 	$(BIN)/splitcast data build --split val --out $(DATA)/val
 	$(BIN)/splitcast data build --split calib --out $(DATA)/calib
-	$(BIN)/splitcast train --config lite --data $(DATA)/train --out $(RECIPE)/lite --delays 0-10
-	$(BIN)/splitcast train --init $(RECIPE)/lite --train-remote-top --delays 0-10 \
-		--data $(DATA)/train --out $(RECIPE)/top
-	$(BIN)/splitcast train --init $(RECIPE)/top --forecast-warp --fused-dropout 0.5 --epochs 1 \
-		--lr 1e-3 --warmup-steps 50 --delays 0-10 --data $(DATA)/train --out $(RECIPE)/warp
-	$(BIN)/splitcast train --init $(RECIPE)/warp --codec learned --codec-width 16 \
-		--rate-lambda 1e-5 --train-only codec --delays 0-10 --data $(DATA)/train \
-		--out $(RECIPE)/codec --epochs 1
-	$(BIN)/splitcast package $(RECIPE)/codec --out $(RECIPE)/packaged
-	$(BIN)/splitcast calibrate --checkpoint $(RECIPE)/packaged --combiner feature_fusion \
-		--data $(DATA)/calib --out $(RECIPE)/calib-fusion
-	$(BIN)/splitcast calibrate --checkpoint $(RECIPE)/calib-fusion/checkpoint \
-		--combiner late_average --weights 0.4,0.5,0.6 --blurs 5,7,9,11 \
-		--moved-weights 0,0.2,0.4,0.6 --data $(DATA)/calib --out $(RECIPE)/calib-late
-	$(BIN)/splitcast package $(RECIPE)/calib-late/checkpoint --out models/checkpoints/default
+	$(BIN)/splitcast fit --data $(DATA)/train --calib-data $(DATA)/calib --test-data $(DATA)/val \
+		--every 3 --confidence 0 --weights 0.4,0.5,0.6 --blurs 5,7,9,11 \
+		--moved-weights 0,0.2,0.4,0.6 --out $(RECIPE)
+	$(BIN)/splitcast package $(RECIPE)/checkpoint --out models/checkpoints/default

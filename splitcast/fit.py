@@ -129,24 +129,41 @@ class Fit:
         return self.state
 
     def split(self) -> ClipSplit:
+        """Cut `data` by clip, or take the given calibration and test folders whole; each part
+        becomes a clip folder of links under OUT/split."""
         request = self.request
-        dataset = open_clips(request.data)
+        sources = {"train": open_clips(request.data)}
+        if request.calib_data is not None and request.test_data is not None:
+            sources |= {
+                "calib": open_clips(request.calib_data),
+                "test": open_clips(request.test_data),
+            }
+        for part, dataset in sources.items():
+            if dataset.meta.classes != sources["train"].meta.classes:
+                raise DataError(
+                    f"the {part} clips ({dataset.root}) have other classes than {request.data}"
+                )
         if "split" in self.state["done"]:
             split = ClipSplit.from_json(self.state["done"]["split"])
+        elif len(sources) == 3:
+            names = {part: tuple(c.name for c in d.clips) for part, d in sources.items()}
+            split = ClipSplit(request.seed, names["train"], names["calib"], names["test"])
         else:
             split = split_by_clip(
-                [clip.name for clip in dataset.clips],
+                [clip.name for clip in sources["train"].clips],
                 request.calib_fraction,
                 request.test_fraction,
                 request.seed,
             )
         for part in ("train", "calib", "test"):
+            dataset = sources.get(part, sources["train"])
             write_subset(dataset, getattr(split, part), self.out / "split" / part)
         if "split" not in self.state["done"]:
             self._done("split", split.to_json())
+        how = "as given" if len(sources) == 3 else f"by clip (seed {split.seed})"
         self._say(
-            f"{len(dataset)} clips split by clip (seed {split.seed}): {len(split.train)} train, "
-            f"{len(split.calib)} calibration, {len(split.test)} test"
+            f"clips split {how}: {len(split.train)} train, {len(split.calib)} calibration, "
+            f"{len(split.test)} test"
         )
         return split
 
@@ -191,7 +208,6 @@ class Fit:
             resume=(folder / STATE_FILE).is_file(),
             progress=request.progress,
             init=None if previous is None else str(previous),
-            warmup_steps=30,
         )
         return replace(options, **stage.overrides)
 

@@ -84,6 +84,13 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
         help="share of clips for the report (default: %(default)s)",
     )
     parser.add_argument(
+        "--calib-data",
+        type=Path,
+        help="calibration clips in a folder of their own (with --test-data): --data is then "
+        "all training clips and nothing is split",
+    )
+    parser.add_argument("--test-data", type=Path, help="test clips in a folder of their own")
+    parser.add_argument(
         "--delays",
         type=_delay_range,
         default=(0.0, 10.0),
@@ -136,6 +143,8 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
 def _run_fit(args: argparse.Namespace) -> None:
     from splitcast.fit import fit
 
+    if (args.calib_data is None) != (args.test_data is None):
+        raise SystemExit("splitcast fit: error: give --calib-data and --test-data together")
     state = fit(
         FitRequest(
             data=args.data,
@@ -144,6 +153,8 @@ def _run_fit(args: argparse.Namespace) -> None:
             seed=args.seed,
             calib_fraction=args.calib_fraction,
             test_fraction=args.test_fraction,
+            calib_data=args.calib_data,
+            test_data=args.test_data,
             time_budget_min=args.time_budget,
             delays=args.delays,
             batch_size=args.batch_size,

@@ -28,6 +28,10 @@ class FitRequest:
     seed: int = 0
     calib_fraction: float = 0.2
     test_fraction: float = 0.2
+    calib_data: Path | None = None
+    test_data: Path | None = None
+    """Calibration and test clips in folders of their own (both or neither): `data` is then
+    all training clips and nothing is split."""
     time_budget_min: float | None = None
     """Minutes of training steps over all stages (None: the recipe's epochs)."""
     delays: tuple[float, float] = (0.0, 10.0)

@@ -176,3 +176,23 @@ def test_bootstrap_gain_over_clips() -> None:
     assert bootstrap_gain(mixed, baseline).low < 0 < bootstrap_gain(mixed, baseline).high
     with pytest.raises(ValueError, match="per-clip counts"):
         bootstrap_gain(baseline, baseline[:3])
+
+
+def test_calibration_and_test_folders_of_their_own_are_used_whole(
+    fitted: Path, tmp_path: Path
+) -> None:
+    split = fitted / "split"
+    result = _fit(
+        split / "train", tmp_path / "run", "--calib-data", str(split / "calib"),
+        "--test-data", str(split / "test"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "split as given" in result.stdout
+    first = json.loads((fitted / "fit.json").read_text())["done"]["split"]
+    again = json.loads((tmp_path / "run" / "fit.json").read_text())["done"]["split"]
+    assert {k: sorted(v) for k, v in again.items() if k != "seed"} == {
+        k: sorted(v) for k, v in first.items() if k != "seed"
+    }
+    load_checkpoint(tmp_path / "run" / "checkpoint")
+    alone = _fit(split / "train", tmp_path / "alone", "--calib-data", str(split / "calib"))
+    assert alone.returncode != 0 and "together" in alone.stderr
