@@ -25,6 +25,7 @@ from typing import Any
 
 from splitcast.calibrate import CalibrationRequest, calibrate
 from splitcast.data.clips import DataError, open_clips
+from splitcast.data.sampling import valid_targets
 from splitcast.data.splits import ClipSplit, split_by_clip, write_subset
 from splitcast.fit_report import ReportRequest, write_report
 from splitcast.fit_settings import COMBINERS, LARGE_DATA_CLIPS, FitRequest
@@ -155,9 +156,16 @@ class Fit:
                 request.test_fraction,
                 request.seed,
             )
+        context = get_config(request.config).context_frames
         for part in ("train", "calib", "test"):
             dataset = sources.get(part, sources["train"])
-            write_subset(dataset, getattr(split, part), self.out / "split" / part)
+            subset = write_subset(dataset, getattr(split, part), self.out / "split" / part)
+            if not any(valid_targets(c, request.delays[1], context, 1) for c in subset.clips):
+                raise DataError(
+                    f"no {part} clip has a labelled frame with {request.delays[1]:g} + "
+                    f"{context - 1} frames before it, as answers up to {request.delays[1]:g} "
+                    "ticks old need: import longer clips (--clip-len) or lower --delays"
+                )
         if "split" not in self.state["done"]:
             self._done("split", split.to_json())
         how = "as given" if len(sources) == 3 else f"by clip (seed {split.seed})"

@@ -130,9 +130,11 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
             f"({low['delay_ms']:g}-{high['delay_ms']:g} ms)"
         )
         gains = [row["gain"]["gain"] for row in part]
+        bounds = [row["gain"]["low"] for row in part] + [row["gain"]["high"] for row in part]
         sentences.append(
             f"At {span}: {VERDICTS[low['verdict']]} (gain over local-only "
-            f"{min(gains):+.2f} to {max(gains):+.2f} mIoU)."
+            f"{min(gains):+.2f} to {max(gains):+.2f} mIoU, 95 % intervals within "
+            f"[{min(bounds):+.2f}, {max(bounds):+.2f}])."
             if low["verdict"] != "local_only"
             else f"At {span}: {VERDICTS['local_only']} (gain 0 by construction)."
         )
