@@ -172,15 +172,7 @@ class OfflineEvaluator:
         variants: dict[str, Codec],
         mismatch: Sequence[float] | None,
     ) -> Matrices:
-        per_delay = ("remote_stale_image", "remote_stale_video", "remote_predictive", "dedelayed")
-        side = len(mismatch or ())
-        return Matrices(
-            per_delay={m: [self._matrix() for _ in range(columns)] for m in per_delay},
-            fixed={"local_only": self._matrix(), "oracle": self._matrix()},
-            gain_grid=[[self._matrix() for _ in range(candidates)] for _ in range(columns)],
-            variants={name: [self._matrix() for _ in range(columns)] for name in variants},
-            mismatch=[[self._matrix() for _ in range(side)] for _ in range(side)] if side else None,
-        )
+        return Matrices.empty(self._matrix, columns, candidates, variants, len(mismatch or ()))
 
     @torch.inference_mode()
     def run(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,26 @@ class Matrices:
     gain_grid: list[list[ConfusionMatrix]]
     variants: dict[str, list[ConfusionMatrix]]
     mismatch: list[list[ConfusionMatrix]] | None
+
+    @classmethod
+    def empty(
+        cls,
+        make: Callable[[], ConfusionMatrix],
+        columns: int,
+        candidates: int,
+        variants: Iterable[str],
+        side: int,
+    ) -> Matrices:
+        """Zero matrices from `make` for `columns` delays, a grid of `candidates` per delay,
+        codec `variants` and a `side` x `side` mismatch grid (none if 0)."""
+        fixed = ("local_only", "oracle")
+        return cls(
+            per_delay={m: [make() for _ in range(columns)] for m in METHODS if m not in fixed},
+            fixed={m: make() for m in fixed},
+            gain_grid=[[make() for _ in range(candidates)] for _ in range(columns)],
+            variants={name: [make() for _ in range(columns)] for name in variants},
+            mismatch=[[make() for _ in range(side)] for _ in range(side)] if side else None,
+        )
 
     def cells(self) -> list[ConfusionMatrix]:
         """Every matrix, in an order that is the same for any two `Matrices` of one `run`."""

@@ -364,9 +364,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.step = int(state["step"])
-        if "total" in state:
+        if bool(state.get("planned", False)):
+            # a time budget's plan holds; otherwise the total follows the options of the resume
             self.total = int(state["total"])
-            self.planned = bool(state["planned"])
+            self.planned = True
         history = self.options.out / "history.json"
         self.history = json.loads(history.read_text()) if history.is_file() else []
 

@@ -138,6 +138,13 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="plan the schedule (cosine decay included) to end within this many minutes of "
+        "training steps, at the pace of the first 10; --epochs is then an upper bound",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue from training_state.pt in --out"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
@@ -242,6 +249,7 @@ def _run_train(args: argparse.Namespace) -> None:
         workers=args.workers,
         seed=args.seed,
         max_steps=args.max_steps,
+        time_budget_s=None if args.time_budget is None else args.time_budget * 60,
         resume=args.resume,
         init=args.init,
         rate_lambda=args.rate_lambda,

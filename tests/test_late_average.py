@@ -200,12 +200,15 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
     result = calibrate(request)
     candidates = [AnswerUse(**record) for record in result["candidates"]]
     assert len(candidates) == 9 and {c.blur for c in candidates} == {1, 5}
-    assert candidates[-1] == AnswerUse(0.0), "local-only is always a candidate"
+    assert candidates[0] == AnswerUse(0.0), "local-only is always a candidate, first"
     grid = result["gain_grid"]
     assert result["combiner"] == "late_average" and len(grid) == 3 and len(grid[0]) == 9
-    assert all(row[-1] == result["local_only"] for row in grid)
-    chosen = [candidates[row.index(max(row))] for row in grid]
-    assert [AnswerUse(**record) for record in result["chosen"]] == chosen
+    assert all(row[0] == result["local_only"] for row in grid)
+    chosen = [AnswerUse(**record) for record in result["chosen"]]
+    for use, choice, row in zip(chosen, result["choices"], grid, strict=True):
+        best = AnswerUse(**choice["best"])
+        assert row[candidates.index(best)] == max(row)  # best unrounded: among best rounded
+        assert use == best or (use == AnswerUse(0.0) and choice["fell_back_to_local_only"])
     lines = plotted_lines(candidates, grid)
     assert len(lines) == 2  # one per weight of the moved answer, the best of its candidates
     best = [max(row[i] for i, c in enumerate(candidates) if c.warped_weight == 0.5) for row in grid]
@@ -223,7 +226,9 @@ def test_calibration_switches_to_the_late_average_and_evaluate_applies_it(
             progress=False,
         )
     )  # fmt: skip
-    assert rescored["miou"]["dedelayed"] == [max(row) for row in grid]
+    assert rescored["miou"]["dedelayed"] == [
+        row[candidates.index(u)] for u, row in zip(chosen, grid, strict=True)
+    ]
     wire = calibrated.combiner().wire()
     sent = sum(int(np.prod(t.shape)) for t in wire)
     assert 0 < rescored["downlink_bytes_per_frame"]["mean"] < sent

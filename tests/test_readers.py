@@ -389,9 +389,7 @@ def test_import_with_own_class_names(video, tmp_path: Path) -> None:
         mask[0] = 255
         _save_png(masks / f"{k}.png", mask)
     out = tmp_path / "own"
-    dataset = import_video(
-        path, masks, out, clip_len=4, progress=False, classes=["background", "person"]
-    )
+    dataset = import_video(path, masks, out, 4, progress=False, classes=["background", "person"])
     assert dataset.meta.classes == ("background", "person")
     assert len(dataset.meta.palette) == 2 and len(set(dataset.meta.palette)) == 2
     assert open_clips(out).meta.num_classes == 2

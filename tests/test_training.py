@@ -104,6 +104,22 @@ def test_resume_continues_where_training_stopped(splits: Path, tmp_path: Path) -
     assert history[1]["step"] > history[0]["step"]
 
 
+def test_a_time_budget_ends_training_early_and_its_plan_survives_a_resume(
+    splits: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    first = _train(splits, run, "--epochs", "200", "--time-budget", "0.1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    state = torch.load(run / "training_state.pt", weights_only=True)
+    per_epoch = json.loads((run / "history.json").read_text())[0]["step"]
+    assert bool(state["planned"]) and 10 <= int(state["total"]) < 200 * per_epoch
+    assert int(state["step"]) == int(state["total"])  # the plan, not the epochs, ended it
+    resumed = _train(splits, run, "--epochs", "200", "--time-budget", "0.1", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = torch.load(run / "training_state.pt", weights_only=True)
+    assert int(again["step"]) == int(state["step"])  # nothing left to do
+
+
 def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:
     system = build("tiny")
     version = save_checkpoint(system, tmp_path / "ckpt", {"note": "test"}, half=False)
