@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from splitcast.cloud.onnx_encoder import onnx_encoder
 from splitcast.data.images import fit
+from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import EncodedTensor, get_codec
 from splitcast.models.combiners import AnswerTensors
+from splitcast.models.devices import autocast, resolve_device, resolve_precision
 from splitcast.models.memory_format import inference_layout
 from splitcast.models.onnx_program import onnx_or_none
 from splitcast.models.registry import SplitSystem
@@ -35,11 +38,20 @@ class RemoteRuntime:
         system: SplitSystem,
         codec: str | None = None,
         encoder: str = RUNTIMES[0],
+        device: torch.device | None = None,
+        precision: str = "fp32",
     ) -> None:
         """`codec`: the answer codec's name (default: the configuration's); `encoder`: one
-        of `RUNTIMES`."""
+        of `RUNTIMES` (on a GPU the encoder runs in PyTorch there); `device` and `precision`
+        (`splitcast.models.devices`): where the remote model runs; the codec stays on the
+        CPU."""
         if encoder not in RUNTIMES:
             raise ValueError(f"encoder runtime {encoder!r} is not one of {RUNTIMES}")
+        self.device = device or torch.device("cpu")
+        self.precision = precision
+        if self.device.type != "cpu":
+            system.remote.to(self.device)
+            encoder = RUNTIMES[1]
         self.system = system
         self.config = system.config
         self.combiner = system.combiner(codec)
@@ -79,9 +91,11 @@ class RemoteRuntime:
         (oldest first)."""
         pixels = torch.from_numpy(fit(image_rgb, self.config.remote_size))
         frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        used, context = stream.push(sequence, self.encode(frame))
-        delay = torch.tensor([delay_ticks], dtype=torch.float32)
-        return self.combiner.answer(context, delay)[0], used
+        with autocast(self.device, self.precision):
+            used, context = stream.push(sequence, self.encode(frame.to(self.device)))
+            delay = torch.tensor([delay_ticks], dtype=torch.float32, device=self.device)
+            answer = self.combiner.answer(context, delay)[0]
+        return {name: tensor.float().cpu() for name, tensor in answer.items()}, used
 
     def step(
         self, stream: RemoteStream, sequence: int, image_rgb: np.ndarray, delay_ticks: float
@@ -89,3 +103,21 @@ class RemoteRuntime:
         """`answer`, each tensor encoded with the codec."""
         answer, used = self.answer(stream, sequence, image_rgb, delay_ticks)
         return {name: self.codec.encode(tensor[0].numpy()) for name, tensor in answer.items()}, used
+
+
+def warm_runtime(
+    model: SplitSystem | str | Path,
+    codec: str | None = None,
+    encoder: str = RUNTIMES[0],
+    device: str = "auto",
+    precision: str | None = None,
+) -> RemoteRuntime:
+    """A server's runtime for `model` (a loaded system, a packaged checkpoint's name, a folder
+    or a configuration name) on `device` (`splitcast.models.devices`), warmed up."""
+    system = model if isinstance(model, SplitSystem) else load_system(model)
+    where = resolve_device(device)
+    runtime = RemoteRuntime(
+        system, codec, encoder=encoder, device=where, precision=resolve_precision(precision, where)
+    )
+    runtime.warm_up()
+    return runtime

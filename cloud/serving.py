@@ -13,9 +13,8 @@ from pathlib import Path
 
 import grpc
 
-from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.cloud.runtime import RemoteRuntime, warm_runtime
 from splitcast.cloud.server import DEFAULT_MAX_MESSAGE_BYTES, SplitInferenceServicer, start_server
-from splitcast.models.checkpoint import load_system
 from splitcast.models.registry import SplitSystem
 from splitcast.models.runtime_names import RUNTIMES
 
@@ -102,11 +101,12 @@ def serve(
     encoder: str = RUNTIMES[0],
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    device: str = "auto",
+    precision: str | None = None,
 ) -> RunningServer:
     """Serve `model` (a loaded system, a packaged checkpoint's name, a folder or a
-    configuration name) on `host`:`port` (0: any free port), warmed up before it answers;
-    `interceptors` see every call first."""
-    system = model if isinstance(model, SplitSystem) else load_system(model)
-    runtime = RemoteRuntime(system, codec, encoder=encoder)
-    runtime.warm_up()
+    configuration name) on `host`:`port` (0: any free port), on `device` in `precision`
+    (`splitcast.models.devices`), warmed up before it answers; `interceptors` see every call
+    first."""
+    runtime = warm_runtime(model, codec, encoder, device, precision)
     return RunningServer(runtime, host, port, max_message_bytes, interceptors)

@@ -11,6 +11,7 @@ a ROS callback, a GStreamer appsink, a camera SDK, or the `splitcast edge` comma
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,10 +94,13 @@ class EdgeClient:
         max_staleness_frames: int = 10,
         initial_delay_ticks: float | None = None,
         output_size: tuple[int, int] | None = None,
+        providers: Sequence[str] = ("cpu",),
     ) -> None:
         """`initial_delay_ticks`: D_i asked for before any delay is measured (default: the
         staleness limit, the worst delay still used); `output_size`: (height, width) of the
-        class ids (default: the local model's input size)."""
+        class ids (default: the local model's input size); `providers`: ONNX Runtime's
+        execution providers for the local model, in order of preference (cuda, tensorrt, cpu;
+        one this onnxruntime lacks is an error)."""
         config = system.config
         self.system = system
         self.combiner = system.combiner()
@@ -110,6 +114,7 @@ class EdgeClient:
             self.combiner,
             runtime=runtime,
             history_frames=max_staleness_frames + 1,
+            providers=providers,
         )
         if initial_delay_ticks is None:
             initial_delay_ticks = max_staleness_frames * self.ticks_per_frame

@@ -32,6 +32,8 @@ class EdgeOptions:
     model: str = "default"
     runtime: str = RUNTIMES[0]
     """What runs the local model: one of `splitcast.models.runtime_names.RUNTIMES`."""
+    providers: tuple[str, ...] = ("cpu",)
+    """ONNX Runtime execution providers in order of preference (cuda, tensorrt, cpu)."""
     server: str | None = None
     realtime: bool = True
     max_staleness_frames: int = 10
@@ -94,6 +96,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         max_staleness_frames=options.max_staleness_frames,
         initial_delay_ticks=options.initial_delay_ticks,
         output_size=options.output_size,
+        providers=options.providers,
     )
     frame_ms = 1000.0 / source.fps
     sinks = _Sinks(options, source.fps)

@@ -12,6 +12,8 @@ machine to everything else. In PyTorch it runs with channels-last weights
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -20,7 +22,7 @@ from splitcast.models.edge_step import EdgeStep, LocalRunner, TorchLocal
 from splitcast.models.local import LocalModel
 from splitcast.models.memory_format import inference_layout
 from splitcast.models.motion import FrameHistory, grey
-from splitcast.models.onnx_program import OnnxProgram, onnx_or_none
+from splitcast.models.onnx_program import OnnxProgram, onnx_or_none, resolve_providers
 from splitcast.models.runtime_names import RUNTIMES
 
 
@@ -58,24 +60,26 @@ def local_runner(
     combiner: Combiner,
     runtime: str = RUNTIMES[0],
     channels_last: bool = True,
+    providers: Sequence[str] = ("cpu",),
 ) -> LocalRunner:
-    """What runs the local model for the edge: exported graphs in ONNX Runtime (falling back to
-    PyTorch when the export fails, with a warning) or PyTorch."""
+    """What runs the local model for the edge: exported graphs in ONNX Runtime with
+    `providers` in order of preference (falling back to PyTorch when the export fails, with a
+    warning; a provider this onnxruntime lacks is an error) or PyTorch."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r} is not one of {RUNTIMES}")
     model = model.eval()
     if runtime == RUNTIMES[0]:
         frame = torch.zeros(1, 3, *local_size)
         threads = torch.get_num_threads()
+        chosen = resolve_providers(providers)
 
         def export() -> _GraphLocal:
-            local_only = OnnxProgram(model, (frame,), ["frame"], threads)
+            local_only = OnnxProgram(model, (frame,), ["frame"], threads, chosen)
             if not combiner.fuses_features:
                 return _GraphLocal(local_only, None)
             downlink = torch.zeros(1, *model.downlink_shape(local_size))
-            return _GraphLocal(
-                local_only, OnnxProgram(model, (frame, downlink), ["frame", "downlink"], threads)
-            )
+            fused = OnnxProgram(model, (frame, downlink), ["frame", "downlink"], threads, chosen)
+            return _GraphLocal(local_only, fused)
 
         graphs = onnx_or_none(export, "the local model")
         if graphs is not None:
@@ -96,8 +100,9 @@ class LocalRuntime:
         runtime: str = RUNTIMES[0],
         channels_last: bool = True,
         history_frames: int = 32,
+        providers: Sequence[str] = ("cpu",),
     ) -> None:
-        runner = local_runner(model, local_size, combiner, runtime, channels_last)
+        runner = local_runner(model, local_size, combiner, runtime, channels_last, providers)
         self.step = EdgeStep(combiner, runner, local_size)
         self.local_size = local_size
         self.history = FrameHistory(history_frames)

@@ -16,9 +16,9 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import onnxruntime as ort
 import torch
@@ -97,8 +97,48 @@ def onnx_or_none(make: Callable[[], T], what: str) -> T | None:
         return None
 
 
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+"""Execution providers by the short names the command line takes."""
+
+
+class ProviderError(ValueError):
+    """An execution provider asked for that this onnxruntime build does not have."""
+
+
+def resolve_providers(names: Sequence[str]) -> list[str | tuple[str, dict[str, Any]]]:
+    """ONNX Runtime providers for `names` in order of preference, each checked against this
+    onnxruntime build, the CPU last for what the others leave; TensorRT caches its engines
+    next to the exported graphs and may build them in fp16."""
+    available = ort.get_available_providers()
+    short = [name for name, full in PROVIDERS.items() if full in available]
+    chosen: list[str | tuple[str, dict[str, Any]]] = []
+    for name in names:
+        if name not in PROVIDERS:
+            raise ProviderError(f"unknown provider {name!r}; choose from {', '.join(PROVIDERS)}")
+        if PROVIDERS[name] not in available:
+            raise ProviderError(
+                f"ONNX Runtime provider {name!r} is not in this onnxruntime build "
+                f"(onnxruntime {ort.__version__}; available: {', '.join(short)}); on a GPU "
+                "install onnxruntime-gpu (on a Jetson, JetPack's wheel)"
+            )
+        if name == "tensorrt":
+            cache = str(cache_dir() / "tensorrt")
+            options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache}
+            chosen.append((PROVIDERS[name], options | {"trt_fp16_enable": True}))
+        else:
+            chosen.append(PROVIDERS[name])
+    if PROVIDERS["cpu"] not in chosen:
+        chosen.append(PROVIDERS["cpu"])
+    return chosen
+
+
 class OnnxProgram:
-    """`module(*inputs)` at fixed input shapes, run by ONNX Runtime on `threads` threads."""
+    """`module(*inputs)` at fixed input shapes, run by ONNX Runtime on `threads` threads with
+    `providers` (from `resolve_providers`; default the CPU)."""
 
     def __init__(
         self,
@@ -106,6 +146,7 @@ class OnnxProgram:
         examples: tuple[torch.Tensor, ...],
         input_names: list[str],
         threads: int,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] = (PROVIDERS["cpu"],),
     ) -> None:
         self.input_names = input_names
         self.path = cache_dir() / f"{type(module).__name__}-{program_key(module, examples)}.onnx"
@@ -118,9 +159,7 @@ class OnnxProgram:
         # Its threads would otherwise spin after each run, taking the cores from PyTorch work
         # in the same process and from the other process (edge or server) on the machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(self.path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         feed = {

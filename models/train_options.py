@@ -45,6 +45,9 @@ class TrainOptions:
     workers: int = 2
     seed: int = 0
     max_steps: int | None = None
+    device: str = "auto"
+    precision: str | None = None
+    """fp32, bf16 or fp16 (autocast on CUDA); default bf16 on CUDA, fp32 on the CPU."""
     time_budget_s: float | None = None
     """Plan the schedule (cosine decay included) to end within this many seconds of training
     steps, timed on the first steps; the encoding cache is built before and not counted."""

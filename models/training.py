@@ -41,6 +41,7 @@ from splitcast.models.checkpoint import (
     save_checkpoint,
     system_state,
 )
+from splitcast.models.devices import autocast, device_for_rank, moved, resolve_precision
 from splitcast.models.losses import LossModel, class_weights
 from splitcast.models.registry import (
     build,
@@ -72,6 +73,8 @@ class Trainer:
     def __init__(self, options: TrainOptions) -> None:
         self.options = options
         self.rank, self.world = _distributed()
+        self.device = device_for_rank(options.device, self.world)
+        self.precision = resolve_precision(options.precision, self.device)
         torch.manual_seed(options.seed)
         train_clips = open_clips(options.data)
         if options.train_remote_top and not options.freeze_remote_backbone:
@@ -110,7 +113,14 @@ class Trainer:
             self.config.trained.remote_trained_from,
             options.fused_dropout,
         )
-        self.ddp: nn.Module = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        self.model.to(self.device)
+        self.ddp: nn.Module = (
+            DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if self.world > 1
+            else self.model
+        )
         self.optimizer = torch.optim.AdamW(
             param_groups(self.system, options), lr=options.lr, weight_decay=options.weight_decay
         )
@@ -179,6 +189,7 @@ class Trainer:
             drop_last=shuffle,
             generator=generator,
             persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
         )
 
     def _set_train_mode(self) -> None:
@@ -256,7 +267,8 @@ class Trainer:
             factor = _lr_factor(self.step, self.total, options.warmup_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = options.lr * factor * group["lr_scale"]
-            loss, parts = self.ddp(batch)
+            with autocast(self.device, self.precision):
+                loss, parts = self.ddp(moved(batch, self.device))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(
@@ -319,7 +331,9 @@ class Trainer:
                     else collate,
                 )
                 for batch in loader:
-                    outputs, _ = self.model.outputs(batch)
+                    batch = moved(batch, self.device)
+                    with autocast(self.device, self.precision):
+                        outputs, _ = self.model.outputs(batch)
                     for name, matrix in matrices.items():
                         matrix.update(outputs[name].argmax(1), batch.label)
                 results[f"d={delay:g}"] = {name: round(m.miou(), 2) for name, m in matrices.items()}

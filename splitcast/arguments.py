@@ -38,3 +38,18 @@ def probability(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text}")
     return value
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device` and `--precision`, the same on every command that runs a model."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present), cpu, cuda or cuda:N; a device asked for and absent is "
+        "an error (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        help="autocast precision on CUDA (default: bf16 on CUDA, fp32 on the CPU)",
+    )

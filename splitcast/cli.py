@@ -10,7 +10,12 @@ import logging
 import sys
 from pathlib import Path
 
-from splitcast.arguments import non_negative_float, non_negative_int, positive_int
+from splitcast.arguments import (
+    add_device_arguments,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import (
@@ -62,9 +67,11 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "--encoder",
         choices=RUNTIMES,
         default=RUNTIMES[0],
-        help="runtime of the remote's per-frame encoder; onnxruntime exports it once per "
-        "checkpoint into $SPLITCAST_CACHE/onnx (default ~/.cache/splitcast; default: %(default)s)",
+        help="runtime of the remote's per-frame encoder on the CPU (on CUDA it runs in torch); "
+        "onnxruntime exports it once per checkpoint into $SPLITCAST_CACHE/onnx (default "
+        "~/.cache/splitcast; default: %(default)s)",
     )
+    add_device_arguments(parser)
     parser.add_argument(
         "--max-message-mb",
         type=positive_int,
@@ -114,6 +121,15 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         default=RUNTIMES[0],
         help="what runs the local model; onnxruntime exports it once per checkpoint into "
         "$SPLITCAST_CACHE/onnx (default ~/.cache/splitcast; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--providers",
+        type=_provider_list,
+        default=("cpu",),
+        metavar="NAME,...",
+        help="ONNX Runtime execution providers for the local model, in order of preference: "
+        "tensorrt, cuda, cpu (the CPU is always added last); one this onnxruntime lacks is an "
+        "error listing those it has (default: cpu)",
     )
     parser.add_argument(
         "--max-staleness",
@@ -205,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _provider_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected provider names, e.g. cuda,cpu")
+    return names
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -213,13 +236,11 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> None:
-    from splitcast.cloud.runtime import RemoteRuntime
+    from splitcast.cloud.runtime import warm_runtime
     from splitcast.cloud.server import start_server
-    from splitcast.models.checkpoint import load_system
 
     _set_threads(args.threads)
-    runtime = RemoteRuntime(load_system(args.model), args.codec, encoder=args.encoder)
-    runtime.warm_up()
+    runtime = warm_runtime(args.model, args.codec, args.encoder, args.device, args.precision)
     config = runtime.config
 
     async def serve() -> None:
@@ -230,7 +251,7 @@ def _run_serve(args: argparse.Namespace) -> None:
             f"splitcast serve: listening on {args.host}:{port} (model {config.name} "
             f"{config.version}, {runtime.combiner.name} via {runtime.codec.name}, "
             f"K={config.context_frames}, "
-            f"{config.fps:g} fps)",
+            f"{config.fps:g} fps, on {runtime.device} in {runtime.precision})",
             flush=True,
         )
         await until_terminated()
@@ -249,6 +270,7 @@ def _run_edge(args: argparse.Namespace) -> None:
     options = EdgeOptions(
         model=args.model,
         runtime=args.runtime,
+        providers=args.providers,
         server=args.server,
         realtime=not args.fast,
         max_staleness_frames=args.max_staleness,

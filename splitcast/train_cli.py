@@ -7,7 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
-from splitcast.arguments import non_negative_float, positive_int, probability
+from splitcast.arguments import (
+    add_device_arguments,
+    non_negative_float,
+    positive_int,
+    probability,
+)
 
 LOSS_NAMES = ("fused", "local", "predictive", "image_only")
 
@@ -148,6 +153,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from training_state.pt in --out"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
+    add_device_arguments(parser)
     codec = parser.add_argument_group("starting point and downlink codec")
     codec.add_argument(
         "--init",
@@ -250,6 +256,8 @@ def _run_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_steps=args.max_steps,
         time_budget_s=None if args.time_budget is None else args.time_budget * 60,
+        device=args.device,
+        precision=args.precision,
         resume=args.resume,
         init=args.init,
         rate_lambda=args.rate_lambda,

@@ -1,0 +1,95 @@
+"""Devices and execution providers: what is asked for and absent is a clear error naming it;
+on a CUDA machine (tests marked `gpu`) training and serving run there and agree with the CPU."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from splitcast.cloud.runtime import warm_runtime
+from splitcast.edge.client import EdgeClient
+from splitcast.models.devices import DeviceError, resolve_device, resolve_precision
+from splitcast.models.onnx_program import PROVIDERS, ProviderError, resolve_providers
+from splitcast.models.registry import build
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
+def _splitcast(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "splitcast", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_devices_resolve_and_bad_ones_are_named() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_precision(None, torch.device("cpu")) == "fp32"
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    with pytest.raises(DeviceError, match="not supported"):
+        resolve_device("meta")
+    with pytest.raises(DeviceError, match="bf16 is CUDA autocast"):
+        resolve_precision("bf16", torch.device("cpu"))
+    with pytest.raises(DeviceError, match="unknown precision"):
+        resolve_precision("int4", torch.device("cpu"))
+
+
+@no_cuda
+def test_cuda_asked_for_without_a_gpu_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(DeviceError, match="'cuda:1' asked for, but CUDA is not available"):
+        resolve_device("cuda:1")
+    served = _splitcast("serve", "--model", "tiny", "--port", "0", "--device", "cuda")
+    assert served.returncode == 2 and "Traceback" not in served.stderr
+    assert "'cuda' asked for, but CUDA is not available" in served.stderr
+    trained = _splitcast(
+        "train", "--config", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+        "--device", "cuda",
+    )  # fmt: skip
+    assert trained.returncode == 2 and "CUDA is not available" in trained.stderr
+
+
+def test_a_missing_onnxruntime_provider_is_an_error_listing_the_available_ones() -> None:
+    available = ort.get_available_providers()
+    assert resolve_providers(["cpu"]) == ["CPUExecutionProvider"]
+    missing = [name for name, full in PROVIDERS.items() if full not in available]
+    if not missing:
+        pytest.skip("this onnxruntime has every provider")
+    with pytest.raises(ProviderError, match=rf"'{missing[0]}' is not in this onnxruntime.*cpu"):
+        resolve_providers([missing[0], "cpu"])
+    with pytest.raises(ProviderError, match="unknown provider 'npu'"):
+        resolve_providers(["npu"])
+    with pytest.raises(ProviderError, match=missing[0]):
+        EdgeClient(build("tiny"), providers=(missing[0],))
+    edge = _splitcast("edge", "--model", "tiny", "--providers", missing[0], "--frames", "2")
+    assert edge.returncode == 2 and "Traceback" not in edge.stderr
+    assert f"'{missing[0]}' is not in this onnxruntime" in edge.stderr
+
+
+def test_the_server_runtime_on_the_cpu_reports_where_it_runs() -> None:
+    runtime = warm_runtime(build("tiny"), device="cpu")
+    assert (runtime.device.type, runtime.precision) == ("cpu", "fp32")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none here")
+def test_the_server_on_cuda_answers_like_the_cpu(precision: str) -> None:
+    system = build("tiny")
+    cpu = warm_runtime(system, device="cpu", encoder="torch")
+    gpu_runtime = warm_runtime(copy.deepcopy(system), device="cuda", precision=precision)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 96, 192, 3), dtype=np.uint8)
+    streams = (cpu.new_stream(), gpu_runtime.new_stream())
+    for sequence, frame in enumerate(frames):
+        on_cpu, _ = cpu.answer(streams[0], sequence, frame, 2.0)
+        on_gpu, _ = gpu_runtime.answer(streams[1], sequence, frame, 2.0)
+        for name, tensor in on_cpu.items():
+            assert on_gpu[name].device.type == "cpu"
+            tolerance = 1e-3 if precision == "fp32" else 0.1
+            assert torch.allclose(on_gpu[name], tensor, atol=tolerance, rtol=tolerance)
