@@ -23,7 +23,11 @@ STYLES = {
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    """Write through a temporary file and a rename, so a stopped run never leaves half a
+    file (a fit's progress record is read back on resume)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    partial.replace(path)
 
 
 def write_csv(
