@@ -49,6 +49,8 @@ from splitcast.models.registry import (
 from splitcast.models.train_options import TrainOptions, frozen_parts, param_groups, trained_config
 
 STATE_FILE = "training_state.pt"
+BUDGET_PROBE_STEPS = 10
+"""A time budget's plan is made on the pace of this many first steps."""
 
 
 def _distributed() -> tuple[int, int]:
@@ -277,21 +279,12 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             count += 1
-            if self.step == self._budget_probe:
+            if options.time_budget_s and not self.planned and self.step == BUDGET_PROBE_STEPS:
                 self._plan_to_budget(time.perf_counter() - started)
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             bar.set_postfix(loss=f"{loss.item():.3f}")
         return sums, count
-
-    _BUDGET_PROBE_STEPS = 10
-
-    @property
-    def _budget_probe(self) -> int | None:
-        """The step after which the schedule is fitted to the time budget (None: no budget)."""
-        if self.options.time_budget_s is None or self.planned:
-            return None
-        return self._BUDGET_PROBE_STEPS
 
     def _plan_to_budget(self, seconds: float) -> None:
         """Set the total steps so the run ends within the time budget, at the pace of the
