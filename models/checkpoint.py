@@ -212,6 +212,12 @@ def packaged_checkpoints() -> list[str]:
     )
 
 
+def checkpoint_config(name_or_path: str | Path) -> ModelConfig:
+    """A checkpoint's configuration alone (migrated), without building its networks."""
+    meta = json.loads((checkpoint_folder(name_or_path) / META_FILE).read_text())
+    return ModelConfig.from_dict(migrate_config(meta["config"]))
+
+
 def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, Any]]:
     """Rebuild the configuration, add the trained weights; returns the system and its meta."""
     folder = checkpoint_folder(name_or_path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -165,15 +166,6 @@ class OfflineEvaluator:
             stale_video_ids.update(zip(chunk, class_ids(logits, label_size), strict=True))
         return _ClipState(encodings, image_only_ids, stale_video_ids)
 
-    def _empty_matrices(
-        self,
-        columns: int,
-        candidates: int,
-        variants: dict[str, Codec],
-        mismatch: Sequence[float] | None,
-    ) -> Matrices:
-        return Matrices.empty(self._matrix, columns, candidates, variants, len(mismatch or ()))
-
     @torch.inference_mode()
     def run(
         self,
@@ -201,7 +193,15 @@ class OfflineEvaluator:
         variants = variants or {}
         self.variant_bytes = {name: [] for name in variants}
 
-        matrices = self._empty_matrices(len(delays), len(gains or ()), variants, mismatch)
+        empty = partial(
+            Matrices.empty,
+            self._matrix,
+            len(delays),
+            len(gains or ()),
+            variants,
+            len(mismatch or ()),
+        )
+        matrices = empty()
         self.clip_matrices = {}
         max_delay = max([*delays, *(mismatch or [])])
         count = 0
@@ -211,7 +211,7 @@ class OfflineEvaluator:
             targets = self.targets(clip, max_delay, stride, every)
             count += len(targets)
             if targets:
-                scored = self._empty_matrices(len(delays), len(gains or ()), variants, mismatch)
+                scored = empty()
                 self._score_clip(
                     clip, targets, stride, delays, mismatch or [], variants, gains or [], scored
                 )

@@ -40,6 +40,43 @@ def probability(text: str) -> float:
     return value
 
 
+def number_list(text: str) -> list[float]:
+    """`0-10` (whole numbers in a range) or `0,3,5.5` (explicit)."""
+    try:
+        if "-" in text and "," not in text:
+            low, high = (int(v) for v in text.split("-"))
+            values = [float(v) for v in range(low, high + 1)]
+        else:
+            values = [float(v) for v in text.split(",") if v]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(
+            f"expected a range like 0-10 (low to high) or a list like 0,3,5, got {text!r}"
+        )
+    return values
+
+
+def int_list(text: str) -> list[int]:
+    values = number_list(text)
+    if any(v != int(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected whole numbers, got {text!r}")
+    return [int(v) for v in values]
+
+
+def delay_range(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition("-")
+    try:
+        values = (float(low), float(high if sep else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected MIN-MAX ticks (e.g. 0-5), got {text!r}"
+        ) from None
+    if not 0 <= values[0] <= values[1]:
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
+    return values
+
+
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """`--device` and `--precision`, the same on every command that runs a model."""
     parser.add_argument(

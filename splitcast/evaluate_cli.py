@@ -6,32 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splitcast.arguments import non_negative_float, positive_int, probability
+from splitcast.arguments import (
+    int_list,
+    non_negative_float,
+    number_list,
+    positive_int,
+    probability,
+)
 from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
-
-
-def _number_list(text: str) -> list[float]:
-    """`0-10` (whole numbers in a range) or `0,3,5.5` (explicit)."""
-    try:
-        if "-" in text and "," not in text:
-            low, high = (int(v) for v in text.split("-"))
-            values = [float(v) for v in range(low, high + 1)]
-        else:
-            values = [float(v) for v in text.split(",") if v]
-    except ValueError:
-        values = []
-    if not values:
-        raise argparse.ArgumentTypeError(
-            f"expected a range like 0-10 (low to high) or a list like 0,3,5, got {text!r}"
-        )
-    return values
-
-
-def _int_list(text: str) -> list[int]:
-    values = _number_list(text)
-    if any(v != int(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected whole numbers, got {text!r}")
-    return [int(v) for v in values]
 
 
 def _text_list(text: str) -> list[str]:
@@ -65,7 +47,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     _add_checkpoint_and_data(parser, Path("out/data/val"), "clip directory")
     parser.add_argument(
         "--delays",
-        type=_number_list,
+        type=number_list,
         default=[float(d) for d in range(11)],
         help="delays in ticks, e.g. 0-10 or 0,3,5 (default: 0-10)",
     )
@@ -92,13 +74,13 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--strides",
-        type=_int_list,
+        type=int_list,
         default=[1],
         help="motion strata: frame strides, e.g. 1,2,3 (by_stride in the JSON)",
     )
     parser.add_argument(
         "--local-heights",
-        type=_int_list,
+        type=int_list,
         default=[],
         help="resolution study: local input heights, e.g. 96,128,160",
     )
@@ -208,7 +190,7 @@ def add_sweep_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rtt-ms",
-        type=_number_list,
+        type=number_list,
         default=[0.0, 33.0, 67.0, 100.0, 167.0, 333.0],
         help="round trips to run, e.g. 0,33,100 (default: 0,33,67,100,167,333)",
     )
@@ -265,20 +247,20 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--weights",
-        type=_number_list,
+        type=number_list,
         help="gains (feature fusion) or forecast weights (late average) tried per age, e.g. "
         "0,0.5,1 (default: the combiner's); local-only is always tried too",
     )
     parser.add_argument(
         "--blurs",
-        type=_int_list,
+        type=int_list,
         help="late average: box sides, in cells of the remote's grid, the forecast's "
         "probabilities may be averaged over, each tried with every weight; odd (default: the "
         "combiner's)",
     )
     parser.add_argument(
         "--moved-weights",
-        type=_number_list,
+        type=number_list,
         help="late average: weights of the on-time answer moved to the current frame along the "
         "edge's optical flow, each tried with every weight and blur (default: the combiner's)",
     )

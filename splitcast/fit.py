@@ -29,7 +29,12 @@ from splitcast.data.sampling import valid_targets
 from splitcast.data.splits import ClipSplit, split_by_clip, write_subset
 from splitcast.fit_report import ReportRequest, write_report
 from splitcast.fit_settings import COMBINERS, LARGE_DATA_CLIPS, FitRequest
-from splitcast.models.checkpoint import export_checkpoint, load_checkpoint, save_checkpoint
+from splitcast.models.checkpoint import (
+    checkpoint_config,
+    export_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from splitcast.models.registry import get_config, with_bottleneck
 from splitcast.models.train_options import TrainOptions
 from splitcast.models.training import STATE_FILE, train
@@ -192,10 +197,7 @@ class Fit:
 
     def _options(self, stage: Stage, folder: Path, previous: Path | None) -> TrainOptions:
         request = self.request
-        if previous is None:
-            config = get_config(request.config)
-        else:
-            config = load_checkpoint(previous)[0].config
+        config = get_config(request.config) if previous is None else checkpoint_config(previous)
         if stage.forecast_warp:
             config = config.with_network(forecast_warp=True)
         if stage.codec:

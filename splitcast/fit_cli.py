@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from splitcast.arguments import positive_int, probability
+from splitcast.arguments import delay_range, int_list, number_list, positive_int, probability
 from splitcast.fit_settings import (
     LARGE_DATA_CLIPS,
     LATE_BLURS,
@@ -14,7 +14,6 @@ from splitcast.fit_settings import (
     LATE_WEIGHTS,
     FitRequest,
 )
-from splitcast.train_cli import _delay_range
 
 
 def _fraction(text: str) -> float:
@@ -22,21 +21,6 @@ def _fraction(text: str) -> float:
     if not 0 < value < 0.5:
         raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 0.5, got {text}")
     return value
-
-
-def _numbers(kind: type) -> object:
-    def parse(text: str) -> tuple:
-        try:
-            values = tuple(kind(item) for item in text.split(",") if item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated numbers, got {text!r}"
-            ) from None
-        if not values:
-            raise argparse.ArgumentTypeError("expected at least one number")
-        return values
-
-    return parse
 
 
 def _listed(values: tuple) -> str:
@@ -92,7 +76,7 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-data", type=Path, help="test clips in a folder of their own")
     parser.add_argument(
         "--delays",
-        type=_delay_range,
+        type=delay_range,
         default=(0.0, 10.0),
         metavar="MIN-MAX",
         help="answer ages in ticks (frames of the data) trained, calibrated and reported "
@@ -120,19 +104,19 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--weights",
-        type=_numbers(float),
+        type=number_list,
         default=LATE_WEIGHTS,
         help=f"late average: forecast weights tried (default: {_listed(LATE_WEIGHTS)})",
     )
     parser.add_argument(
         "--blurs",
-        type=_numbers(int),
+        type=int_list,
         default=LATE_BLURS,
         help=f"late average: odd box sides tried (default: {_listed(LATE_BLURS)})",
     )
     parser.add_argument(
         "--moved-weights",
-        type=_numbers(float),
+        type=number_list,
         default=LATE_MOVED_WEIGHTS,
         help="late average: moved on-time answer weights tried (default: "
         f"{_listed(LATE_MOVED_WEIGHTS)})",
@@ -162,9 +146,9 @@ def _run_fit(args: argparse.Namespace) -> None:
             max_steps=args.max_steps,
             every=args.every,
             confidence=args.confidence,
-            late_weights=args.weights,
-            late_blurs=args.blurs,
-            late_moved_weights=args.moved_weights,
+            late_weights=tuple(args.weights),
+            late_blurs=tuple(args.blurs),
+            late_moved_weights=tuple(args.moved_weights),
         )
     )
     print((args.out / "report" / "report.md").read_text())

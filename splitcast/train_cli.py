@@ -4,30 +4,17 @@ trained or calibrated run as a small deployable checkpoint)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from splitcast.arguments import (
     add_device_arguments,
+    delay_range,
     non_negative_float,
     positive_int,
     probability,
 )
 
 LOSS_NAMES = ("fused", "local", "predictive", "image_only")
-
-
-def _delay_range(text: str) -> tuple[float, float]:
-    low, sep, high = text.partition("-")
-    try:
-        values = (float(low), float(high if sep else low))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected MIN-MAX ticks (e.g. 0-5), got {text!r}"
-        ) from None
-    if not 0 <= values[0] <= values[1]:
-        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
-    return values
 
 
 def _loss_weights(text: str) -> dict[str, float]:
@@ -81,7 +68,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--delays",
-        type=_delay_range,
+        type=delay_range,
         default=(0.0, 5.0),
         metavar="MIN-MAX",
         help="training delay range in ticks (default: 0-5)",
@@ -206,9 +193,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     import torch
 
-    from splitcast.models.checkpoint import CheckpointError, checkpoint_folder, migrate_config
+    from splitcast.models.checkpoint import CheckpointError, checkpoint_config
     from splitcast.models.registry import (
-        ModelConfig,
         get_config,
         load_config,
         with_bottleneck,
@@ -221,11 +207,9 @@ def _run_train(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.init is not None:
         try:
-            folder = checkpoint_folder(args.init)
+            config = checkpoint_config(args.init)
         except CheckpointError as exc:
             raise SystemExit(f"splitcast train: --init: {exc}") from None
-        stored = json.loads((folder / "meta.json").read_text())["config"]
-        config = ModelConfig.from_dict(migrate_config(stored))
     else:
         path = Path(args.config)
         config = load_config(path) if path.suffix in (".yaml", ".yml") else get_config(args.config)
