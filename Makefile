@@ -1,5 +1,5 @@
-# Every target bootstraps .venv (pinned dependencies from pyproject.toml) when it is missing
-# or when pyproject.toml changed since the last install.
+# Every target bootstraps .venv (the exact versions in constraints.txt, within pyproject.toml's
+# ranges) when it is missing or when either file changed since the last install.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-all lint proto bench docs-check default-checkpoint
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

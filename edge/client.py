@@ -24,6 +24,7 @@ from splitcast.edge.runtime import LocalRuntime
 from splitcast.edge.slots import OutgoingFrame, ReceivedAnswer
 from splitcast.models.codec import codec_set
 from splitcast.models.combiners import AS_SENT
+from splitcast.models.devices import resolve_device, resolve_precision
 from splitcast.models.registry import SplitSystem
 from splitcast.models.runtime_names import RUNTIMES
 
@@ -95,12 +96,16 @@ class EdgeClient:
         initial_delay_ticks: float | None = None,
         output_size: tuple[int, int] | None = None,
         providers: Sequence[str] = ("cpu",),
+        device: str = "auto",
+        precision: str | None = None,
     ) -> None:
         """`initial_delay_ticks`: D_i asked for before any delay is measured (default: the
         staleness limit, the worst delay still used); `output_size`: (height, width) of the
         class ids (default: the local model's input size); `providers`: ONNX Runtime's
         execution providers for the local model, in order of preference (cuda, tensorrt, cpu;
-        one this onnxruntime lacks is an error)."""
+        one this onnxruntime lacks is an error); `device` and `precision`: where and how the
+        PyTorch runtime runs it (`splitcast.models.devices`; a device that is absent is an
+        error whatever the runtime)."""
         config = system.config
         self.system = system
         self.combiner = system.combiner()
@@ -108,6 +113,7 @@ class EdgeClient:
         self.ticks_per_frame = config.fps / self.fps
         self.max_staleness_frames = max_staleness_frames
         self.output_size = output_size
+        where = resolve_device(device)
         self.runtime = LocalRuntime(
             system.local,
             config.local_size,
@@ -115,6 +121,8 @@ class EdgeClient:
             runtime=runtime,
             history_frames=max_staleness_frames + 1,
             providers=providers,
+            device=where,
+            precision=resolve_precision(precision, where),
         )
         if initial_delay_ticks is None:
             initial_delay_ticks = max_staleness_frames * self.ticks_per_frame

@@ -34,6 +34,9 @@ class EdgeOptions:
     """What runs the local model: one of `splitcast.models.runtime_names.RUNTIMES`."""
     providers: tuple[str, ...] = ("cpu",)
     """ONNX Runtime execution providers in order of preference (cuda, tensorrt, cpu)."""
+    device: str = "auto"
+    """Where the PyTorch runtime runs the local model (`splitcast.models.devices`)."""
+    precision: str | None = None
     server: str | None = None
     realtime: bool = True
     max_staleness_frames: int = 10
@@ -97,6 +100,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         initial_delay_ticks=options.initial_delay_ticks,
         output_size=options.output_size,
         providers=options.providers,
+        device=options.device,
+        precision=options.precision,
     )
     frame_ms = 1000.0 / source.fps
     sinks = _Sinks(options, source.fps)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from splitcast.models.combiners import AS_SENT, AnswerTensors, AnswerUse, Combiner, LocalPass
+from splitcast.models.devices import CPU
 from splitcast.models.edge_step import EdgeStep, LocalRunner, TorchLocal
 from splitcast.models.local import LocalModel
 from splitcast.models.memory_format import inference_layout
@@ -27,7 +28,10 @@ from splitcast.models.runtime_names import RUNTIMES
 
 
 class _GraphLocal:
-    """The local model as exported graphs: local-only, and fused when the combiner fuses."""
+    """The local model as exported graphs: local-only, and fused when the combiner fuses.
+    ONNX Runtime takes and returns arrays in host memory on every execution provider."""
+
+    device = CPU
 
     def __init__(self, local_only: OnnxProgram, fused: OnnxProgram | None) -> None:
         self.local_only = local_only
@@ -61,10 +65,13 @@ def local_runner(
     runtime: str = RUNTIMES[0],
     channels_last: bool = True,
     providers: Sequence[str] = ("cpu",),
+    device: torch.device = CPU,
+    precision: str = "fp32",
 ) -> LocalRunner:
     """What runs the local model for the edge: exported graphs in ONNX Runtime with
     `providers` in order of preference (falling back to PyTorch when the export fails, with a
-    warning; a provider this onnxruntime lacks is an error) or PyTorch."""
+    warning; a provider this onnxruntime lacks is an error) or PyTorch on `device` in
+    `precision` (`splitcast.models.devices`)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r} is not one of {RUNTIMES}")
     model = model.eval()
@@ -84,7 +91,8 @@ def local_runner(
         graphs = onnx_or_none(export, "the local model")
         if graphs is not None:
             return graphs
-    return TorchLocal(model, inference_layout(model, channels_last=channels_last))
+    layout = inference_layout(model, channels_last=channels_last)
+    return TorchLocal(model.to(device), layout, precision)
 
 
 class LocalRuntime:
@@ -101,8 +109,12 @@ class LocalRuntime:
         channels_last: bool = True,
         history_frames: int = 32,
         providers: Sequence[str] = ("cpu",),
+        device: torch.device = CPU,
+        precision: str = "fp32",
     ) -> None:
-        runner = local_runner(model, local_size, combiner, runtime, channels_last, providers)
+        runner = local_runner(
+            model, local_size, combiner, runtime, channels_last, providers, device, precision
+        )
         self.step = EdgeStep(combiner, runner, local_size)
         self.local_size = local_size
         self.history = FrameHistory(history_frames)

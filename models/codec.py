@@ -286,3 +286,25 @@ def codec_set(bottleneck: FeatureBottleneck | None) -> dict[str, Codec]:
     learned = bottleneck is not None and bottleneck.finalized
     names = [n for n in CODEC_NAMES if learned or n != "learned"]
     return {name: get_codec(name, bottleneck) for name in names}
+
+
+def through_wire(
+    answer: dict[str, torch.Tensor], codec: Codec | None, sizes: list[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """Each answer tensor [B, ...] after encoding to bytes and decoding, on the CPU (each
+    item's byte size, all its tensors together, is appended to `sizes`); unchanged without
+    a codec. What offline evaluation runs to see exactly what a live edge receives."""
+    if codec is None:
+        return answer
+    decoded: dict[str, torch.Tensor] = {}
+    totals = np.zeros(len(next(iter(answer.values()))), dtype=np.int64)
+    for name, tensor in answer.items():
+        items = []
+        for index, item in enumerate(tensor.cpu().numpy()):
+            encoded = codec.encode(item)
+            totals[index] += len(encoded.payload)
+            items.append(torch.from_numpy(codec.decode(encoded)))
+        decoded[name] = torch.stack(items)
+    if sizes is not None:
+        sizes.extend(int(n) for n in totals)
+    return decoded

@@ -12,6 +12,7 @@ from typing import TypeVar
 import torch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+CPU = torch.device("cpu")
 _AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 T = TypeVar("T")
 
@@ -62,6 +63,12 @@ def resolve_precision(name: str | None, device: torch.device) -> str:
     if device.type == "cpu" and precision != "fp32":
         raise DeviceError(f"precision {precision} is CUDA autocast; the CPU runs fp32")
     return precision
+
+
+def placement(device: str = "auto", precision: str | None = None) -> tuple[torch.device, str]:
+    """`resolve_device` and `resolve_precision` in one: what a command's flags ask for."""
+    where = resolve_device(device)
+    return where, resolve_precision(precision, where)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

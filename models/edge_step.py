@@ -2,9 +2,11 @@
 replay, calibration and the benchmarks share: preprocess -> local model -> combine with the
 answer at its age -> class ids.
 
-The local model runs through a `LocalRunner`: PyTorch (`TorchLocal`, batched offline) or any
-faster runtime with the same two passes (the edge's ONNX graphs). Frames to measure motion on
-come from a `GreyFrames` source: the live edge's recent history, or a clip offline.
+The local model runs through a `LocalRunner`: PyTorch (`TorchLocal`, batched offline, on any
+device) or any faster runtime with the same two passes (the edge's ONNX graphs). Frames to
+measure motion on come from a `GreyFrames` source: the live edge's recent history, or a clip
+offline. Answers and motion arrive on the CPU (from a codec, from OpenCV) and are moved to the
+local model's device before combining; class ids come back on the CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from splitcast.data.images import fit
 from splitcast.models.combiners import AnswerTensors, AnswerUse, Combiner, LocalPass
+from splitcast.models.devices import CPU, autocast
 from splitcast.models.layers import class_ids
 from splitcast.models.local import LocalModel
 from splitcast.models.motion import MotionEstimator, grey
@@ -28,38 +31,55 @@ class GreyFrames(Protocol):
     def get(self, sequence: int) -> np.ndarray | None: ...
 
 
-LocalRunner = Callable[[torch.Tensor], LocalPass]
-"""Starts the local model on a batch of frames [B, 3, H, W] in [0, 1]."""
+class LocalRunner(Protocol):
+    """Starts the local model on a batch of frames [B, 3, H, W] in [0, 1]; its passes' outputs
+    are on `device`."""
+
+    device: torch.device
+
+    def __call__(self, frames: torch.Tensor) -> LocalPass: ...
 
 
 class TorchLocal:
-    """The local model in PyTorch; the encoder runs once per batch, shared by every answer the
+    """The local model in PyTorch on the device its weights are on, in `precision` there
+    (`splitcast.models.devices`); the encoder runs once per batch, shared by every answer the
     frames are combined with."""
 
     def __init__(
-        self, model: LocalModel, memory_format: torch.memory_format = torch.contiguous_format
+        self,
+        model: LocalModel,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        precision: str = "fp32",
     ) -> None:
         self.model = model
         self.memory_format = memory_format
+        self.device = next(model.parameters()).device
+        self.precision = precision
 
     def __call__(self, frames: torch.Tensor) -> LocalPass:
-        return _TorchPass(self.model, frames.contiguous(memory_format=self.memory_format))
+        frames = frames.to(self.device, non_blocking=True)
+        return _TorchPass(self, frames.contiguous(memory_format=self.memory_format))
 
 
 class _TorchPass:
-    def __init__(self, model: LocalModel, frames: torch.Tensor) -> None:
-        self.model = model
+    def __init__(self, runner: TorchLocal, frames: torch.Tensor) -> None:
+        self.runner = runner
         self.size = tuple(frames.shape[-2:])
-        self.features = model.encode(frames)
+        with autocast(runner.device, runner.precision):
+            self.features = runner.model.encode(frames)
         self._local_only: torch.Tensor | None = None
 
     def local_only(self) -> torch.Tensor:
         if self._local_only is None:
-            self._local_only = self.model.decode(self.features, None, self.size)
+            self._local_only = self._decode(None)
         return self._local_only
 
     def fused(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(self.features, features, self.size)
+        return self._decode(features)
+
+    def _decode(self, features: torch.Tensor | None) -> torch.Tensor:
+        with autocast(self.runner.device, self.runner.precision):
+            return self.runner.model.decode(self.features, features, self.size).float()
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -88,6 +108,7 @@ class EdgeStep:
         self.combiner = combiner
         self.local = local
         self.local_size = local_size
+        self.device = local.device
         self.motion = MotionEstimator() if combiner.needs_motion else None
 
     def prepare(self, rgbs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], LocalPass]:
@@ -110,6 +131,9 @@ class EdgeStep:
         if answer is None:
             return local.local_only()
         flows = self._flows(use, greys, frames, sources)
+        if self.device != CPU:
+            answer = {name: tensor.to(self.device) for name, tensor in answer.items()}
+            flows = None if flows is None else flows.to(self.device)
         return self.combiner.combine(local, answer, use, flows)
 
     @staticmethod

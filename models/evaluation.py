@@ -13,11 +13,13 @@ delay d ticks at stride s, with the remote context ending at t - d*s:
 
 Remote frames pass through the uplink codec (the configuration's format and quality) first,
 and answers through the downlink codec (encoded to bytes and decoded), as in live use; the
-evaluator counts the bytes of both. Logits are scored at label resolution.
+evaluator counts the bytes of both. Logits are scored at label resolution. The networks run
+on the evaluator's device in its precision; codecs, motion and scoring run on the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -31,8 +33,9 @@ from splitcast.data.clips import Clip, ClipDataset, DataError
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import context_indices, valid_targets
 from splitcast.models.cache import uplink_round_trip
-from splitcast.models.codec import Codec
+from splitcast.models.codec import Codec, through_wire
 from splitcast.models.combiners import AnswerTensors, AnswerUse, LocalPass
+from splitcast.models.devices import CPU, autocast
 from splitcast.models.edge_step import ClipGreys, EdgeStep, LocalRunner, TorchLocal, to_tensor
 from splitcast.models.layers import class_ids
 from splitcast.models.registry import SplitSystem
@@ -95,17 +98,23 @@ class OfflineEvaluator:
         batch_size: int = 8,
         codec: Codec | None = None,
         local: LocalRunner | None = None,
+        device: torch.device = CPU,
+        precision: str = "fp32",
     ) -> None:
         """`local_size`: run the local model at another input size than the configuration's;
         `codec`: the downlink codec every answer passes through (None: the answers as
-        computed, no wire); `local`: what runs the local model (default: PyTorch, batched;
-        a live edge's runner scores exactly what that edge outputs)."""
+        computed, no wire); `local`: what runs the local model (default: PyTorch, batched,
+        on `device`; a live edge's runner scores exactly what that edge outputs); `device`
+        and `precision` (`splitcast.models.devices`): where the networks run."""
         if local_size is not None:
             system = replace(system, config=replace(system.config, local_size=tuple(local_size)))
         self.system = system.eval()
         self.config = system.config
         self.combiner = system.combiner()
-        local = local or TorchLocal(system.local)
+        self.device = device
+        self.precision = precision
+        system.remote.to(device)
+        local = local or TorchLocal(system.local.to(device), precision=precision)
         self.edge = EdgeStep(self.combiner, local, self.config.local_size)
         self.codec = codec
         self.downlink_bytes: list[int] = []
@@ -153,18 +162,24 @@ class OfflineEvaluator:
                 for i in chunk
             ]
             self.uplink_bytes.extend(size for _, size in coded)
-            encoded = remote.encode(torch.stack([to_tensor(rgb) for rgb, _ in coded]))
-            encodings.update(zip(chunk, encoded, strict=True))
+            frames = torch.stack([to_tensor(rgb) for rgb, _ in coded]).to(self.device)
+            with self._autocast():
+                encodings.update(zip(chunk, remote.encode(frames), strict=True))
         image_only_ids: dict[int, torch.Tensor] = {}
         for chunk in _chunks(sorted(image_only), self.batch_size):
-            logits = remote.image_only_from_encoding(torch.stack([encodings[i] for i in chunk]))
+            with self._autocast():
+                logits = remote.image_only_from_encoding(torch.stack([encodings[i] for i in chunk]))
             image_only_ids.update(zip(chunk, class_ids(logits, label_size), strict=True))
         stale_video_ids: dict[tuple[int, ...], torch.Tensor] = {}
         for chunk in _chunks(sorted(contexts), self.batch_size):
-            zero = torch.zeros(len(chunk))
-            logits = remote.outputs(window(encodings, chunk), zero, None, ("logits",))["logits"]
-            stale_video_ids.update(zip(chunk, class_ids(logits, label_size), strict=True))
+            zero = torch.zeros(len(chunk), device=self.device)
+            with self._autocast():
+                logits = remote.outputs(window(encodings, chunk), zero, None, ("logits",))
+            stale_video_ids.update(zip(chunk, class_ids(logits["logits"], label_size), strict=True))
         return _ClipState(encodings, image_only_ids, stale_video_ids)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.precision)
 
     @torch.inference_mode()
     def run(
@@ -262,7 +277,7 @@ class OfflineEvaluator:
                 used = [contexts[t, true_delay] for t in targets_chunk]
                 for column, assumed in enumerate(mismatch):
                     answer = self._answer(state, used, assumed)[0]
-                    answer = self._transmit(answer, self.codec)
+                    answer = through_wire(answer, self.codec)
                     ids = self._edge_ids(chunk, answer, self.combiner.use_at(true_delay), used)
                     matrices.mismatch[row][column].update(ids, labels)
 
@@ -282,9 +297,9 @@ class OfflineEvaluator:
         use = self.combiner.use_at(d)
         answer, outputs = self._answer(state, used, d, ("logits",))
         for name, codec in variants.items():
-            sent = self._transmit(answer, codec, self.variant_bytes[name])
+            sent = through_wire(answer, codec, self.variant_bytes[name])
             matrices.variants[name][column].update(self._edge_ids(chunk, sent, use, used), labels)
-        answer = self._transmit(answer, self.codec, self.downlink_bytes)
+        answer = through_wire(answer, self.codec, self.downlink_bytes)
         stale_image = torch.stack([state.image_only_ids[c[-1]] for c in used])
         stale_video = torch.stack([state.stale_video_ids[tuple(c)] for c in used])
         matrices.per_delay["remote_stale_image"][column].update(stale_image, labels)
@@ -307,8 +322,10 @@ class OfflineEvaluator:
     ) -> tuple[AnswerTensors, dict[str, torch.Tensor]]:
         """The combiner's answers for contexts `used` told `delay`, and the remote outputs
         named in `also` from the same pass."""
-        delays = torch.full((len(used),), float(delay))
-        return self.combiner.answer(window(state.encodings, used), delays, also)
+        delays = torch.full((len(used),), float(delay), device=self.device)
+        with self._autocast():
+            answer, outputs = self.combiner.answer(window(state.encodings, used), delays, also)
+        return {name: tensor.float() for name, tensor in answer.items()}, outputs
 
     def _edge_ids(
         self, chunk: _Chunk, answer: AnswerTensors, use: AnswerUse, used: Sequence[Sequence[int]]
@@ -369,25 +386,4 @@ class OfflineEvaluator:
     ) -> AnswerTensors:
         """What a server sends for `context` (frame indices, oldest first, as a live answer
         names them) asked for `delay` ticks, after the downlink codec."""
-        return self._transmit(self._answer(state, [context], float(delay))[0], self.codec)
-
-    @staticmethod
-    def _transmit(
-        answer: AnswerTensors, codec: Codec | None, sizes: list[int] | None = None
-    ) -> AnswerTensors:
-        """Each answer's tensors after encoding to bytes and decoding (each item's byte size,
-        all its tensors together, is appended to `sizes`); unchanged without a codec."""
-        if codec is None:
-            return answer
-        decoded: AnswerTensors = {}
-        totals = np.zeros(len(next(iter(answer.values()))), dtype=np.int64)
-        for name, tensor in answer.items():
-            items = []
-            for index, item in enumerate(tensor.numpy()):
-                encoded = codec.encode(item)
-                totals[index] += len(encoded.payload)
-                items.append(torch.from_numpy(codec.decode(encoded)))
-            decoded[name] = torch.stack(items)
-        if sizes is not None:
-            sizes.extend(int(n) for n in totals)
-        return decoded
+        return through_wire(self._answer(state, [context], float(delay))[0], self.codec)

@@ -223,7 +223,8 @@ def class_ids(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Argmax class ids [B, H, W] of `logits` [B, C, h, w] bilinearly resized to `size`.
 
     Computed channels-last, where the argmax reads contiguous memory: faster on a CPU than
-    resizing and reducing over the channel axis of a contiguous tensor, same result.
+    resizing and reducing over the channel axis of a contiguous tensor, same result. The ids
+    come back on the CPU, where they are scored or sent, whatever device computed them.
     """
-    channels_last = logits.contiguous(memory_format=torch.channels_last)
-    return resize(channels_last, size).argmax(1)
+    channels_last = logits.float().contiguous(memory_format=torch.channels_last)
+    return resize(channels_last, size).argmax(1).cpu()

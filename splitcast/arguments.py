@@ -77,13 +77,14 @@ def delay_range(text: str) -> tuple[float, float]:
     return values
 
 
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--device` and `--precision`, the same on every command that runs a model."""
+def add_device_arguments(parser: argparse.ArgumentParser, scope: str = "") -> None:
+    """`--device` and `--precision`, the same on every command that runs a model; `scope`
+    says which part of the command they apply to, where not all of it."""
     parser.add_argument(
         "--device",
         default="auto",
-        help="auto (CUDA when present), cpu, cuda or cuda:N; a device asked for and absent is "
-        "an error (default: %(default)s)",
+        help=f"{scope}auto (CUDA when present), cpu, cuda or cuda:N; a device asked for and "
+        "absent is an error (default: %(default)s)",
     )
     parser.add_argument(
         "--precision",

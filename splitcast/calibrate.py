@@ -27,6 +27,7 @@ from splitcast.data.metrics import Gain, bootstrap_gain
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
 from splitcast.models.combiners import LOCAL_ONLY, AnswerUse, check_uses
+from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.reports import plot_gain_calibration, write_json
 
@@ -58,6 +59,9 @@ class CalibrationRequest:
     """Keep a candidate other than local-only at an age only if it beats local-only in at least
     this fraction of bootstrap resamples of the calibration clips (0: the best score wins)."""
     progress: bool = True
+    device: str = "auto"
+    """Where the networks run, and in what precision (`splitcast.models.devices`)."""
+    precision: str | None = None
 
 
 def calibrate(request: CalibrationRequest) -> dict[str, Any]:
@@ -75,7 +79,8 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
     name = combiner.name
     codec = get_codec(system.config.codec, system.bottleneck)
     delays = [float(d) for d in range(request.max_delay + 1)]
-    evaluator = OfflineEvaluator(system, dataset, codec=codec)
+    device, precision = placement(request.device, request.precision)
+    evaluator = OfflineEvaluator(system, dataset, codec=codec, device=device, precision=precision)
     scores = evaluator.run(delays, every=request.every, gains=candidates, progress=request.progress)
     grid = scores["gain_grid"]
     choices = [

@@ -131,6 +131,9 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         "tensorrt, cuda, cpu (the CPU is always added last); one this onnxruntime lacks is an "
         "error listing those it has (default: cpu)",
     )
+    add_device_arguments(
+        parser, "where --runtime torch runs the local model (ONNX Runtime uses --providers): "
+    )
     parser.add_argument(
         "--max-staleness",
         type=non_negative_int,
@@ -194,6 +197,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("out"), help="output directory (default: %(default)s)"
     )
+    add_device_arguments(parser, "where the server runs the remote model: ")
     parser.set_defaults(run=_run_demo)
 
 
@@ -271,6 +275,8 @@ def _run_edge(args: argparse.Namespace) -> None:
         model=args.model,
         runtime=args.runtime,
         providers=args.providers,
+        device=args.device,
+        precision=args.precision,
         server=args.server,
         realtime=not args.fast,
         max_staleness_frames=args.max_staleness,
@@ -290,9 +296,11 @@ def _run_edge(args: argparse.Namespace) -> None:
 def _run_demo(args: argparse.Namespace) -> None:
     from splitcast.demo import format_summary, run_demo
     from splitcast.edge.sources import open_source
+    from splitcast.models.devices import placement
 
+    placement(args.device, args.precision)  # what this machine lacks fails here, not in the server
     source = open_source(args.source, max_frames=args.frames)
-    summary = run_demo(source, args.out, args.rtt_ms, args.model)
+    summary = run_demo(source, args.out, args.rtt_ms, args.model, args.device, args.precision)
     print(f"splitcast demo: RTT {args.rtt_ms:g} ms, model {args.model}, source {summary.source}")
     print(format_summary(summary))
     print(f"wrote {args.out / 'demo.mp4'}, {args.out / 'demo.jsonl'}, {args.out / 'summary.json'}")

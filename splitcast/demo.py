@@ -13,11 +13,21 @@ from splitcast.edge.sources import FrameSource
 from splitcast.launch import start_link, start_server
 
 
-def run_demo(source: FrameSource, out_dir: Path, rtt_ms: float, model: str) -> EdgeSummary:
-    """Run the whole loop once in real time; writes demo.mp4, demo.jsonl and summary.json."""
+def run_demo(
+    source: FrameSource,
+    out_dir: Path,
+    rtt_ms: float,
+    model: str,
+    device: str = "auto",
+    precision: str | None = None,
+) -> EdgeSummary:
+    """Run the whole loop once in real time; writes demo.mp4, demo.jsonl and summary.json.
+    `device` and `precision`: the server's (and the edge's PyTorch runtime's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        server = stack.enter_context(start_server(model, log_path=out_dir / "server.log"))
+        server = stack.enter_context(
+            start_server(model, log_path=out_dir / "server.log", device=device, precision=precision)
+        )
         target = server.address
         if rtt_ms > 0:
             link = stack.enter_context(
@@ -35,6 +45,8 @@ def run_demo(source: FrameSource, out_dir: Path, rtt_ms: float, model: str) -> E
                 video_path=out_dir / "demo.mp4",
                 log_path=out_dir / "demo.jsonl",
                 banner=f"RTT {rtt_ms:g} ms",
+                device=device,
+                precision=precision,
             ),
         )
     (out_dir / "summary.json").write_text(

@@ -12,6 +12,7 @@ import torch
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.models.checkpoint import load_system_with_meta, system_state
 from splitcast.models.codec import Codec, get_codec
+from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.models.registry import SplitSystem
 from splitcast.reports import (
@@ -44,6 +45,17 @@ class EvaluationRequest:
     checkpoint, if calibrated, and its default codec unless `codec` says otherwise)."""
     rate_sweep: list[str] = field(default_factory=list)
     progress: bool = True
+    device: str = "auto"
+    """Where the networks run, and in what precision (`splitcast.models.devices`)."""
+    precision: str | None = None
+
+
+def evaluator_for(
+    system: SplitSystem, dataset: ClipDataset, request: EvaluationRequest, **options: Any
+) -> OfflineEvaluator:
+    """An evaluator on the request's device, in its precision."""
+    device, precision = placement(request.device, request.precision)
+    return OfflineEvaluator(system, dataset, device=device, precision=precision, **options)
 
 
 def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
@@ -55,7 +67,7 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
     fps = dataset.meta.fps
     codec = request.codec or system.config.codec
     system.combiner(codec)  # refuses a codec that cannot carry this combiner's answers
-    evaluator = OfflineEvaluator(system, dataset, codec=get_codec(codec, system.bottleneck))
+    evaluator = evaluator_for(system, dataset, request, codec=get_codec(codec, system.bottleneck))
     variants = rate_variants(system, request) if request.rate_sweep else None
     main = evaluator.run(request.delays, stride=1, every=request.every, progress=request.progress)
     delays = request.delays
@@ -100,9 +112,9 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
         results["by_local_height"] = {}
         for height in request.local_heights:
             size = (height, round(height * aspect / 8) * 8)
-            study = OfflineEvaluator(system, dataset, local_size=size, codec=evaluator.codec).run(
-                delays, every=request.every, progress=request.progress
-            )
+            study = evaluator_for(
+                system, dataset, request, local_size=size, codec=evaluator.codec
+            ).run(delays, every=request.every, progress=request.progress)
             results["by_local_height"][str(height)] = {
                 "local_size": list(size),
                 "miou": study["miou"],
@@ -176,7 +188,7 @@ def rate_sweep(
     """Rate against accuracy at d = 3, every variant scored in one pass on the same
     features."""
     settings = variants.settings
-    evaluator = OfflineEvaluator(system, dataset, codec=None)
+    evaluator = evaluator_for(system, dataset, request, codec=None)
     scored = evaluator.run(
         [RATE_DELAY_TICKS],
         every=request.every,

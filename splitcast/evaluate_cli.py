@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from splitcast.arguments import (
+    add_device_arguments,
     int_list,
     non_negative_float,
     number_list,
@@ -114,6 +115,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "--codec-width) to score at d = 3 next to raw-fp16 and int8-zstd: rate_accuracy.png "
         "and a 'rate' section in results.json",
     )
+    add_device_arguments(parser)
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -137,7 +139,16 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
         out = args.out or Path("out/eval-live")
         result = evaluate_live(
-            LiveRequest(args.checkpoint, args.data, out, args.rtt_ms, max(args.delays), args.clips)
+            LiveRequest(
+                args.checkpoint,
+                args.data,
+                out,
+                args.rtt_ms,
+                max(args.delays),
+                args.clips,
+                device=args.device,
+                precision=args.precision,
+            )
         )
         latency = result["latency_ms"]
         print(
@@ -167,6 +178,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         codec=args.codec,
         combiner=args.combiner,
         rate_sweep=args.rate_sweep,
+        device=args.device,
+        precision=args.precision,
     )
     results = evaluate_offline(request)
     print(format_table(results))
@@ -202,6 +215,7 @@ def add_sweep_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("out/sweep"), help="(default: %(default)s)"
     )
+    add_device_arguments(parser)
     parser.set_defaults(run=_run_sweep)
 
 
@@ -209,7 +223,14 @@ def _run_sweep(args: argparse.Namespace) -> None:
     from splitcast.live_eval import LiveRequest
     from splitcast.sweep import SweepRequest, format_rows, run_sweep
 
-    live = LiveRequest(args.checkpoint, args.data, args.out, clips=args.clips)
+    live = LiveRequest(
+        args.checkpoint,
+        args.data,
+        args.out,
+        clips=args.clips,
+        device=args.device,
+        precision=args.precision,
+    )
     rows = run_sweep(SweepRequest(args.rtt_ms, live, args.profile))
     print(format_rows(rows))
     print(f"wrote {args.out / 'sweep.json'}, {args.out / 'sweep.csv'}, {args.out / 'sweep.png'}")
@@ -278,6 +299,7 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         "at least this fraction of bootstrap resamples of the clips; 0 keeps the best score "
         "(default: %(default)s)",
     )
+    add_device_arguments(parser)
     parser.set_defaults(run=_run_calibrate)
 
 
@@ -301,6 +323,8 @@ def _run_calibrate(args: argparse.Namespace) -> None:
         moved_weights=args.moved_weights,
         every=args.every,
         confidence=args.confidence,
+        device=args.device,
+        precision=args.precision,
     )
     result = calibrate(request)
     candidates = [AnswerUse(**record) for record in result["candidates"]]

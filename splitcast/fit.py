@@ -35,6 +35,7 @@ from splitcast.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from splitcast.models.devices import placement
 from splitcast.models.registry import get_config, with_bottleneck
 from splitcast.models.train_options import TrainOptions
 from splitcast.models.training import STATE_FILE, train
@@ -82,6 +83,7 @@ class Fit:
     """One fit's folder: its request, its progress record and its steps."""
 
     def __init__(self, request: FitRequest) -> None:
+        placement(request.device, request.precision)  # a missing device fails before any step
         self.request = request
         self.out = request.out
         self.state_path = self.out / STATE
@@ -128,6 +130,8 @@ class Fit:
                     calibration=chosen,
                     split=split.to_json(),
                     progress=self.request.progress,
+                    device=self.request.device,
+                    precision=self.request.precision,
                 )
             )
             self._done("report", {"path": str(self.out / "report"), "summary": report["summary"]})
@@ -218,6 +222,8 @@ class Fit:
             resume=(folder / STATE_FILE).is_file(),
             progress=request.progress,
             init=None if previous is None else str(previous),
+            device=request.device,
+            precision=request.precision,
         )
         return replace(options, **stage.overrides)
 
@@ -246,6 +252,8 @@ class Fit:
                         every=request.every,
                         confidence=request.confidence,
                         progress=request.progress,
+                        device=request.device,
+                        precision=request.precision,
                     )
                 )
                 self._done(key, {"mean": chosen_mean(result), "path": str(folder)})

@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from splitcast.arguments import delay_range, int_list, number_list, positive_int, probability
+from splitcast.arguments import (
+    add_device_arguments,
+    delay_range,
+    int_list,
+    number_list,
+    positive_int,
+    probability,
+)
 from splitcast.fit_settings import (
     LARGE_DATA_CLIPS,
     LATE_BLURS,
@@ -121,6 +128,7 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
         help="late average: moved on-time answer weights tried (default: "
         f"{_listed(LATE_MOVED_WEIGHTS)})",
     )
+    add_device_arguments(parser)
     parser.set_defaults(run=_run_fit)
 
 
@@ -149,6 +157,8 @@ def _run_fit(args: argparse.Namespace) -> None:
             late_weights=tuple(args.weights),
             late_blurs=tuple(args.blurs),
             late_moved_weights=tuple(args.moved_weights),
+            device=args.device,
+            precision=args.precision,
         )
     )
     print((args.out / "report" / "report.md").read_text())

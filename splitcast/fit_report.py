@@ -25,6 +25,7 @@ from splitcast.data.metrics import Gain, bootstrap_gain
 from splitcast.models.checkpoint import load_checkpoint
 from splitcast.models.codec import get_codec
 from splitcast.models.combiners import LOCAL_ONLY
+from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.reports import STYLES, write_json
 
@@ -56,6 +57,8 @@ class ReportRequest:
     """The fit's calibration summary (combiner, per-combiner means, per-age choices)."""
     split: dict[str, Any] | None = None
     progress: bool = True
+    device: str = "auto"
+    precision: str | None = None
 
 
 def verdict(gain: Gain, runs_local_only: bool) -> str:
@@ -72,9 +75,9 @@ def write_report(request: ReportRequest) -> dict[str, Any]:
     """Score, write the four files into `request.out`, return the JSON's content."""
     system, _ = load_checkpoint(request.checkpoint)
     dataset = open_clips(request.data)
-    evaluator = OfflineEvaluator(
-        system, dataset, codec=get_codec(system.config.codec, system.bottleneck)
-    )
+    device, precision = placement(request.device, request.precision)
+    codec = get_codec(system.config.codec, system.bottleneck)
+    evaluator = OfflineEvaluator(system, dataset, codec=codec, device=device, precision=precision)
     delays = [float(d) for d in range(request.max_delay + 1)]
     scores = evaluator.run(delays, progress=request.progress)
     clips = list(evaluator.clip_matrices.values())

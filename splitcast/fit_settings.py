@@ -20,7 +20,8 @@ LATE_MOVED_WEIGHTS = (0.0, 0.3)
 
 @dataclass
 class FitRequest:
-    """What `splitcast fit` does; every field but `progress` must match to resume a fit."""
+    """What `splitcast fit` does; every field but how it runs (progress, device, precision)
+    must match to resume a fit."""
 
     data: Path
     out: Path
@@ -45,8 +46,13 @@ class FitRequest:
     late_blurs: tuple[int, ...] = LATE_BLURS
     late_moved_weights: tuple[float, ...] = LATE_MOVED_WEIGHTS
     progress: bool = field(default=True, compare=False)
+    device: str = field(default="auto", compare=False)
+    """Where every step runs, and in what precision (`splitcast.models.devices`); a fit may
+    resume on another device."""
+    precision: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
-        record.pop("progress")
+        for name in ("progress", "device", "precision"):
+            record.pop(name)
         return json.loads(json.dumps(record, default=str))

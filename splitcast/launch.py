@@ -114,8 +114,14 @@ def start_server(
     threads: int | None = SHARED_MACHINE_SERVER_THREADS,
     log_path: Path | None = None,
     extra: list[str] | None = None,
+    device: str = "auto",
+    precision: str | None = None,
 ) -> ChildProcess:
-    args = ["serve", "--host", "127.0.0.1", "--port", "0", "--model", model]
+    """`splitcast serve` on a free loopback port, its remote step on `device` in `precision`
+    (`splitcast.models.devices`); `extra` adds flags."""
+    args = ["serve", "--host", "127.0.0.1", "--port", "0", "--model", model, "--device", device]
+    if precision:
+        args += ["--precision", precision]
     if threads:
         args += ["--threads", str(threads)]
     return ChildProcess([*args, *(extra or [])], log_path)

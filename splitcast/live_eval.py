@@ -31,6 +31,7 @@ from splitcast.edge.sources import ClipSource
 from splitcast.launch import SHARED_MACHINE_SERVER_THREADS, start_link, start_server
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import get_codec
+from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator, ScheduledFrame
 from splitcast.reports import write_json
 
@@ -47,6 +48,10 @@ class LiveRequest:
     server_threads: int = SHARED_MACHINE_SERVER_THREADS
     edge_threads: int = 1
     progress: bool = True
+    device: str = "auto"
+    """Where the server, the edge's PyTorch runtime and the replay run their networks, and in
+    what precision (`splitcast.models.devices`)."""
+    precision: str | None = None
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -55,14 +60,14 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def evaluate_live(request: LiveRequest) -> dict[str, Any]:
     """Run the split through server, link and edge; write live.json; return the figures."""
+    device, precision = placement(request.device, request.precision)
     dataset = open_clips(request.data)
     clips = dataset.clips[: request.clips] if request.clips else dataset.clips
     meta = dataset.meta
     system = load_system(request.checkpoint)
     # The replay sends its answers through the server's downlink codec, as live.
-    offline = OfflineEvaluator(
-        system, dataset, codec=get_codec(system.config.codec, system.bottleneck)
-    )
+    codec = get_codec(system.config.codec, system.bottleneck)
+    offline = OfflineEvaluator(system, dataset, codec=codec, device=device, precision=precision)
     targets = {clip.name: set(offline.targets(clip, request.max_delay, 1, 1)) for clip in clips}
     live = ConfusionMatrix(meta.num_classes, meta.ignore_index, meta.classes)
     schedule: dict[str, dict[int, ScheduledFrame]] = {}
@@ -77,6 +82,8 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
                 request.checkpoint,
                 threads=request.server_threads,
                 log_path=request.out / "server.log",
+                device=request.device,
+                precision=request.precision,
             )
         )
         target = server.address
@@ -122,6 +129,8 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
                     output_size=label_size,
                     on_output=collect,
                     progress=False,
+                    device=request.device,
+                    precision=request.precision,
                 ),
             )
             schedule[clip.name] = plan

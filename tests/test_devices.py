@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from splitcast.cloud.runtime import warm_runtime
+from splitcast.data.build import build_split
+from splitcast.data.scene.generator import SceneSettings
 from splitcast.edge.client import EdgeClient
+from splitcast.models.checkpoint import save_checkpoint
 from splitcast.models.devices import DeviceError, resolve_device, resolve_precision
 from splitcast.models.onnx_program import PROVIDERS, ProviderError, resolve_providers
 from splitcast.models.registry import build
@@ -53,6 +56,29 @@ def test_cuda_asked_for_without_a_gpu_is_an_error_naming_it(tmp_path: Path) -> N
         "--device", "cuda",
     )  # fmt: skip
     assert trained.returncode == 2 and "CUDA is not available" in trained.stderr
+
+
+@no_cuda
+def test_every_command_that_runs_a_model_names_a_missing_gpu(tmp_path: Path) -> None:
+    data, checkpoint = tmp_path / "clips", tmp_path / "ckpt"
+    settings = SceneSettings(height=64)
+    build_split(data, "calib", clips=3, frames=8, settings=settings, progress=False)
+    save_checkpoint(build("tiny"), checkpoint, {"note": "untrained tiny"})
+    model = ("--checkpoint", str(checkpoint), "--data", str(data), "--out", str(tmp_path / "o"))
+    commands = {
+        "evaluate": ("evaluate", *model),
+        "evaluate --live": ("evaluate", *model, "--live"),
+        "sweep": ("sweep", *model),
+        "calibrate": ("calibrate", *model),
+        "fit": ("fit", "--data", str(data), "--out", str(tmp_path / "fit")),
+        "demo": ("demo", "--model", str(checkpoint), "--out", str(tmp_path / "demo")),
+        "edge": ("edge", "--model", str(checkpoint), "--runtime", "torch", "--frames", "2"),
+    }
+    for name, command in commands.items():
+        ran = _splitcast(*command, "--device", "cuda")
+        assert ran.returncode == 2 and "Traceback" not in ran.stderr, (name, ran.stderr)
+        assert "'cuda' asked for, but CUDA is not available" in ran.stderr, (name, ran.stderr)
+    assert not (tmp_path / "fit").exists()
 
 
 def test_a_missing_onnxruntime_provider_is_an_error_listing_the_available_ones() -> None:
