@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint proto bench docs-check default-checkpoint
+.PHONY: demo test test-all lint proto bench docs-check default-checkpoint install-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sampler.py
 	$(BIN)/python benchmarks/bench_relay.py
 	$(BIN)/python benchmarks/bench_runtimes.py
+
+# Install this checkout into a fresh Python 3.12 environment that already holds torch 2.11 (as a
+# GPU image does) and check that torch is kept (needs the network and about 6 GB; not in CI).
+INSTALL_CHECK_PYTHON ?= python3.12
+install-check:
+	scripts/install_check.sh $(INSTALL_CHECK_PYTHON)
 
 # Regenerate the gRPC stubs from proto/splitcast/v1/*.proto (tests/test_proto.py fails when stale).
 proto: $(STAMP)

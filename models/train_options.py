@@ -27,6 +27,9 @@ class TrainOptions:
     val_data: Path | None = None
     epochs: int = 2
     batch_size: int = 8
+    accumulate: int = 1
+    """Batches whose gradients are summed per optimizer step: the effective batch is
+    batch_size x accumulate x processes, where one GPU's memory holds only batch_size."""
     lr: float = 2e-3
     pretrained_lr_scale: float = 0.3
     weight_decay: float = 0.01

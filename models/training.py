@@ -16,6 +16,7 @@ pretrained. Runs under torchrun as well (DDP; gloo on CPU, NCCL on GPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,7 +33,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from splitcast.data.clips import ClipDataset, DataError, open_clips
-from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import Augmentation, TemporalClipDataset, collate
 from splitcast.models.cache import CachedClipDataset, build_cache, collate_cached
 from splitcast.models.checkpoint import (
@@ -47,6 +47,7 @@ from splitcast.models.registry import (
     build,
 )
 from splitcast.models.train_options import TrainOptions, frozen_parts, param_groups, trained_config
+from splitcast.models.train_validation import validate
 
 STATE_FILE = "training_state.pt"
 BUDGET_PROBE_STEPS = 10
@@ -126,6 +127,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             param_groups(self.system, options), lr=options.lr, weight_decay=options.weight_decay
         )
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.total: int | None = None
@@ -210,7 +213,9 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         options = self.options
-        steps_per_epoch = len(self.train_set) // (options.batch_size * self.world)
+        steps_per_epoch = len(self.train_set) // (
+            options.batch_size * self.world * options.accumulate
+        )
         if self.total is None:
             self.total = options.epochs * steps_per_epoch
             if options.max_steps is not None:
@@ -261,30 +266,42 @@ class Trainer:
             + (f" (step {self.step}/{self.total})" if self.planned else f"/{options.epochs}"),
             unit="batch",
             disable=not options.progress or self.rank != 0,
-            total=steps_per_epoch,
+            total=steps_per_epoch * options.accumulate,
         )
-        for batch in bar:
+        for index, batch in enumerate(bar):
             if self.step >= self.total:
                 break
-            factor = _lr_factor(self.step, self.total, options.warmup_steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = options.lr * factor * group["lr_scale"]
-            with autocast(self.device, self.precision):
-                loss, parts = self.ddp(moved(batch, self.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], options.grad_clip
-            )
-            self.optimizer.step()
-            self.step += 1
+            stepping = (index + 1) % options.accumulate == 0
+            # DDP averages gradients across ranks only on the batch that steps
+            synced = stepping or self.world == 1
+            with contextlib.nullcontext() if synced else self.ddp.no_sync():
+                with autocast(self.device, self.precision):
+                    loss, parts = self.ddp(moved(batch, self.device))
+                self.scaler.scale(loss / options.accumulate).backward()
             count += 1
-            if options.time_budget_s and not self.planned and self.step == BUDGET_PROBE_STEPS:
-                self._plan_to_budget(time.perf_counter() - started)
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if stepping:
+                self._optimizer_step()
+                if options.time_budget_s and not self.planned and self.step == BUDGET_PROBE_STEPS:
+                    self._plan_to_budget(time.perf_counter() - started)
         return sums, count
+
+    def _optimizer_step(self) -> None:
+        """One update from the gradients summed since the last, at the schedule's rate."""
+        options = self.options
+        factor = _lr_factor(self.step, self.total, options.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = options.lr * factor * group["lr_scale"]
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(
+            [p for g in self.optimizer.param_groups for p in g["params"]], options.grad_clip
+        )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
 
     def _plan_to_budget(self, seconds: float) -> None:
         """Set the total steps so the run ends within the time budget, at the pace of the
@@ -294,45 +311,20 @@ class Trainer:
         self.total = max(self.step, min(self.total, affordable))
         self.planned = True
 
-    @torch.inference_mode()
     def validate(self) -> dict[str, dict[str, float]]:
-        """mIoU (label at the local size) of fused, local-only and remote predictive outputs at
-        the validation delays, on every `val_every`-th validation item."""
         assert self.val_set is not None
-        self.model.eval()
-        subset = torch.utils.data.Subset(
-            self.val_set, range(0, len(self.val_set), self.options.val_every)
+        options = self.options
+        return validate(
+            self.model,
+            self.val_set,
+            self.meta,
+            options.val_delays,
+            options.val_every,
+            options.batch_size,
+            options.workers,
+            self.device,
+            self.precision,
         )
-        results: dict[str, dict[str, float]] = {}
-        frames = (
-            self.val_set.frames if isinstance(self.val_set, CachedClipDataset) else self.val_set
-        )
-        original = frames.delays
-        try:
-            for delay in self.options.val_delays:
-                frames.set_delays(delay)
-                matrices = {
-                    name: ConfusionMatrix(self.meta.num_classes, self.meta.ignore_index)
-                    for name in ("fused", "local", "predictive")
-                }
-                loader = DataLoader(
-                    subset,
-                    batch_size=self.options.batch_size,
-                    num_workers=self.options.workers,
-                    collate_fn=collate_cached
-                    if isinstance(self.val_set, CachedClipDataset)
-                    else collate,
-                )
-                for batch in loader:
-                    batch = moved(batch, self.device)
-                    with autocast(self.device, self.precision):
-                        outputs, _ = self.model.outputs(batch)
-                    for name, matrix in matrices.items():
-                        matrix.update(outputs[name].argmax(1), batch.label)
-                results[f"d={delay:g}"] = {name: round(m.miou(), 2) for name, m in matrices.items()}
-        finally:
-            frames.set_delays(original)
-        return results
 
     def _save(self, epoch: int) -> None:
         options = self.options

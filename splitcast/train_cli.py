@@ -58,7 +58,15 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--epochs", type=int, default=2, help="(default: %(default)s)")
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="per process (default: %(default)s)"
+        "--batch-size", type=positive_int, default=8, help="per process (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--accumulate",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="sum the gradients of N batches per optimizer step: an effective batch of "
+        "batch-size x N x processes where memory holds one batch (default: %(default)s)",
     )
     parser.add_argument(
         "--lr",
@@ -226,6 +234,7 @@ def _run_train(args: argparse.Namespace) -> None:
         val_data=args.val_data,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        accumulate=args.accumulate,
         lr=args.lr,
         delays=args.delays,
         loss_weights=args.loss_weights,

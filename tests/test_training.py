@@ -4,6 +4,7 @@ training resumes, and a two-process torchrun run completes."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,20 @@ def test_a_time_budget_ends_training_early_and_its_plan_survives_a_resume(
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     again = torch.load(run / "training_state.pt", weights_only=True)
     assert int(again["step"]) == int(state["step"])  # nothing left to do
+
+
+def test_gradient_accumulation_steps_the_optimizer_once_per_n_batches(
+    splits: Path, tmp_path: Path
+) -> None:
+    steps = {}
+    for accumulate in (1, 2):
+        run = tmp_path / f"accumulate{accumulate}"
+        result = _train(splits, run, "--epochs", "1", "--accumulate", str(accumulate))
+        assert result.returncode == 0, result.stderr[-2000:]
+        record = json.loads((run / "history.json").read_text())[0]
+        assert all(math.isfinite(value) for value in record["train_loss"].values())
+        steps[accumulate] = record["step"]
+    assert steps[2] == steps[1] // 2 >= 1
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:

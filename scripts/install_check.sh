@@ -1,0 +1,36 @@
+#!/bin/sh
+# Does `pip install splitcast` keep the torch a machine already has? Builds a Python 3.12
+# virtual environment holding torch 2.11.0 and torchvision 0.26.0 (what our GPU image ships),
+# installs this checkout into it with pip's normal resolver, and fails unless both are still
+# the same versions afterwards; then imports the package and runs its model tests there.
+# Needs the network (PyPI) and about 6 GB of disk; not part of `make test`.
+#   usage: scripts/install_check.sh [PYTHON3.12] [FOLDER]
+set -eu
+PYTHON=${1:-python3.12}
+FOLDER=${2:-/tmp/splitcast-install-check}
+TORCH=2.11.0
+TORCHVISION=0.26.0
+mkdir -p "$FOLDER/wheels"
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version'
+rm -rf "$FOLDER/venv"
+"$PYTHON" -m venv "$FOLDER/venv"
+PIP="$FOLDER/venv/bin/python -m pip"
+$PIP download --quiet --no-deps --only-binary :all: -d "$FOLDER/wheels" \
+    "torch==$TORCH" "torchvision==$TORCHVISION"
+$PIP install --quiet --no-deps "$FOLDER"/wheels/torch-$TORCH-*.whl \
+    "$FOLDER"/wheels/torchvision-$TORCHVISION-*.whl
+before=$($PIP list 2>/dev/null | grep -E '^torch(vision)? ')
+$PIP install --quiet --report "$FOLDER/report.json" "$(dirname "$0")/..[dev]"
+after=$($PIP list 2>/dev/null | grep -E '^torch(vision)? ')
+echo "before: $before" | tr '\n' ' '; echo
+echo "after:  $after" | tr '\n' ' '; echo
+"$FOLDER/venv/bin/python" - "$FOLDER/report.json" <<'PY'
+import json, sys
+installed = [item["metadata"]["name"] for item in json.load(open(sys.argv[1]))["install"]]
+replaced = [name for name in installed if name.lower() in ("torch", "torchvision")]
+assert not replaced, f"pip replaced {replaced}"
+print(f"pip installed {len(installed)} packages beside the existing torch, none of them torch")
+PY
+[ "$before" = "$after" ] || { echo "torch changed"; exit 1; }
+cd "$(dirname "$0")/.."
+"$FOLDER/venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_models.py tests/test_codec.py
