@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint proto bench docs-check default-checkpoint install-check
+.PHONY: demo test test-all lint proto bench docs-check default-checkpoint install-check gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,19 @@ bench: $(STAMP)
 INSTALL_CHECK_PYTHON ?= python3.12
 install-check:
 	scripts/install_check.sh $(INSTALL_CHECK_PYTHON)
+
+# On a CUDA machine with its own Python 3.12 and torch (no registry needed): the tests marked
+# gpu and the device benchmark, figures in out/gpu-check/gpu-check.json. It installs the
+# wheels in .whl, which `make gpu-wheels` downloads here first (about 17 MB).
+gpu-check:
+	scripts/gpu_check.sh
+
+GPU_WHEELS := grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 \
+	grpcio-reflection==1.85.1 protobuf==7.36.2 constriction==0.5.0 zstandard==0.25.0
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 # Regenerate the gRPC stubs from proto/splitcast/v1/*.proto (tests/test_proto.py fails when stale).
 proto: $(STAMP)

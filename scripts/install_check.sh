@@ -33,4 +33,4 @@ print(f"pip installed {len(installed)} packages beside the existing torch, none 
 PY
 [ "$before" = "$after" ] || { echo "torch changed"; exit 1; }
 cd "$(dirname "$0")/.."
-"$FOLDER/venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_models.py tests/test_codec.py
+"$FOLDER/venv/bin/python" -P -m pytest -q -p no:cacheprovider tests/test_models.py tests/test_codec.py

@@ -4,8 +4,11 @@ on a CUDA machine (tests marked `gpu`) training and serving run there and agree 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +16,27 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import splitcast
 from splitcast.cloud.runtime import warm_runtime
 from splitcast.data.build import build_split
+from splitcast.data.clips import ClipWriter, DatasetMeta, open_clips, write_meta
+from splitcast.data.sampling import Batch
 from splitcast.data.scene.generator import SceneSettings
 from splitcast.edge.client import EdgeClient
+from splitcast.edge.sources import MovingSceneSource
 from splitcast.models.checkpoint import save_checkpoint
-from splitcast.models.devices import DeviceError, resolve_device, resolve_precision
+from splitcast.models.config import ModelConfig
+from splitcast.models.devices import (
+    DeviceError,
+    autocast,
+    moved,
+    resolve_device,
+    resolve_precision,
+)
+from splitcast.models.evaluation import OfflineEvaluator
+from splitcast.models.losses import LOSSES, LossModel
 from splitcast.models.onnx_program import PROVIDERS, ProviderError, resolve_providers
-from splitcast.models.registry import build
+from splitcast.models.registry import build, get_config
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
@@ -119,3 +135,90 @@ def test_the_server_on_cuda_answers_like_the_cpu(precision: str) -> None:
             assert on_gpu[name].device.type == "cpu"
             tolerance = 1e-3 if precision == "fp32" else 0.1
             assert torch.allclose(on_gpu[name], tensor, atol=tolerance, rtol=tolerance)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none here")
+REDUCED_PAPER = {"remote_size": (192, 320), "local_size": (128, 224)}
+
+
+def _training_batch(config: ModelConfig, size: int = 2) -> Batch:
+    """A batch of random frames and labels at the configuration's sizes."""
+    generator = torch.Generator().manual_seed(0)
+    remote, local = config.remote_size, config.local_size
+    return Batch(
+        remote=torch.rand(size, config.context_frames, 3, *remote, generator=generator),
+        remote_now=torch.rand(size, 3, *remote, generator=generator),
+        local=torch.rand(size, 3, *local, generator=generator),
+        label=torch.randint(0, config.num_classes, (size, *local), generator=generator),
+        delay=torch.tensor([0.0, 3.0][:size]),
+        clips=["random"] * size,
+        targets=list(range(size)),
+    )
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("name", ["tiny", "paper"])
+def test_a_training_step_on_cuda_matches_the_cpu(name: str) -> None:
+    config = get_config(name)
+    if name == "paper":
+        config = dataclasses.replace(config, **REDUCED_PAPER)
+    system = build(config, pretrained=False)
+    batch = _training_batch(config)
+    losses = {}
+    for device, precision in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16")):
+        model = LossModel(copy.deepcopy(system), dict.fromkeys(LOSSES, 1.0), 255).train()
+        where = torch.device(device)
+        model.to(where)
+        with autocast(where, precision):
+            loss, _ = model(moved(batch, where))
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads), (device, precision)
+        losses[device, precision] = loss.item()
+    cpu = losses["cpu", "fp32"]
+    assert math.isfinite(cpu)
+    assert abs(losses["cuda", "fp32"] - cpu) <= 1e-2 * abs(cpu), losses
+    assert abs(losses["cuda", "bf16"] - cpu) <= 5e-2 * abs(cpu), losses
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_evaluation_on_cuda_agrees_with_the_cpu(tmp_path: Path) -> None:
+    # clips of the moving scene, labelled by brightness: no renderer needed on a GPU image
+    frames = list(MovingSceneSource(num_frames=12).frames())
+    meta = DatasetMeta(fps=30.0)
+    for clip in ("a", "b"):
+        writer = ClipWriter(tmp_path, clip)
+        for index, rgb in enumerate(frames if clip == "a" else frames[::-1]):
+            writer.write(index, rgb, (rgb.mean(axis=2) // 14) % meta.num_classes)
+    write_meta(tmp_path, meta, ["a", "b"])
+    dataset = open_clips(tmp_path)
+    counts = {}
+    for device in ("cpu", "cuda"):
+        evaluator = OfflineEvaluator(
+            build("tiny"), dataset, device=torch.device(device), precision="fp32"
+        )
+        evaluator.run([0.0, 2.0], progress=False)
+        counts[device] = [cell.counts for cell in evaluator.matrices.cells()]
+    for cpu, cuda in zip(counts["cpu"], counts["cuda"], strict=True):
+        # each pixel predicted differently moves two counts of its label's row
+        differing = np.abs(cpu - cuda).sum() / 2
+        assert differing <= 0.01 * cpu.sum(), (differing, cpu.sum())
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_the_server_on_cuda_serves_a_real_stream() -> None:
+    model = build("tiny")
+    frames = list(MovingSceneSource(num_frames=20).frames())
+    with (
+        splitcast.serve(model, device="cuda") as server,
+        splitcast.EdgeClient(build("tiny"), server=server.address) as edge,
+    ):
+        assert edge.wait_connected(30.0)
+        results = []
+        for rgb in frames:
+            results.append(edge.step(rgb))
+            time.sleep(0.03)
+    assert any(result.mode == "combined" for result in results)
