@@ -214,13 +214,16 @@ class ClipDataset:
 
 
 def open_clips(path: str | Path) -> ClipDataset:
-    """Open a clip-format directory written by `splitcast data build` or `data import`."""
+    """Open a clip-format directory written by `splitcast data build` or `data import`; or,
+    with no meta.json, the authors' Hugging Face layout (a folder of *.parquet) or one split
+    of Cityscapes sequences (`ROOT/leftImg8bit_sequence/SPLIT`), so that every command that
+    takes clips takes those too."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"dataset directory not found: {root}")
     meta_path = root / "meta.json"
     if not meta_path.is_file():
-        raise DataError(f"{root} has no meta.json; is it a splitcast clip directory?")
+        return _open_other_layout(root)
     try:
         data = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
@@ -234,6 +237,21 @@ def open_clips(path: str | Path) -> ClipDataset:
             raise DataError(f"{meta_path} lists clip {name!r} but {clip_dir} does not exist")
         clips.append(DiskClip(clip_dir, meta))
     return ClipDataset(meta, clips, root)
+
+
+def _open_other_layout(root: Path) -> ClipDataset:
+    if root.parent.name == "leftImg8bit_sequence":
+        from splitcast.data.cityscapes import open_cityscapes_sequences
+
+        return open_cityscapes_sequences(root.parent.parent, root.name)
+    if next(root.rglob("*.parquet"), None) is not None:
+        from splitcast.data.hf_layout import open_hf_layout
+
+        return open_hf_layout(root)
+    raise DataError(
+        f"{root} has no meta.json (a splitcast clip directory), no *.parquet files (the "
+        "Hugging Face layout) and is not a Cityscapes leftImg8bit_sequence/SPLIT folder"
+    )
 
 
 class ClipWriter:
