@@ -152,6 +152,11 @@ class EdgeClient:
             self.connection.stop()
 
     @property
+    def local_runtime(self) -> str:
+        """What runs the local model, and where (e.g. the providers ONNX Runtime uses)."""
+        return self.runtime.step.local.describe()
+
+    @property
     def stats(self) -> LinkStats | None:
         """The connection's counters (None without a server)."""
         return None if self.connection is None else self.connection.stats

@@ -57,6 +57,9 @@ class EdgeSummary:
     """What one edge run did (written as JSON by the CLI and the demo)."""
 
     source: str
+    local_runtime: str
+    """What ran the local model: ONNX Runtime and the providers its session used, or PyTorch
+    and its device."""
     frames: int
     skipped: int
     combined: int
@@ -129,7 +132,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     finally:
         progress.close()
         sinks.close()
-    return _summarise(source, run, frame_ms, start, client.stats)
+    return _summarise(source, run, frame_ms, start, client.stats, client.local_runtime)
 
 
 def _on_time(start: float, index: int, fps: float) -> bool:
@@ -219,6 +222,7 @@ def _summarise(
     frame_ms: float,
     start: float,
     stats: LinkStats | None,
+    local_runtime: str,
 ) -> EdgeSummary:
     latencies = run.latencies
     frames = len(latencies)
@@ -226,6 +230,7 @@ def _summarise(
     mean_d_o = float(np.mean(run.combined)) if run.combined else None
     return EdgeSummary(
         source=source.name,
+        local_runtime=local_runtime,
         frames=frames,
         skipped=run.skipped,
         combined=len(run.combined),

@@ -37,6 +37,9 @@ class _GraphLocal:
         self.local_only = local_only
         self.fused = fused
 
+    def describe(self) -> str:
+        return f"onnxruntime on {', '.join(self.local_only.providers)}"
+
     def __call__(self, frames: torch.Tensor) -> LocalPass:
         return _GraphPass(self, frames)
 

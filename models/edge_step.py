@@ -39,6 +39,10 @@ class LocalRunner(Protocol):
 
     def __call__(self, frames: torch.Tensor) -> LocalPass: ...
 
+    def describe(self) -> str:
+        """What runs the local model, and where (for logs and summaries)."""
+        ...
+
 
 class TorchLocal:
     """The local model in PyTorch on the device its weights are on, in `precision` there
@@ -55,6 +59,9 @@ class TorchLocal:
         self.memory_format = memory_format
         self.device = next(model.parameters()).device
         self.precision = precision
+
+    def describe(self) -> str:
+        return f"torch on {self.device} ({self.precision})"
 
     def __call__(self, frames: torch.Tensor) -> LocalPass:
         frames = frames.to(self.device, non_blocking=True)

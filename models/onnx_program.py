@@ -92,6 +92,8 @@ def onnx_or_none(make: Callable[[], T], what: str) -> T | None:
     many ways on unusual architectures): callers then run `what` in PyTorch."""
     try:
         return make()
+    except ProviderError:
+        raise
     except Exception as exc:
         log.warning("%s could not run in ONNX Runtime (%s); using PyTorch", what, exc)
         return None
@@ -160,6 +162,14 @@ class OnnxProgram:
         # in the same process and from the other process (edge or server) on the machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
+        self.providers: list[str] = self.session.get_providers()
+        """The providers the session runs on (ONNX Runtime drops one that fails to start)."""
+        preferred = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        if preferred not in self.providers:
+            raise ProviderError(
+                f"ONNX Runtime could not start {preferred} (it would run on "
+                f"{', '.join(self.providers)}); its log above says why"
+            )
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         feed = {

@@ -66,6 +66,7 @@ def format_summary(summary: EdgeSummary) -> str:
         f"frames          {summary.frames} output, {summary.skipped} skipped "
         f"({summary.output_fps:.1f} fps)",
         f"answers used    {summary.combined_fraction:.1%}",
+        f"local model     {summary.local_runtime}",
         f"mean D_o        {d_o}",
         *_stale_line(summary),
         f"edge latency    p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms",

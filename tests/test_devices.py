@@ -114,9 +114,12 @@ def test_a_missing_onnxruntime_provider_is_an_error_listing_the_available_ones()
     assert f"'{missing[0]}' is not in this onnxruntime" in edge.stderr
 
 
-def test_the_server_runtime_on_the_cpu_reports_where_it_runs() -> None:
+def test_the_runtimes_on_the_cpu_report_where_they_run() -> None:
     runtime = warm_runtime(build("tiny"), device="cpu")
     assert (runtime.device.type, runtime.precision) == ("cpu", "fp32")
+    assert EdgeClient(build("tiny")).local_runtime == "onnxruntime on CPUExecutionProvider"
+    in_torch = EdgeClient(build("tiny"), runtime="torch", device="cpu")
+    assert in_torch.local_runtime == "torch on cpu (fp32)"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
