@@ -19,11 +19,11 @@ $PIP download --quiet --no-deps --only-binary :all: -d "$FOLDER/wheels" \
     "torch==$TORCH" "torchvision==$TORCHVISION"
 $PIP install --quiet --no-deps "$FOLDER"/wheels/torch-$TORCH-*.whl \
     "$FOLDER"/wheels/torchvision-$TORCHVISION-*.whl
-before=$($PIP list 2>/dev/null | grep -E '^torch(vision)? ')
+versions() { $PIP show torch torchvision 2>/dev/null | grep '^Version' | tr '\n' ' '; }
+before=$(versions)
 $PIP install --quiet --report "$FOLDER/report.json" "$(dirname "$0")/..[dev]"
-after=$($PIP list 2>/dev/null | grep -E '^torch(vision)? ')
-echo "before: $before" | tr '\n' ' '; echo
-echo "after:  $after" | tr '\n' ' '; echo
+after=$(versions)
+echo "torch and torchvision before: $before; after: $after"
 "$FOLDER/venv/bin/python" - "$FOLDER/report.json" <<'PY'
 import json, sys
 installed = [item["metadata"]["name"] for item in json.load(open(sys.argv[1]))["install"]]
@@ -32,5 +32,8 @@ assert not replaced, f"pip replaced {replaced}"
 print(f"pip installed {len(installed)} packages beside the existing torch, none of them torch")
 PY
 [ "$before" = "$after" ] || { echo "torch changed"; exit 1; }
-cd "$(dirname "$0")/.."
-"$FOLDER/venv/bin/python" -P -m pytest -q -p no:cacheprovider tests/test_models.py tests/test_codec.py
+# from outside the checkout, so that nothing imports its source folders instead of the install
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$FOLDER"
+"$FOLDER/venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/test_models.py" \
+    "$ROOT/tests/test_codec.py"
