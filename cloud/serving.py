@@ -103,10 +103,11 @@ def serve(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     device: str = "auto",
     precision: str | None = None,
+    compile: bool = False,
 ) -> RunningServer:
     """Serve `model` (a loaded system, a packaged checkpoint's name, a folder or a
     configuration name) on `host`:`port` (0: any free port), on `device` in `precision`
-    (`splitcast.models.devices`), warmed up before it answers; `interceptors` see every call
-    first."""
-    runtime = warm_runtime(model, codec, encoder, device, precision)
+    (`splitcast.models.devices`; `compile`: through `torch.compile`), warmed up before it
+    answers; `interceptors` see every call first."""
+    runtime = warm_runtime(model, codec, encoder, device, precision, compile)
     return RunningServer(runtime, host, port, max_message_bytes, interceptors)

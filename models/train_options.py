@@ -49,6 +49,8 @@ class TrainOptions:
     seed: int = 0
     max_steps: int | None = None
     device: str = "auto"
+    compile: bool = False
+    """Train through `torch.compile` (a slow first step, faster ones after)."""
     precision: str | None = None
     """fp32, bf16 or fp16 (autocast on CUDA); default bf16 on CUDA, fp32 on the CPU."""
     time_budget_s: float | None = None

@@ -124,6 +124,8 @@ class Trainer:
             if self.world > 1
             else self.model
         )
+        if options.compile:
+            self.ddp = torch.compile(self.ddp)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.system, options), lr=options.lr, weight_decay=options.weight_decay
         )

@@ -20,13 +20,21 @@ def run_demo(
     model: str,
     device: str = "auto",
     precision: str | None = None,
+    server_flags: list[str] | None = None,
 ) -> EdgeSummary:
     """Run the whole loop once in real time; writes demo.mp4, demo.jsonl and summary.json.
-    `device` and `precision`: the server's (and the edge's PyTorch runtime's)."""
+    `device` and `precision`: the server's (and the edge's PyTorch runtime's); `server_flags`:
+    more `splitcast serve` flags (e.g. `--compile`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         server = stack.enter_context(
-            start_server(model, log_path=out_dir / "server.log", device=device, precision=precision)
+            start_server(
+                model,
+                log_path=out_dir / "server.log",
+                extra=server_flags,
+                device=device,
+                precision=precision,
+            )
         )
         target = server.address
         if rtt_ms > 0:

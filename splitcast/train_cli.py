@@ -149,6 +149,11 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
     add_device_arguments(parser)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="train through torch.compile (a slow first step, faster ones after)",
+    )
     codec = parser.add_argument_group("starting point and downlink codec")
     codec.add_argument(
         "--init",
@@ -251,6 +256,7 @@ def _run_train(args: argparse.Namespace) -> None:
         time_budget_s=None if args.time_budget is None else args.time_budget * 60,
         device=args.device,
         precision=args.precision,
+        compile=args.compile,
         resume=args.resume,
         init=args.init,
         rate_lambda=args.rate_lambda,

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import splitcast
-from splitcast.cloud.runtime import warm_runtime
+from splitcast.cloud.runtime import RemoteRuntime, warm_runtime
 from splitcast.data.build import build_split
 from splitcast.data.clips import ClipWriter, DatasetMeta, open_clips, write_meta
 from splitcast.data.sampling import Batch
@@ -120,6 +120,26 @@ def test_the_runtimes_on_the_cpu_report_where_they_run() -> None:
     assert EdgeClient(build("tiny")).local_runtime == "onnxruntime on CPUExecutionProvider"
     in_torch = EdgeClient(build("tiny"), runtime="torch", device="cpu")
     assert in_torch.local_runtime == "torch on cpu (fp32)"
+
+
+def test_the_server_answers_the_same_in_every_layout_and_compiled() -> None:
+    system = build("tiny")
+    runtimes = {
+        "contiguous": RemoteRuntime(copy.deepcopy(system), encoder="torch", channels_last=False),
+        "channels-last": RemoteRuntime(copy.deepcopy(system), encoder="torch"),
+        "compiled": RemoteRuntime(copy.deepcopy(system), encoder="torch", compile=True),
+    }
+    streams = {name: runtime.new_stream() for name, runtime in runtimes.items()}
+    frames = np.random.default_rng(0).integers(0, 256, (5, 96, 192, 3), dtype=np.uint8)
+    for sequence, frame in enumerate(frames):
+        answers = {
+            name: runtime.answer(streams[name], sequence, frame, 2.0)[0]
+            for name, runtime in runtimes.items()
+        }
+        reference = answers.pop("contiguous")
+        for name, answer in answers.items():
+            for tensor, expected in zip(answer.values(), reference.values(), strict=True):
+                assert torch.allclose(tensor, expected, atol=1e-4), name
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
