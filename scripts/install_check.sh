@@ -1,17 +1,18 @@
 #!/bin/sh
-# Does `pip install splitcast` keep the torch a machine already has? Builds a Python 3.12
-# virtual environment holding torch 2.11.0 and torchvision 0.26.0 (what our GPU image ships),
-# installs this checkout into it with pip's normal resolver, and fails unless both are still
-# the same versions afterwards; then imports the package and runs its model tests there.
+# Does `pip install splitcast` keep the torch a machine already has? Builds a virtual
+# environment (Python 3.12 by default; 3.10 and 3.11 work too) holding torch 2.11.0 and
+# torchvision 0.26.0 (what our GPU image ships), installs this checkout into it with pip's
+# normal resolver, and fails unless both are still the same versions afterwards; then runs the
+# model and codec tests against that install.
 # Needs the network (PyPI) and about 6 GB of disk; not part of `make test`.
-#   usage: scripts/install_check.sh [PYTHON3.12] [FOLDER]
+#   usage: scripts/install_check.sh [PYTHON] [FOLDER]
 set -eu
 PYTHON=${1:-python3.12}
 FOLDER=${2:-/tmp/splitcast-install-check}
 TORCH=2.11.0
 TORCHVISION=0.26.0
 mkdir -p "$FOLDER/wheels"
-"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version'
+"$PYTHON" -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12), sys.version'
 rm -rf "$FOLDER/venv"
 "$PYTHON" -m venv "$FOLDER/venv"
 PIP="$FOLDER/venv/bin/python -m pip"
