@@ -65,7 +65,11 @@ def program_key(module: nn.Module, examples: tuple[torch.Tensor, ...]) -> str:
 
 
 def export_program(
-    module: nn.Module, examples: tuple[torch.Tensor, ...], input_names: list[str], path: Path
+    module: nn.Module,
+    examples: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    path: Path,
+    output_names: Sequence[str] = ("output",),
 ) -> None:
     """Write `module` at the examples' shapes as one self-contained ONNX file; it appears
     complete or not at all (processes may export the same graph at once)."""
@@ -79,7 +83,7 @@ def export_program(
                 examples,
                 str(partial),
                 input_names=input_names,
-                output_names=["output"],
+                output_names=list(output_names),
                 dynamo=True,
                 external_data=False,
                 verbose=False,

@@ -3,7 +3,7 @@
 # environment (Python 3.12 by default; 3.10 and 3.11 work too) holding torch 2.11.0 and
 # torchvision 0.26.0 (what our GPU image ships), installs this checkout into it with pip's
 # normal resolver, and fails unless both are still the same versions afterwards; then runs the
-# model and codec tests against that install.
+# model, codec and ONNX Runtime tests against that install.
 # Needs the network (PyPI) and about 6 GB of disk; not part of `make test`.
 #   usage: scripts/install_check.sh [PYTHON] [FOLDER]
 set -eu
@@ -37,4 +37,4 @@ PY
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$FOLDER"
 "$FOLDER/venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/test_models.py" \
-    "$ROOT/tests/test_codec.py"
+    "$ROOT/tests/test_codec.py" "$ROOT/tests/test_onnx_runtimes.py"

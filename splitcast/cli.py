@@ -23,6 +23,7 @@ from splitcast.evaluate_cli import (
     add_evaluate_command,
     add_sweep_command,
 )
+from splitcast.export_cli import add_export_command
 from splitcast.fit_cli import add_fit_command
 from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_fit_command(commands)
     add_package_command(commands)
+    add_export_command(commands)
     add_evaluate_command(commands)
     add_sweep_command(commands)
     add_calibrate_command(commands)
