@@ -122,7 +122,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
                 client.wait_connected(options.wait_for_server_s)
             start = time.perf_counter()
             for index, rgb in enumerate(source.frames()):
-                if options.realtime and not _on_time(start, index, source.fps):
+                paced = options.realtime and not source.live  # a camera paces itself
+                if paced and not _on_time(start, index, source.fps):
                     run.skipped += 1
                     continue
                 result = client.step(rgb, sequence=index)
@@ -132,6 +133,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     finally:
         progress.close()
         sinks.close()
+    run.skipped += source.dropped
     return _summarise(source, run, frame_ms, start, client.stats, client.local_runtime)
 
 

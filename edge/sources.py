@@ -1,7 +1,10 @@
-"""Frame sources for the edge: a video file, or a built-in moving scene that needs no files."""
+"""Frame sources for the edge: a video file, a folder of images, a camera or network stream,
+or a built-in moving scene that needs no files."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -12,6 +15,9 @@ import numpy as np
 from splitcast.data.clips import Clip
 
 MOVING_SCENE = "moving-scene"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+STREAM_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://")
+log = logging.getLogger(__name__)
 
 
 class SourceError(RuntimeError):
@@ -22,6 +28,10 @@ class FrameSource(Protocol):
     fps: float
     name: str
     num_frames: int | None
+    live: bool
+    """Frames arrive in real time by themselves (a camera): the edge does not pace them."""
+    dropped: int
+    """Frames a live source discarded because the edge was still busy with an older one."""
 
     def frames(self) -> Iterator[np.ndarray]:
         """RGB uint8 frames [H, W, 3] in capture order."""
@@ -30,6 +40,9 @@ class FrameSource(Protocol):
 
 class VideoFileSource:
     """Frames of a video file read with opencv, optionally limited to the first `max_frames`."""
+
+    live = False
+    dropped = 0
 
     def __init__(self, path: str | Path, max_frames: int | None = None) -> None:
         self.path = Path(path)
@@ -70,6 +83,9 @@ class MovingSceneSource:
     Lane markings and roadside poles stream past (ego motion) while cars cross the view, so
     consecutive frames differ the way driving video does.
     """
+
+    live = False
+    dropped = 0
 
     def __init__(
         self,
@@ -148,6 +164,9 @@ class MovingSceneSource:
 class ClipSource:
     """The frames of one dataset clip, at the dataset's frame rate (live evaluation)."""
 
+    live = False
+    dropped = 0
+
     def __init__(self, clip: Clip, fps: float) -> None:
         self.clip = clip
         self.fps = fps
@@ -159,10 +178,119 @@ class ClipSource:
             yield self.clip.frame(index)
 
 
+class ImageFolderSource:
+    """The images of a folder in name order, at `fps`. An image that cannot be read ends the
+    run there (with a warning), as the end of a video would."""
+
+    live = False
+    dropped = 0
+
+    def __init__(self, folder: str | Path, fps: float, max_frames: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.paths = sorted(
+            path for path in self.folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES
+        )[:max_frames]
+        if not self.paths:
+            raise SourceError(f"{self.folder} holds no {', '.join(IMAGE_SUFFIXES)} images")
+        self.fps = fps
+        self.name = self.folder.name
+        self.num_frames = len(self.paths)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        for path in self.paths:
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                log.warning("cannot read %s as an image: the run ends here", path)
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class CaptureSource:
+    """A camera (an index such as 0, or a device path) or a network stream (rtsp, http) read by
+    opencv on a thread of its own that keeps only the newest frame: an edge slower than the
+    camera skips frames (`dropped` counts them) instead of falling behind. The run ends when
+    the stream ends, or when no frame came for `stall_s` seconds."""
+
+    live = True
+
+    def __init__(self, spec: str, max_frames: int | None = None, stall_s: float = 5.0) -> None:
+        target: int | str = int(spec) if spec.isdigit() else spec
+        self.capture = cv2.VideoCapture(target)
+        if not self.capture.isOpened():
+            self.capture.release()
+            what = "stream" if spec.startswith(STREAM_SCHEMES) else "camera"
+            raise SourceError(
+                f"cannot open {what} {spec!r} with opencv {cv2.__version__} (backends: "
+                f"{', '.join(_backends(what))}); check that it exists, is reachable and is "
+                "not held by another program"
+            )
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 240 else 30.0
+        self.name = spec
+        self.num_frames = max_frames
+        self.stall_s = stall_s
+        self.dropped = 0
+        self._latest: np.ndarray | None = None
+        self._fresh = threading.Condition()
+        self._ended = False
+
+    def _read(self) -> None:
+        while not self._ended:
+            ok, bgr = self.capture.read()
+            with self._fresh:
+                if not ok:
+                    self._ended = True
+                elif self._latest is not None:
+                    self.dropped += 1
+                self._latest = bgr if ok else self._latest
+                self._fresh.notify()
+
+    def frames(self) -> Iterator[np.ndarray]:
+        reader = threading.Thread(target=self._read, name="capture", daemon=True)
+        reader.start()
+        count = 0
+        try:
+            while self.num_frames is None or count < self.num_frames:
+                with self._fresh:
+                    got = self._fresh.wait_for(
+                        lambda: self._latest is not None or self._ended, self.stall_s
+                    )
+                    bgr, self._latest = self._latest, None
+                if bgr is None:
+                    if not got:
+                        log.warning(
+                            "%s sent no frame for %.0f s: the run ends", self.name, self.stall_s
+                        )
+                    return
+                count += 1
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        finally:
+            self._ended = True
+            reader.join(timeout=self.stall_s)
+            self.capture.release()
+
+
+def _backends(what: str) -> list[str]:
+    registry = cv2.videoio_registry
+    ids = registry.getStreamBackends() if what == "stream" else registry.getCameraBackends()
+    return [registry.getBackendName(backend) for backend in ids] or ["none"]
+
+
 def open_source(
     spec: str, max_frames: int | None = None, fps: float = 30.0, seed: int = 0
 ) -> FrameSource:
-    """`moving-scene` for the built-in scene, otherwise a path to a video file."""
+    """`moving-scene` for the built-in scene; a camera index (`0`), a device path
+    (`/dev/video0`) or an rtsp/http URL; a folder of images (at `fps`); or a video file."""
     if spec == MOVING_SCENE:
         return MovingSceneSource(fps=fps, num_frames=max_frames or 150, seed=seed)
-    return VideoFileSource(spec, max_frames=max_frames)
+    if spec.isdigit() or spec.startswith(("/dev/video", *STREAM_SCHEMES)):
+        return CaptureSource(spec, max_frames=max_frames)
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource(path, fps, max_frames=max_frames)
+    if path.is_file():
+        return VideoFileSource(path, max_frames=max_frames)
+    raise SourceError(
+        f"source {spec!r}: no such file or folder; use a video file, a folder of images, a "
+        f"camera index (0), a device (/dev/video0), an rtsp:// or http:// URL, or {MOVING_SCENE}"
+    )

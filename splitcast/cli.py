@@ -14,6 +14,7 @@ from splitcast.arguments import (
     add_device_arguments,
     non_negative_float,
     non_negative_int,
+    positive_float,
     positive_int,
 )
 from splitcast.data_cli import add_data_commands
@@ -111,12 +112,21 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--server", help="HOST:PORT of the server or link (omit to run local-only)")
     parser.add_argument(
-        "--source", default=MOVING_SCENE, help=f"video file, or '{MOVING_SCENE}' (default)"
+        "--source",
+        default=MOVING_SCENE,
+        help="video file, folder of images (name order, at --fps), camera index (0), device "
+        f"(/dev/video0), rtsp:// or http:// URL, or '{MOVING_SCENE}' (default)",
     )
     parser.add_argument(
         "--frames",
         type=positive_int,
         help="stop after this many frames (moving scene default: 150)",
+    )
+    parser.add_argument(
+        "--fps",
+        type=positive_float,
+        default=30.0,
+        help="frame rate of a folder of images or the moving scene (default: %(default)s)",
     )
     parser.add_argument(
         "--model",
@@ -298,7 +308,7 @@ def _run_edge(args: argparse.Namespace) -> None:
     from splitcast.edge.sources import open_source
 
     _set_threads(args.threads)
-    source = open_source(args.source, max_frames=args.frames)
+    source = open_source(args.source, max_frames=args.frames, fps=args.fps)
     options = EdgeOptions(
         model=args.model,
         runtime=args.runtime,

@@ -20,6 +20,7 @@ COMMANDS = {
     "edge",
     "link",
     "demo",
+    "export",
     "data",
     "train",
     "evaluate",
@@ -56,7 +57,7 @@ def test_each_command_has_help(command: str) -> None:
 def test_missing_video_is_a_readable_error(tmp_path: Path) -> None:
     result = splitcast("edge", "--source", str(tmp_path / "nope.mp4"))
     assert result.returncode == 2
-    assert "video file not found" in result.stderr
+    assert "no such file or folder" in result.stderr
     assert "Traceback" not in result.stderr
 
 
