@@ -32,6 +32,13 @@ MODES = ("combined", "stale", "local_only")
 """How an output was made: with a fresh answer, with none fresh enough, or with none at all."""
 
 
+REMOTE_PANELS = {"remote answer, used late": "on_time", "remote forecast": "forecast"}
+"""Comparison panels from the server's answer: its tensor for the answer's own frame (what a
+system without forecasting shows, late) and the forecast for now."""
+LOCAL_PANEL = "local only"
+PANELS = (*REMOTE_PANELS, LOCAL_PANEL)
+
+
 @dataclass(frozen=True)
 class EdgeResult:
     """One frame's output and how it was made."""
@@ -59,6 +66,9 @@ class EdgeResult:
     server_ms: float | None
     """From the answer's frame reaching the server to the answer leaving it."""
     connected: bool
+    panels: dict[str, np.ndarray | None] | None = None
+    """With `EdgeClient(panels=True)`: class ids of what the comparison shows beside the
+    output (`PANELS`; None where the server's answer carries no such tensor, or none came)."""
 
     def record(self, frame_ms: float) -> dict[str, Any]:
         """The JSON-lines log record of this frame (`frame_ms`: the source's frame period)."""
@@ -98,6 +108,7 @@ class EdgeClient:
         providers: Sequence[str] = ("cpu",),
         device: str = "auto",
         precision: str | None = None,
+        panels: bool = False,
     ) -> None:
         """`initial_delay_ticks`: D_i asked for before any delay is measured (default: the
         staleness limit, the worst delay still used); `output_size`: (height, width) of the
@@ -105,7 +116,8 @@ class EdgeClient:
         execution providers for the local model, in order of preference (cuda, tensorrt, cpu;
         one this onnxruntime lacks is an error); `device` and `precision`: where and how the
         PyTorch runtime runs it (`splitcast.models.devices`; a device that is absent is an
-        error whatever the runtime)."""
+        error whatever the runtime); `panels`: also return what the comparison video shows
+        (`EdgeResult.panels`)."""
         config = system.config
         self.system = system
         self.combiner = system.combiner()
@@ -113,6 +125,7 @@ class EdgeClient:
         self.ticks_per_frame = config.fps / self.fps
         self.max_staleness_frames = max_staleness_frames
         self.output_size = output_size
+        self.panels = panels
         where = resolve_device(device)
         self.runtime = LocalRuntime(
             system.local,
@@ -211,7 +224,18 @@ class EdgeClient:
             rtt_ms=None if received is None else received.round_trip_ms,
             server_ms=None if received is None else received.server_ms,
             connected=bool(self.stats and self.stats.connected),
+            panels=self._panels(received) if self.panels else None,
         )
+
+    def _panels(self, received: ReceivedAnswer | None) -> dict[str, np.ndarray | None]:
+        """The latest answer's tensors as class ids (log-probabilities: the late average's),
+        whatever their age, and the frame's local-only output."""
+        tensors = {} if received is None else received.tensors
+        remote = {
+            panel: self.runtime.ids(tensors[name], self.output_size) if name in tensors else None
+            for panel, name in REMOTE_PANELS.items()
+        }
+        return {**remote, LOCAL_PANEL: self.runtime.local_only_ids(self.output_size)}
 
     def _exchange(
         self, index: int, capture_ns: int, rgb: np.ndarray, requested: float

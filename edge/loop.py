@@ -49,6 +49,8 @@ class EdgeOptions:
     banner: str = ""
     progress: bool = True
     output_size: tuple[int, int] | None = None
+    panels: bool = False
+    """The video as the four-panel comparison (`splitcast.edge.sinks.OverlayVideoWriter`)."""
     on_output: Callable[[dict[str, Any], np.ndarray], None] | None = None
 
 
@@ -86,9 +88,10 @@ class EdgeSummary:
         return asdict(self)
 
 
-def _video_size(rgb: np.ndarray) -> tuple[int, int]:
+def _video_size(rgb: np.ndarray, columns: int = 1) -> tuple[int, int]:
+    """One panel's size: the frame's, scaled down so `columns` panels fit the video width."""
     height, width = rgb.shape[:2]
-    scale = min(1.0, MAX_VIDEO_WIDTH / width)
+    scale = min(1.0, MAX_VIDEO_WIDTH / columns / width)
     return int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
 
 
@@ -105,6 +108,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         providers=options.providers,
         device=options.device,
         precision=options.precision,
+        panels=options.panels and options.video_path is not None,
     )
     frame_ms = 1000.0 / source.fps
     sinks = _Sinks(options, source.fps)
@@ -169,9 +173,14 @@ class _Sinks:
         if self.options.video_path is not None:
             if self.video is None:
                 self.video = OverlayVideoWriter(
-                    self.options.video_path, self.fps, *_video_size(rgb)
+                    self.options.video_path,
+                    self.fps,
+                    *_video_size(rgb, 2 if self.options.panels else 1),
+                    panels=self.options.panels,
                 )
-            self.video.write(rgb, result.class_ids, _banner(banner, self.recent_outputs, result))
+            self.video.write(
+                rgb, result.class_ids, _banner(banner, self.recent_outputs, result), result.panels
+            )
 
     def close(self) -> None:
         if self.log is not None:

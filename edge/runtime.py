@@ -121,6 +121,8 @@ class LocalRuntime:
         self.step = EdgeStep(combiner, runner, local_size)
         self.local_size = local_size
         self.history = FrameHistory(history_frames)
+        self.last_pass: LocalPass | None = None
+        """The local model's pass on the last frame (for comparison panels)."""
 
     @torch.inference_mode()
     def segment(
@@ -137,10 +139,21 @@ class LocalRuntime:
         `sequence` numbers this frame and `source_sequence` the answer's; when the combiner
         uses motion, the flow between them is measured if both frames are in the history."""
         (fitted,), local = self.step.prepare([rgb])
+        self.last_pass = local
         if sequence is not None and self.step.motion is not None:
             self.history.add(sequence, grey(fitted))
         known = sequence is not None and source_sequence is not None
         frames, sources = ([sequence], [source_sequence]) if known else ([], [])
         scores = self.step.scores(local, answer, use, self.history, frames, sources)
+        return self.ids(scores, output_size)
+
+    def ids(self, scores: torch.Tensor, output_size: tuple[int, int] | None) -> np.ndarray:
+        """uint8 class ids [H, W] of scores [1, C, h, w] at `output_size` (default: the
+        local input size)."""
         ids = self.step.ids(scores, tuple(output_size or self.local_size))
         return ids[0].to(torch.uint8).numpy()
+
+    def local_only_ids(self, output_size: tuple[int, int] | None = None) -> np.ndarray:
+        """The last frame's local-only class ids (computed already by a late average)."""
+        assert self.last_pass is not None, "segment a frame first"
+        return self.ids(self.last_pass.local_only(), output_size)

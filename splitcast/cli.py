@@ -159,6 +159,12 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         parser, "where --runtime torch runs the local model (ONNX Runtime uses --providers): "
     )
     parser.add_argument(
+        "--panels",
+        action="store_true",
+        help="write --video as the four-panel comparison: the remote's answer used late, its "
+        "forecast (late-average models send both), local-only and splitcast's output",
+    )
+    parser.add_argument(
         "--max-staleness",
         type=non_negative_int,
         default=10,
@@ -194,8 +200,9 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         "demo",
         help="server + link + edge on loopback; writes out/demo.mp4 and a summary",
         description="Start a server and a delay link on loopback, run the edge on the built-in "
-        "moving "
-        "scene (or --source) in real time, write an overlay video, a per-frame log and a summary.",
+        "moving scene (or --source) in real time, write the four-panel comparison video (the "
+        "remote's answer used late, its forecast, local-only, splitcast), a per-frame log and "
+        "a summary.",
     )
     parser.add_argument(
         "--rtt-ms",
@@ -226,6 +233,12 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         "--compile",
         action="store_true",
         help="the server's temporal model and heads through torch.compile (see serve --help)",
+    )
+    parser.add_argument(
+        "--single-panel",
+        action="store_true",
+        help="a video of splitcast's output alone instead of the four-panel comparison (the "
+        "remote's answer used late, its forecast, local-only, splitcast)",
     )
     parser.set_defaults(run=_run_demo)
 
@@ -315,6 +328,7 @@ def _run_edge(args: argparse.Namespace) -> None:
         providers=args.providers,
         device=args.device,
         precision=args.precision,
+        panels=args.panels,
         server=args.server,
         realtime=not args.fast,
         max_staleness_frames=args.max_staleness,
@@ -346,6 +360,7 @@ def _run_demo(args: argparse.Namespace) -> None:
         args.device,
         args.precision,
         ["--compile"] if args.compile else None,
+        panels=not args.single_panel,
     )
     print(f"splitcast demo: RTT {args.rtt_ms:g} ms, model {args.model}, source {summary.source}")
     print(format_summary(summary))

@@ -21,10 +21,12 @@ def run_demo(
     device: str = "auto",
     precision: str | None = None,
     server_flags: list[str] | None = None,
+    panels: bool = True,
 ) -> EdgeSummary:
-    """Run the whole loop once in real time; writes demo.mp4, demo.jsonl and summary.json.
-    `device` and `precision`: the server's (and the edge's PyTorch runtime's); `server_flags`:
-    more `splitcast serve` flags (e.g. `--compile`)."""
+    """Run the whole loop once in real time; writes demo.mp4 (the four-panel comparison, or
+    splitcast's output alone without `panels`), demo.jsonl and summary.json. `device` and
+    `precision`: the server's (and the edge's PyTorch runtime's); `server_flags`: more
+    `splitcast serve` flags (e.g. `--compile`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         server = stack.enter_context(
@@ -53,6 +55,7 @@ def run_demo(
                 video_path=out_dir / "demo.mp4",
                 log_path=out_dir / "demo.jsonl",
                 banner=f"RTT {rtt_ms:g} ms",
+                panels=panels,
                 device=device,
                 precision=precision,
             ),

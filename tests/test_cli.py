@@ -11,6 +11,7 @@ import cv2
 import pytest
 
 from splitcast.cli import build_parser
+from splitcast.edge.sinks import BANNER_HEIGHT
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.combiners import AnswerUse
 from splitcast.models.registry import build
@@ -103,6 +104,19 @@ def test_edge_writes_video_log_and_summary_local_only(tmp_path: Path) -> None:
     assert _count_frames(tmp_path / "e.avi") == 20
 
 
+def _assert_four_labelled_panels(path: Path) -> None:
+    """A 2 x 2 grid of 480 x 240 panels under the banner (the moving scene is 512 x 256), each
+    with its label drawn in white at its top left."""
+    capture = cv2.VideoCapture(str(path))
+    frames = [capture.read()[1] for _ in range(30)]
+    capture.release()
+    frame = frames[-1]
+    assert frame.shape == (2 * 240 + BANNER_HEIGHT, 2 * 480, 3)
+    for top, left in ((0, 0), (0, 480), (240, 0), (240, 480)):
+        corner = frame[BANNER_HEIGHT + top + 6 : BANNER_HEIGHT + top + 22, left : left + 100]
+        assert (corner.min(axis=2) > 200).sum() > 20, (top, left)  # the label's white text
+
+
 def _count_frames(path: Path) -> int:
     capture = cv2.VideoCapture(str(path))
     count = 0
@@ -126,6 +140,7 @@ def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rtt_ms"] == 100.0
+    _assert_four_labelled_panels(tmp_path / "demo.mp4")
     # The first frames cannot fuse (nothing has come back yet); here 95 % of the 150 frames
     # fuse, a loaded CI runner does worse.
     assert summary["combined_fraction"] > 0.25

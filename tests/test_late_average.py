@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from splitcast.calibrate import CalibrationRequest, calibrate, plotted_lines
 from splitcast.data.build import build_split
 from splitcast.data.scene.generator import SceneSettings
+from splitcast.edge.client import PANELS, EdgeClient
 from splitcast.edge.runtime import LocalRuntime
+from splitcast.edge.sources import MovingSceneSource
 from splitcast.evaluate import EvaluationRequest, evaluate_offline
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.codec import CodecError, get_codec
@@ -251,3 +253,13 @@ def test_edge_averages_log_probabilities_from_a_real_server(
     assert link["uplink"] == "jpeg q90" and link["decode_errors"] == 0
     assert summary.combined_fraction > 0.5
     assert sum(r["mode"] == "combined" for r in records) == summary.combined
+
+
+def test_the_comparison_panels_before_any_answer() -> None:
+    client = EdgeClient(_late(build("tiny"), [AnswerUse(0.5, 1, 0.2)]), panels=True)
+    frame = next(iter(MovingSceneSource(num_frames=1).frames()))
+    result = client.step(frame)
+    assert set(result.panels) == set(PANELS)
+    assert result.panels["remote forecast"] is None  # no answer has come
+    assert result.panels["remote answer, used late"] is None
+    np.testing.assert_array_equal(result.panels["local only"], result.class_ids)
