@@ -98,3 +98,11 @@ def add_device_arguments(parser: argparse.ArgumentParser, scope: str = "") -> No
         choices=("fp32", "bf16", "fp16"),
         help="autocast precision on CUDA (default: bf16 on CUDA, fp32 on the CPU)",
     )
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply a command's `--threads` to torch (None: torch's choice)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

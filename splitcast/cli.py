@@ -4,7 +4,6 @@ calibrate, netem."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -16,6 +15,7 @@ from splitcast.arguments import (
     non_negative_int,
     positive_float,
     positive_int,
+    set_threads,
 )
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
@@ -26,79 +26,10 @@ from splitcast.evaluate_cli import (
 )
 from splitcast.export_cli import add_export_command
 from splitcast.fit_cli import add_fit_command
-from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.netem_cli import add_link_command, add_netem_command
-from splitcast.signals import until_terminated
+from splitcast.serve_cli import add_serve_command
 from splitcast.train_cli import add_package_command, add_train_command
-
-DEFAULT_PORT = 50051
-
-
-def _add_serve(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "serve",
-        help="run the cloud server (gRPC)",
-        description="Serve the remote model over gRPC: one latest-wins session per edge stream, "
-        "answers conditioned on the delay each frame asks for. Also serves gRPC health checking "
-        "and reflection. Stops gracefully on Ctrl-C / SIGTERM.",
-    )
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default: %(default)s; 0.0.0.0 for all)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help="port (0 = any free port; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="packaged checkpoint (default), checkpoint folder or configuration name "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        help="torch CPU threads for the model (default: torch's choice)",
-    )
-    parser.add_argument(
-        "--encoder",
-        choices=RUNTIMES,
-        default=RUNTIMES[0],
-        help="runtime of the remote's per-frame encoder on the CPU (on CUDA it runs in torch); "
-        "onnxruntime exports it once per checkpoint into $SPLITCAST_CACHE/onnx (default "
-        "~/.cache/splitcast; default: %(default)s)",
-    )
-    add_device_arguments(parser)
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="run the temporal model and heads through torch.compile (compiled before the "
-        "server reports SERVING: a slower start for a faster step)",
-    )
-    parser.add_argument(
-        "--memory-format",
-        choices=("channels-last", "contiguous"),
-        default="channels-last",
-        help="layout of the PyTorch parts' weights and inputs; channels-last measured faster "
-        "on CPUs (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-message-mb",
-        type=positive_int,
-        default=8,
-        help="largest uplink message accepted, MiB (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--codec",
-        choices=CODEC_NAMES,
-        help="downlink codec (default: the model's; 'learned' needs a checkpoint trained with one)",
-    )
-    parser.set_defaults(run=_run_serve)
 
 
 def _add_edge(commands: argparse._SubParsersAction) -> None:
@@ -252,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_serve(commands)
+    add_serve_command(commands)
     _add_edge(commands)
     add_link_command(commands)
     _add_demo(commands)
@@ -275,52 +206,11 @@ def _provider_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _run_serve(args: argparse.Namespace) -> None:
-    from splitcast.cloud.runtime import warm_runtime
-    from splitcast.cloud.server import start_server
-
-    _set_threads(args.threads)
-    runtime = warm_runtime(
-        args.model,
-        args.codec,
-        args.encoder,
-        args.device,
-        args.precision,
-        args.compile,
-        channels_last=args.memory_format == "channels-last",
-    )
-    config = runtime.config
-
-    async def serve() -> None:
-        server, servicer, port = await start_server(
-            runtime, args.host, args.port, args.max_message_mb * 1024 * 1024
-        )
-        print(
-            f"splitcast serve: listening on {args.host}:{port} (model {config.name} "
-            f"{config.version}, {runtime.combiner.name} via {runtime.codec.name}, "
-            f"K={config.context_frames}, "
-            f"{config.fps:g} fps, on {runtime.device} in {runtime.precision})",
-            flush=True,
-        )
-        await until_terminated()
-        await server.stop(grace=2.0)
-        servicer.close()
-
-    asyncio.run(serve())
-
-
 def _run_edge(args: argparse.Namespace) -> None:
     from splitcast.edge.loop import EdgeOptions, run_edge
     from splitcast.edge.sources import open_source
 
-    _set_threads(args.threads)
+    set_threads(args.threads)
     source = open_source(args.source, max_frames=args.frames, fps=args.fps)
     options = EdgeOptions(
         model=args.model,
