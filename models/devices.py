@@ -56,12 +56,17 @@ def device_for_rank(name: str, world: int) -> torch.device:
 
 
 def resolve_precision(name: str | None, device: torch.device) -> str:
-    """The default is bf16 on CUDA and fp32 on the CPU; reduced precision is CUDA autocast."""
+    """The default is bf16 on CUDA and fp32 on the CPU; reduced precision is CUDA autocast.
+    fp32 on CUDA turns TF32 off (PyTorch's convolutions use it by default), so that fp32 means
+    what it says and agrees with the CPU."""
     precision = name or ("bf16" if device.type == "cuda" else "fp32")
     if precision not in PRECISIONS:
         raise DeviceError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if device.type == "cpu" and precision != "fp32":
         raise DeviceError(f"precision {precision} is CUDA autocast; the CPU runs fp32")
+    if device.type == "cuda" and precision == "fp32":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     return precision
 
 

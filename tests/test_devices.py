@@ -30,6 +30,7 @@ from splitcast.models.devices import (
     DeviceError,
     autocast,
     moved,
+    placement,
     resolve_device,
     resolve_precision,
 )
@@ -219,9 +220,8 @@ def test_evaluation_on_cuda_agrees_with_the_cpu(tmp_path: Path) -> None:
     dataset = open_clips(tmp_path)
     counts = {}
     for device in ("cpu", "cuda"):
-        evaluator = OfflineEvaluator(
-            build("tiny"), dataset, device=torch.device(device), precision="fp32"
-        )
+        where, precision = placement(device, "fp32")  # on CUDA: TF32 off, as fp32 means
+        evaluator = OfflineEvaluator(build("tiny"), dataset, device=where, precision=precision)
         evaluator.run([0.0, 2.0], progress=False)
         counts[device] = [cell.counts for cell in evaluator.matrices.cells()]
     for cpu, cuda in zip(counts["cpu"], counts["cuda"], strict=True):
