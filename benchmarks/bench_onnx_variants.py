@@ -33,7 +33,6 @@ from onnxruntime.quantization import (
     quantize_dynamic,
     quantize_static,
 )
-from torch import nn
 
 from splitcast.cloud.onnx_encoder import onnx_encoder
 from splitcast.cloud.runtime import RemoteRuntime
@@ -41,11 +40,12 @@ from splitcast.data.clips import open_clips
 from splitcast.data.images import fit
 from splitcast.edge.runtime import local_runner
 from splitcast.edge.sources import MovingSceneSource
+from splitcast.export import AnswerGraph
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import get_codec
 from splitcast.models.edge_step import to_tensor
 from splitcast.models.evaluation import OfflineEvaluator
-from splitcast.models.onnx_program import OnnxProgram, cache_dir
+from splitcast.models.onnx_program import cache_dir, export_program, program_key
 from splitcast.models.registry import SplitSystem
 
 WARM = 3
@@ -62,19 +62,6 @@ def _p50(calls: dict[str, Callable[[int], object]], steps: int) -> dict[str, flo
     return {name: round(float(np.median(values[WARM:])), 2) for name, values in times.items()}
 
 
-class _Answer(nn.Module):
-    """The combiner's answer for a context, its tensors stacked: one graph output."""
-
-    def __init__(self, runtime: RemoteRuntime) -> None:
-        super().__init__()
-        self.remote = runtime.system.remote
-        self.combiner = runtime.combiner
-
-    def forward(self, context: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
-        answer = self.combiner.answer(context, delay)[0]
-        return torch.stack([answer[tensor.name] for tensor in self.combiner.wire()], 1)
-
-
 @torch.inference_mode()
 def answer_step(model: str, frames: list[np.ndarray]) -> dict[str, Any]:
     torch.set_num_threads(2)
@@ -85,19 +72,29 @@ def answer_step(model: str, frames: list[np.ndarray]) -> dict[str, Any]:
         _, context = stream.push(sequence, runtime.encode(pixels))
     context = context.contiguous(memory_format=runtime.context_layout)
     delay = torch.tensor([3.0])
-    graph = OnnxProgram(_Answer(runtime), (context, delay), ["context", "delay"], 2)
+    module = AnswerGraph(runtime.system, runtime.combiner)
+    names = [tensor.name for tensor in runtime.combiner.wire()]
+    path = cache_dir() / "bench" / f"answer-{program_key(module, (context, delay))}.onnx"
+    if not path.is_file():
+        export_program(module, (context, delay), ["context", "delay"], path, names)
+    graph = _session(path, 2)
+    feed = {"context": context.numpy(), "delay": delay.numpy()}
     compiled = torch.compile(runtime.combiner.answer, dynamic=False)
-    reference = _Answer(runtime)(context, delay)
+    reference = module(context, delay)
+    difference = max(
+        float(np.abs(got - expected.numpy()).max())
+        for got, expected in zip(graph.run(None, feed), reference, strict=True)
+    )
     return {
         "p50_ms": _p50(
             {
                 "pytorch": lambda _: runtime.combiner.answer(context, delay),
-                "onnxruntime": lambda _: graph(context, delay),
+                "onnxruntime": lambda _: graph.run(None, feed),
                 "pytorch_compiled": lambda _: compiled(context, delay),
             },
             20,
         ),
-        "onnxruntime_max_abs_difference": float((graph(context, delay) - reference).abs().max()),
+        "onnxruntime_max_abs_difference": difference,
     }
 
 

@@ -84,6 +84,16 @@ def delay_range(text: str) -> tuple[float, float]:
     return values
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """`--model`, the same on every command that serves or runs a checkpoint live."""
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="packaged checkpoint (default), checkpoint folder or configuration name "
+        "(default: %(default)s)",
+    )
+
+
 def add_device_arguments(parser: argparse.ArgumentParser, scope: str = "") -> None:
     """`--device` and `--precision`, the same on every command that runs a model; `scope`
     says which part of the command they apply to, where not all of it."""

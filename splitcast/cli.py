@@ -11,6 +11,7 @@ from pathlib import Path
 
 from splitcast.arguments import (
     add_device_arguments,
+    add_model_argument,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -59,12 +60,7 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         default=30.0,
         help="frame rate of a folder of images or the moving scene (default: %(default)s)",
     )
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="packaged checkpoint (default), checkpoint folder or configuration name "
-        "(default: %(default)s)",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--fast",
         action="store_true",
@@ -150,12 +146,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--source", default=MOVING_SCENE, help=f"video file, or '{MOVING_SCENE}' (default)"
     )
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="packaged checkpoint (default), checkpoint folder or configuration name "
-        "(default: %(default)s)",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("out"), help="output directory (default: %(default)s)"
     )

@@ -72,7 +72,7 @@ class _LateCombine(nn.Module):
         return pool(local_logits, forecast, on_time, self.use, flow)
 
 
-class _Answer(nn.Module):
+class AnswerGraph(nn.Module):
     """The server's answer for a context of K encodings, one output per answer tensor."""
 
     def __init__(self, system: SplitSystem, combiner: Combiner) -> None:
@@ -101,7 +101,7 @@ def _graphs(system: SplitSystem) -> dict[str, tuple[nn.Module, tuple, list[str],
         "edge_local": (system.local, (frame,), ["frame"], ["logits"]),
         "remote_encoder": (RemoteEncoder(system.remote), (remote_frame,), ["frame"], ["encoding"]),
         "remote_answer": (
-            _Answer(system, combiner),
+            AnswerGraph(system, combiner),
             (context, delay),
             ["context", "delay"],
             [tensor.name for tensor in combiner.wire()],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from splitcast.arguments import add_device_arguments, positive_int, set_threads
+from splitcast.arguments import add_device_arguments, add_model_argument, positive_int, set_threads
 from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.signals import until_terminated
@@ -32,12 +32,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         default=DEFAULT_PORT,
         help="port (0 = any free port; default: %(default)s)",
     )
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="packaged checkpoint (default), checkpoint folder or configuration name "
-        "(default: %(default)s)",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--threads",
         type=positive_int,

@@ -1,15 +1,19 @@
-"""Shared fixtures: real server processes on 127.0.0.1, stopped by the tests that start them."""
+"""Shared fixtures: real server processes on 127.0.0.1, stopped by the tests that start them;
+and helpers several test modules use (`from conftest import ...`)."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import grpc
 import pytest
 import torch
 
+from splitcast.edge.client import EdgeClient, EdgeResult
 from splitcast.edge.loop import EdgeOptions, EdgeSummary, run_edge
 from splitcast.edge.sources import MovingSceneSource
 from splitcast.launch import ChildProcess, start_server
@@ -86,3 +90,24 @@ def _edge_against_own_server(checkpoint: Path, log_path: Path) -> tuple[EdgeSumm
             ),
         )
     return summary, [json.loads(line) for line in log_path.read_text().splitlines()]
+
+
+def count_video_frames(path: Path) -> int:
+    """How many frames opencv decodes from a video file."""
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+def stream_frames(edge: EdgeClient, frames: int = 20) -> list[EdgeResult]:
+    """The edge's results for `frames` frames of the moving scene at about 30 fps, once its
+    stream to the server is up."""
+    assert edge.wait_connected(30.0)
+    results = []
+    for rgb in MovingSceneSource(num_frames=frames).frames():
+        results.append(edge.step(rgb))
+        time.sleep(0.03)
+    return results

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from conftest import count_video_frames
 
 from splitcast.cli import build_parser
 from splitcast.edge.sinks import BANNER_HEIGHT
@@ -101,7 +102,7 @@ def test_edge_writes_video_log_and_summary_local_only(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames"] == 20 and summary["combined"] == 0
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 20
-    assert _count_frames(tmp_path / "e.avi") == 20
+    assert count_video_frames(tmp_path / "e.avi") == 20
 
 
 def _assert_four_labelled_panels(path: Path) -> None:
@@ -117,15 +118,6 @@ def _assert_four_labelled_panels(path: Path) -> None:
         assert (corner.min(axis=2) > 200).sum() > 20, (top, left)  # the label's white text
 
 
-def _count_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    return count
-
-
 def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
     # The tiny model: how much the default checkpoint fuses depends on the server's CPU step
     # (0 % at 100 ms RTT on a 2-core machine 1.8x slower than the README's, whose server answers
@@ -135,7 +127,7 @@ def test_demo_writes_a_playable_video_and_a_summary(tmp_path: Path) -> None:
     for line in ("answers used", "mean D_o", "edge latency", "downlink"):
         assert line in result.stdout
     assert (
-        _count_frames(tmp_path / "demo.mp4")
+        count_video_frames(tmp_path / "demo.mp4")
         == 150 - json.loads((tmp_path / "summary.json").read_text())["skipped"]
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -171,7 +163,7 @@ def test_video_file_example_runs_end_to_end(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["frames"] + summary["skipped"] == 45
     assert summary["combined"] > 0
-    assert _count_frames(tmp_path / "out" / "overlay.mp4") == summary["frames"]
+    assert count_video_frames(tmp_path / "out" / "overlay.mp4") == summary["frames"]
 
 
 def test_package_writes_a_deployable_float16_checkpoint(tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ import dataclasses
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import stream_frames
 
 import splitcast
 from splitcast.cloud.runtime import RemoteRuntime, warm_runtime
@@ -233,15 +233,9 @@ def test_evaluation_on_cuda_agrees_with_the_cpu(tmp_path: Path) -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_the_server_on_cuda_serves_a_real_stream() -> None:
-    model = build("tiny")
-    frames = list(MovingSceneSource(num_frames=20).frames())
     with (
-        splitcast.serve(model, device="cuda") as server,
+        splitcast.serve(build("tiny"), device="cuda") as server,
         splitcast.EdgeClient(build("tiny"), server=server.address) as edge,
     ):
-        assert edge.wait_connected(30.0)
-        results = []
-        for rgb in frames:
-            results.append(edge.step(rgb))
-            time.sleep(0.03)
+        results = stream_frames(edge)
     assert any(result.mode == "combined" for result in results)

@@ -13,6 +13,7 @@ import cv2
 import grpc
 import pytest
 import torch
+from conftest import stream_frames
 
 import splitcast
 from splitcast.data.build import build_split
@@ -140,16 +141,11 @@ def test_the_live_edge_sends_the_uplink_encoding_the_server_asks_for(tmp_path: P
     save_checkpoint(system, folder, {}, half=False)
     model = splitcast.load_model(folder)
     recorder = UplinkRecorder()
-    frames = list(MovingSceneSource(num_frames=20).frames())
     with (
         splitcast.serve(model, encoder="torch", interceptors=[recorder]) as server,
         splitcast.EdgeClient(model, server=server.address) as edge,
     ):
-        assert edge.wait_connected(30.0)
-        results = []
-        for rgb in frames:
-            results.append(edge.step(rgb))
-            time.sleep(0.03)
+        results = stream_frames(edge)
         stats = edge.stats
     assert stats.uplink == "webp q85"
     assert len(recorder.images) == stats.frames_sent > 0
@@ -198,16 +194,11 @@ def test_an_edge_refuses_a_server_it_does_not_match_and_runs_local_only(
 
 
 def test_an_edge_decodes_the_codec_its_server_announces() -> None:
-    frames = list(MovingSceneSource(num_frames=20).frames())
     with (
         splitcast.serve(build("tiny"), codec="int8-zstd", encoder="torch") as server,
         splitcast.EdgeClient(build("tiny"), server=server.address) as edge,
     ):
-        assert edge.wait_connected(30.0)
-        results = []
-        for rgb in frames:
-            results.append(edge.step(rgb))
-            time.sleep(0.03)
+        results = stream_frames(edge)
     assert [t.codec for t in edge.connection.wire] == ["int8-zstd"]
     assert edge.stats.decode_errors == 0 and edge.stats.answers_received > 0
     assert any(result.mode == "combined" for result in results)

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import count_video_frames
 
 from splitcast.edge.sources import CaptureSource, MovingSceneSource, SourceError, open_source
 
@@ -28,15 +29,6 @@ def _image_folder(folder: Path, count: int) -> list[np.ndarray]:
     for index, rgb in enumerate(frames):
         cv2.imwrite(str(folder / f"frame{index:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return frames
-
-
-def _video_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    return count
 
 
 def test_a_folder_of_images_is_a_source(tmp_path: Path) -> None:
@@ -63,7 +55,7 @@ def test_a_source_that_stops_mid_run_leaves_a_readable_video_and_a_complete_log(
     assert "cannot read" in result.stderr and "frame006.png" in result.stderr
     records = [json.loads(line) for line in (out / "edge.jsonl").read_text().splitlines()]
     assert [record["frame"] for record in records] == list(range(6))
-    assert _video_frames(out / "edge.mp4") == 6
+    assert count_video_frames(out / "edge.mp4") == 6
     assert json.loads((out / "summary.json").read_text())["frames"] == 6
 
 
