@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint proto bench docs-check default-checkpoint install-check gpu-check gpu-wheels
+.PHONY: demo test test-all lint proto bench docs-check default-checkpoint install-check \
+	edge-install-check gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[full,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -40,6 +41,13 @@ bench: $(STAMP)
 INSTALL_CHECK_PYTHON ?= python3.12
 install-check:
 	scripts/install_check.sh $(INSTALL_CHECK_PYTHON)
+
+# Install the edge alone (no extras) into a fresh environment, check that torch is not in it, and
+# run `splitcast edge` from the default checkpoint's export folder (needs the network; not in CI).
+EXPORT := out/export-default
+edge-install-check: $(STAMP)
+	test -f $(EXPORT)/manifest.json || $(BIN)/splitcast export --checkpoint default --out $(EXPORT)
+	scripts/edge_install_check.sh $(EXPORT) $(PYTHON)
 
 # On a CUDA machine with its own Python 3.12 and torch (no registry needed): the tests marked
 # gpu and the device benchmark, figures in out/gpu-check/gpu-check.json. It installs the

@@ -32,7 +32,7 @@ from splitcast.edge.runtime import LocalRuntime
 from splitcast.edge.sources import MovingSceneSource
 from splitcast.models.devices import autocast, moved, placement
 from splitcast.models.losses import LOSSES, LossModel
-from splitcast.models.onnx_program import PROVIDERS
+from splitcast.models.providers import PROVIDERS
 from splitcast.models.registry import build, get_config
 
 
@@ -109,9 +109,7 @@ def server(model: str, device: str, precision: str | None, streams: int, steps: 
 
 def edge(model: str, provider: str, steps: int) -> dict:
     system = build(model, pretrained=False)
-    runtime = LocalRuntime(
-        system.local, system.config.local_size, system.combiner(), providers=(provider,)
-    )
+    runtime = LocalRuntime(system, providers=(provider,))
     frames = list(MovingSceneSource(num_frames=steps + 2).frames())
     times = []
     for frame in frames:

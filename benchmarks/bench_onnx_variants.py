@@ -45,7 +45,8 @@ from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import get_codec
 from splitcast.models.edge_step import to_tensor
 from splitcast.models.evaluation import OfflineEvaluator
-from splitcast.models.onnx_program import cache_dir, export_program, program_key
+from splitcast.models.onnx_program import export_program, program_key
+from splitcast.models.providers import cache_dir
 from splitcast.models.registry import SplitSystem
 
 WARM = 3

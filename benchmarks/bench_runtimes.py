@@ -79,9 +79,7 @@ def main() -> None:
     for name, runtime, channels_last in EDGE_VARIANTS:
         system = load_system(args.checkpoint)
         combiner = system.combiner()
-        edges[name] = LocalRuntime(
-            system.local, system.config.local_size, combiner, runtime, channels_last
-        )
+        edges[name] = LocalRuntime(system, runtime, channels_last)
     # An answer the server could have sent: random tensors of the combiner's shapes, as class
     # log-probabilities when that is what its codec carries.
     generator = torch.Generator().manual_seed(0)

@@ -115,7 +115,11 @@ class RemoteRuntime:
     ) -> tuple[EncodedAnswer, list[int]]:
         """`answer`, each tensor encoded with the codec."""
         answer, used = self.answer(stream, sequence, image_rgb, delay_ticks)
-        return {name: self.codec.encode(tensor[0].numpy()) for name, tensor in answer.items()}, used
+        return self.encode_answer(answer), used
+
+    def encode_answer(self, answer: AnswerTensors) -> EncodedAnswer:
+        """Each tensor of an answer [1, C, h, w] encoded with the codec."""
+        return {name: self.codec.encode(tensor[0].numpy()) for name, tensor in answer.items()}
 
 
 def warm_runtime(

@@ -22,9 +22,10 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime
 from splitcast.cloud.session import LatestMailbox
 from splitcast.data.images import ImageDecodeError, decode_image
+from splitcast.models.remote_stream import RemoteStream
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 from splitcast.v1.wire import (
@@ -91,6 +92,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         try:
             while (pending := await mailbox.take()) is not None:
                 frame = pending.frame
+                taken_ns = time.time_ns()
                 try:
                     image, delay = _validated(frame)
                 except ImageDecodeError as exc:
@@ -102,9 +104,11 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                         frames_dropped=mailbox.dropped,
                     )
                     continue
-                encoded, context = await loop.run_in_executor(
-                    self._compute, self.runtime.step, state, frame.sequence, image, delay
+                decoded_ns = time.time_ns()
+                encoded, context, steps = await loop.run_in_executor(
+                    self._compute, self._step, state, frame.sequence, image, delay
                 )
+                steps.taken_time_ns, steps.decoded_time_ns = taken_ns, decoded_ns
                 yield pb.DownlinkMessage(
                     answer=pb.Answer(
                         source_sequence=frame.sequence,
@@ -114,6 +118,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                         server_receive_time_ns=pending.received_ns,
                         server_send_time_ns=time.time_ns(),
                         context_sequences=context,
+                        steps=steps,
                     ),
                     frames_dropped=mailbox.dropped,
                 )
@@ -121,6 +126,20 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             reader.cancel()
             self.active_streams -= 1
             log.info("stream from %s closed (%d frames dropped)", peer, mailbox.dropped)
+
+    def _step(
+        self, state: RemoteStream, sequence: int, image: np.ndarray, delay: float
+    ) -> tuple[EncodedAnswer, list[int], pb.ServerSteps]:
+        """The model's step on the model thread, with the times it started, computed the
+        answer and encoded it."""
+        start_ns = time.time_ns()
+        answer, context = self.runtime.answer(state, sequence, image, delay)
+        end_ns = time.time_ns()
+        encoded = self.runtime.encode_answer(answer)
+        steps = pb.ServerSteps(
+            model_start_time_ns=start_ns, model_end_time_ns=end_ns, encoded_time_ns=time.time_ns()
+        )
+        return encoded, context, steps
 
     @staticmethod
     async def _read(

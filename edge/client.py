@@ -13,20 +13,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from splitcast.edge.connection import CloudConnection, ExpectedServer, LinkStats
+from splitcast.edge.connection import CloudConnection, LinkStats
 from splitcast.edge.delay import DelayPolicy
-from splitcast.edge.runtime import LocalRuntime
+from splitcast.edge.model import EdgeModel, open_edge_model
 from splitcast.edge.slots import OutgoingFrame, ReceivedAnswer
-from splitcast.models.codec import codec_set
-from splitcast.models.combiners import AS_SENT
-from splitcast.models.devices import resolve_device, resolve_precision
-from splitcast.models.registry import SplitSystem
+from splitcast.models.answers import AS_SENT
 from splitcast.models.runtime_names import RUNTIMES
+
+if TYPE_CHECKING:
+    from splitcast.models.registry import SplitSystem
 
 MODES = ("combined", "stale", "local_only")
 """How an output was made: with a fresh answer, with none fresh enough, or with none at all."""
@@ -98,7 +98,7 @@ class EdgeClient:
 
     def __init__(
         self,
-        system: SplitSystem,
+        model: SplitSystem | EdgeModel | str | Path,
         server: str | None = None,
         fps: float | None = None,
         runtime: str = RUNTIMES[0],
@@ -110,7 +110,9 @@ class EdgeClient:
         precision: str | None = None,
         panels: bool = False,
     ) -> None:
-        """`initial_delay_ticks`: D_i asked for before any delay is measured (default: the
+        """`model`: a `SplitSystem`, a checkpoint's name or folder, an export folder (runs
+        without PyTorch, `splitcast.edge.exported`) or an `EdgeModel`; `initial_delay_ticks`:
+        D_i asked for before any delay is measured (default: the
         staleness limit, the worst delay still used); `output_size`: (height, width) of the
         class ids (default: the local model's input size); `providers`: ONNX Runtime's
         execution providers for the local model, in order of preference (cuda, tensorrt, cpu;
@@ -118,33 +120,23 @@ class EdgeClient:
         PyTorch runtime runs it (`splitcast.models.devices`; a device that is absent is an
         error whatever the runtime); `panels`: also return what the comparison video shows
         (`EdgeResult.panels`)."""
-        config = system.config
-        self.system = system
-        self.combiner = system.combiner()
-        self.fps = float(fps or config.fps)
-        self.ticks_per_frame = config.fps / self.fps
+        if not hasattr(model, "segment"):  # a SplitSystem or a path, not an EdgeModel yet
+            model = open_edge_model(
+                model, runtime, providers, device, precision, max_staleness_frames + 1
+            )
+        self.model: EdgeModel = model
+        model_fps = model.expected.fps
+        self.fps = float(fps or model_fps)
+        self.ticks_per_frame = model_fps / self.fps
         self.max_staleness_frames = max_staleness_frames
         self.output_size = output_size
         self.panels = panels
-        where = resolve_device(device)
-        self.runtime = LocalRuntime(
-            system.local,
-            config.local_size,
-            self.combiner,
-            runtime=runtime,
-            history_frames=max_staleness_frames + 1,
-            providers=providers,
-            device=where,
-            precision=resolve_precision(precision, where),
-        )
         if initial_delay_ticks is None:
             initial_delay_ticks = max_staleness_frames * self.ticks_per_frame
         self.policy = DelayPolicy(initial_ticks=initial_delay_ticks)
         self.connection = None
         if server:
-            self.connection = CloudConnection(
-                server, ExpectedServer.for_system(system), codec_set(system.bottleneck)
-            )
+            self.connection = CloudConnection(server, model.expected, model.codecs)
         self._next_frame = 0
         self._last_source = -1
         self._warm_up()
@@ -167,7 +159,7 @@ class EdgeClient:
     @property
     def local_runtime(self) -> str:
         """What runs the local model, and where (e.g. the providers ONNX Runtime uses)."""
-        return self.runtime.step.local.describe()
+        return self.model.describe()
 
     @property
     def stats(self) -> LinkStats | None:
@@ -200,8 +192,8 @@ class EdgeClient:
         received = self._exchange(index, capture_ns, frame_rgb, requested)
         d_o = None if received is None else index - received.source_sequence
         fresh = d_o is not None and d_o <= self.max_staleness_frames
-        use = self.combiner.use_at(d_o * self.ticks_per_frame) if fresh else AS_SENT
-        class_ids = self.runtime.segment(
+        use = self.model.use_at(d_o * self.ticks_per_frame) if fresh else AS_SENT
+        class_ids = self.model.segment(
             frame_rgb,
             received.tensors if fresh else None,
             self.output_size,
@@ -232,10 +224,10 @@ class EdgeClient:
         whatever their age, and the frame's local-only output."""
         tensors = {} if received is None else received.tensors
         remote = {
-            panel: self.runtime.ids(tensors[name], self.output_size) if name in tensors else None
+            panel: self.model.ids(tensors[name], self.output_size) if name in tensors else None
             for panel, name in REMOTE_PANELS.items()
         }
-        return {**remote, LOCAL_PANEL: self.runtime.local_only_ids(self.output_size)}
+        return {**remote, LOCAL_PANEL: self.model.local_only_ids(self.output_size)}
 
     def _exchange(
         self, index: int, capture_ns: int, rgb: np.ndarray, requested: float
@@ -253,8 +245,9 @@ class EdgeClient:
 
     def _warm_up(self) -> None:
         """First calls allocate and pick kernels; keep that out of frame latencies."""
-        blank = np.zeros((*self.system.config.local_size, 3), dtype=np.uint8)
-        zeros = {t.name: torch.zeros(1, *t.shape) for t in self.combiner.wire()}
+        expected = self.model.expected
+        blank = np.zeros((*expected.local_size, 3), dtype=np.uint8)
+        zeros = {t.name: np.zeros((1, *t.shape), np.float32) for t in expected.tensors}
         for _ in range(2):
-            self.runtime.segment(blank, None)
-            self.runtime.segment(blank, zeros)
+            self.model.segment(blank, None)
+            self.model.segment(blank, zeros, use=self.model.use_at(0.0))

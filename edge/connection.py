@@ -16,22 +16,26 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
-import torch
+import numpy as np
 
 from splitcast.data.images import encode_image, fit
-from splitcast.edge.slots import AnswerSlot, OutgoingFrame, ReceivedAnswer, UplinkSlot
+from splitcast.edge.slots import AnswerSlot, AnswerTrip, OutgoingFrame, ReceivedAnswer, UplinkSlot
+from splitcast.models.answers import WireTensor
 from splitcast.models.codec import Codec, CodecError
-from splitcast.models.combiners import WireTensor
-from splitcast.models.registry import SplitSystem
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 from splitcast.v1.wire import FORMAT_NAMES, encoded_tensor, wire_tensors
 
+if TYPE_CHECKING:
+    from splitcast.models.registry import SplitSystem
+
 log = logging.getLogger("splitcast.edge")
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+SENT_TIMES_KEPT = 256
 
 
 class IncompatibleServer(RuntimeError):
@@ -82,8 +86,8 @@ class LinkStats:
 
 def decode_answer(
     message: pb.Answer, expected: tuple[WireTensor, ...], codecs: dict[str, Codec]
-) -> dict[str, torch.Tensor]:
-    """An answer's tensors as float32 [1, C, H, W] by name; raises CodecError unless it holds
+) -> dict[str, np.ndarray]:
+    """An answer's tensors as float32 arrays [1, C, H, W] by name; raises CodecError unless it holds
     exactly the `expected` tensors with their shapes and codecs."""
     names = [t.name for t in message.tensors]
     if names != [t.name for t in expected]:
@@ -100,7 +104,7 @@ def decode_answer(
             raise CodecError(
                 f"tensor {spec.name!r} has shape {list(decoded.shape)}, not {list(spec.shape)}"
             )
-        tensors[spec.name] = torch.from_numpy(decoded).unsqueeze(0)
+        tensors[spec.name] = decoded[np.newaxis]
     return tensors
 
 
@@ -125,6 +129,8 @@ class CloudConnection:
         self.stats = LinkStats()
         self._stop = threading.Event()
         self._call: grpc.Future | None = None
+        self._sent: dict[int, tuple[int, int, int]] = {}
+        """Capture, encode start and encode end of recently sent frames, by sequence."""
         self._thread = threading.Thread(target=self._run, name="cloud-connection", daemon=True)
 
     def start(self) -> None:
@@ -231,7 +237,11 @@ class CloudConnection:
             frame = self.uplink.take(timeout=0.05)
             if frame is None:
                 continue
+            started = time.time_ns()
             data = encode_image(fit(frame.rgb, size), image_format, quality)
+            self._sent[frame.sequence] = (frame.capture_time_ns, started, time.time_ns())
+            if len(self._sent) > SENT_TIMES_KEPT:
+                del self._sent[next(iter(self._sent))]
             self.stats.frames_sent += 1
             self.stats.uplink_bytes += len(data)
             yield pb.UplinkFrame(
@@ -244,6 +254,7 @@ class CloudConnection:
             )
 
     def _handle(self, message: pb.DownlinkMessage) -> None:
+        arrival = time.time_ns()
         self.stats.server_dropped = message.frames_dropped
         if message.HasField("error"):
             self.stats.frame_errors += 1
@@ -272,7 +283,26 @@ class CloudConnection:
                 server_ms=(answer.server_send_time_ns - answer.server_receive_time_ns) / 1e6,
                 payload_bytes=payload_bytes,
                 context_sequences=tuple(answer.context_sequences),
+                trip=self._trip(answer, arrival, now),
             )
+        )
+
+    def _trip(self, answer: pb.Answer, arrival: int, decoded: int) -> AnswerTrip | None:
+        sent = self._sent.get(answer.source_sequence)
+        if sent is None:
+            return None
+        steps = answer.steps
+        return AnswerTrip(
+            *sent,
+            server_receive=answer.server_receive_time_ns,
+            server_taken=steps.taken_time_ns,
+            server_decoded=steps.decoded_time_ns,
+            model_start=steps.model_start_time_ns,
+            model_end=steps.model_end_time_ns,
+            answer_encoded=steps.encoded_time_ns,
+            server_send=answer.server_send_time_ns,
+            arrival=arrival,
+            decoded=decoded,
         )
 
 

@@ -19,7 +19,6 @@ from splitcast.edge.client import EdgeClient, EdgeResult
 from splitcast.edge.connection import LinkStats
 from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
 from splitcast.edge.sources import FrameSource
-from splitcast.models.checkpoint import load_system
 from splitcast.models.runtime_names import RUNTIMES
 
 MAX_VIDEO_WIDTH = 960
@@ -30,6 +29,7 @@ class EdgeOptions:
     """How the edge runs; defaults work offline on a laptop."""
 
     model: str = "default"
+    """A checkpoint's name or folder, or an export folder (`splitcast export`)."""
     runtime: str = RUNTIMES[0]
     """What runs the local model: one of `splitcast.models.runtime_names.RUNTIMES`."""
     providers: tuple[str, ...] = ("cpu",)
@@ -98,7 +98,7 @@ def _video_size(rgb: np.ndarray, columns: int = 1) -> tuple[int, int]:
 def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     """Process every frame of `source` through an `EdgeClient`; returns the run's summary."""
     client = EdgeClient(
-        load_system(options.model),
+        options.model,
         server=options.server,
         fps=source.fps,
         runtime=options.runtime,
@@ -127,7 +127,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
             start = time.perf_counter()
             for index, rgb in enumerate(source.frames()):
                 paced = options.realtime and not source.live  # a camera paces itself
-                if paced and not _on_time(start, index, source.fps):
+                if paced and not on_time(start, index, source.fps):
                     run.skipped += 1
                     continue
                 result = client.step(rgb, sequence=index)
@@ -141,7 +141,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     return _summarise(source, run, frame_ms, start, client.stats, client.local_runtime)
 
 
-def _on_time(start: float, index: int, fps: float) -> bool:
+def on_time(start: float, index: int, fps: float) -> bool:
     """Pace to the source's frame rate as a camera would: sleep until frame `index` is due;
     False when it is more than a frame period late (skip it)."""
     lateness = time.perf_counter() - (start + index / fps)

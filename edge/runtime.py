@@ -17,13 +17,18 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from splitcast.models.combiners import AS_SENT, AnswerTensors, AnswerUse, Combiner, LocalPass
+from splitcast.edge.connection import ExpectedServer
+from splitcast.models.answers import AS_SENT, AnswerUse
+from splitcast.models.codec import codec_set
+from splitcast.models.combiners import Combiner, LocalPass
 from splitcast.models.devices import CPU
 from splitcast.models.edge_step import EdgeStep, LocalRunner, TorchLocal
 from splitcast.models.local import LocalModel
 from splitcast.models.memory_format import inference_layout
 from splitcast.models.motion import FrameHistory, grey
-from splitcast.models.onnx_program import OnnxProgram, onnx_or_none, resolve_providers
+from splitcast.models.onnx_program import OnnxProgram, onnx_or_none
+from splitcast.models.providers import resolve_providers
+from splitcast.models.registry import SplitSystem
 from splitcast.models.runtime_names import RUNTIMES
 
 
@@ -99,15 +104,13 @@ def local_runner(
 
 
 class LocalRuntime:
-    """The edge step at batch 1 on live frames, with the grey images of the last
-    `history_frames` numbered frames (to measure how the scene moved since an answer's
-    frame)."""
+    """A checkpoint's edge step at batch 1 on live frames (`splitcast.edge.model.EdgeModel`),
+    with the grey images of the last `history_frames` numbered frames (to measure how the
+    scene moved since an answer's frame)."""
 
     def __init__(
         self,
-        model: LocalModel,
-        local_size: tuple[int, int],
-        combiner: Combiner,
+        system: SplitSystem,
         runtime: str = RUNTIMES[0],
         channels_last: bool = True,
         history_frames: int = 32,
@@ -115,45 +118,65 @@ class LocalRuntime:
         device: torch.device = CPU,
         precision: str = "fp32",
     ) -> None:
+        config = system.config
+        self.combiner = system.combiner()
+        self.expected = ExpectedServer.for_system(system)
+        self.codecs = codec_set(system.bottleneck)
         runner = local_runner(
-            model, local_size, combiner, runtime, channels_last, providers, device, precision
+            system.local,
+            config.local_size,
+            self.combiner,
+            runtime,
+            channels_last,
+            providers,
+            device,
+            precision,
         )
-        self.step = EdgeStep(combiner, runner, local_size)
-        self.local_size = local_size
+        self.step = EdgeStep(self.combiner, runner, config.local_size)
+        self.local_size = config.local_size
         self.history = FrameHistory(history_frames)
         self.last_pass: LocalPass | None = None
         """The local model's pass on the last frame (for comparison panels)."""
+
+    def use_at(self, age_ticks: float) -> AnswerUse:
+        return self.combiner.use_at(age_ticks)
+
+    def describe(self) -> str:
+        return self.step.local.describe()
 
     @torch.inference_mode()
     def segment(
         self,
         rgb: np.ndarray,
-        answer: AnswerTensors | None,
+        answer: dict[str, np.ndarray] | None,
         output_size: tuple[int, int] | None = None,
         use: AnswerUse = AS_SENT,
         sequence: int | None = None,
         source_sequence: int | None = None,
     ) -> np.ndarray:
-        """Class ids uint8 at `output_size` (default: the local input size); `answer=None`
-        means local-only, else it is combined as `use` (the combiner's record for its age).
-        `sequence` numbers this frame and `source_sequence` the answer's; when the combiner
-        uses motion, the flow between them is measured if both frames are in the history."""
+        """See `splitcast.edge.model.EdgeModel.segment` (answer tensors may also be torch
+        tensors on the CPU)."""
         (fitted,), local = self.step.prepare([rgb])
         self.last_pass = local
         if sequence is not None and self.step.motion is not None:
             self.history.add(sequence, grey(fitted))
         known = sequence is not None and source_sequence is not None
         frames, sources = ([sequence], [source_sequence]) if known else ([], [])
-        scores = self.step.scores(local, answer, use, self.history, frames, sources)
-        return self.ids(scores, output_size)
+        tensors = None
+        if answer is not None:
+            tensors = {name: torch.as_tensor(value) for name, value in answer.items()}
+        scores = self.step.scores(local, tensors, use, self.history, frames, sources)
+        return self._ids(scores, output_size)
 
-    def ids(self, scores: torch.Tensor, output_size: tuple[int, int] | None) -> np.ndarray:
-        """uint8 class ids [H, W] of scores [1, C, h, w] at `output_size` (default: the
-        local input size)."""
+    @torch.inference_mode()
+    def ids(self, scores: np.ndarray, output_size: tuple[int, int] | None) -> np.ndarray:
+        return self._ids(torch.as_tensor(scores), output_size)
+
+    @torch.inference_mode()
+    def local_only_ids(self, output_size: tuple[int, int] | None = None) -> np.ndarray:
+        assert self.last_pass is not None, "segment a frame first"
+        return self._ids(self.last_pass.local_only(), output_size)
+
+    def _ids(self, scores: torch.Tensor, output_size: tuple[int, int] | None) -> np.ndarray:
         ids = self.step.ids(scores, tuple(output_size or self.local_size))
         return ids[0].to(torch.uint8).numpy()
-
-    def local_only_ids(self, output_size: tuple[int, int] | None = None) -> np.ndarray:
-        """The last frame's local-only class ids (computed already by a late average)."""
-        assert self.last_pass is not None, "segment a frame first"
-        return self.ids(self.last_pass.local_only(), output_size)

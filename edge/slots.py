@@ -13,23 +13,47 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
-import torch
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class AnswerTrip:
+    """Wall-clock times (ns) of one answer's trip, the edge's and the server's (one clock when
+    both run on one machine, as `splitcast bench` runs them)."""
+
+    capture: int
+    encode_start: int
+    """The edge started encoding the frame's uplink image."""
+    encode_end: int
+    """The encoded frame was handed to gRPC."""
+    server_receive: int
+    server_taken: int
+    server_decoded: int
+    model_start: int
+    model_end: int
+    answer_encoded: int
+    server_send: int
+    arrival: int
+    """The edge's connection thread had the answer message."""
+    decoded: int
+    """The edge had decoded its tensors."""
+
+
+@dataclass(frozen=True)
 class ReceivedAnswer:
-    """A decoded answer (named tensors [1, C, h, w]) and where it came from."""
+    """A decoded answer (named float32 arrays [1, C, h, w]) and where it came from."""
 
     source_sequence: int
     conditioned_delay_ticks: float
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, np.ndarray]
     received_ns: int
     round_trip_ms: float
     server_ms: float
     payload_bytes: int
     context_sequences: tuple[int, ...] = ()
+    trip: AnswerTrip | None = None
+    """Every step's time, when the edge still knew when it sent the frame."""
 
 
 @dataclass(frozen=True)

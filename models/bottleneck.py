@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,6 +93,18 @@ class FeatureBottleneck(nn.Module):
     def reconstruct(self, symbols: torch.Tensor) -> torch.Tensor:
         """Features [B, D, H, W] from integer symbols."""
         return self.synthesis((symbols - self.support).float())
+
+    @torch.inference_mode()
+    def symbols_of(self, features: np.ndarray) -> np.ndarray:
+        """One frame's symbols [width, h, w] from its features [D, H, W] (the learned codec's
+        analysis, on arrays)."""
+        return self.symbols(torch.from_numpy(features).float().unsqueeze(0))[0].numpy()
+
+    @torch.inference_mode()
+    def features_of(self, symbols: np.ndarray) -> np.ndarray:
+        """One frame's features [D, H, W] from its symbols [width, h, w] (the learned codec's
+        synthesis, on arrays)."""
+        return self.reconstruct(torch.from_numpy(symbols).long().unsqueeze(0))[0].numpy()
 
     def finalize_tables(self) -> None:
         """Freeze the learned distributions into integer frequencies summing to

@@ -20,15 +20,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from splitcast.models.config import TOP_STAGE_STRIDE
+from splitcast.models.errors import CheckpointError
 from splitcast.models.registry import ModelConfig, SplitSystem, available, build
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 PACKAGED_DIR = Path(__file__).resolve().parent / "checkpoints"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete or does not fit its configuration."""
 
 
 def migrate_config(config: dict[str, Any]) -> dict[str, Any]:

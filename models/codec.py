@@ -3,7 +3,8 @@
 A codec turns one frame's features (float32 array [C, H, W]) into bytes plus the metadata
 needed to decode them, and back. Decoding validates the payload against the declared shape
 (and, for the entropy-coded codec, a checksum of the decoded symbols), so a corrupt or truncated
-payload raises `CodecError` instead of yielding garbage.
+payload raises `CodecError` instead of yielding garbage. Nothing here needs PyTorch (the
+edge-only install decodes with it); the learned codec is given its transforms as functions.
 
 - `raw-fp16` / `raw-fp32`: the features as floats (the reference);
 - `int8-zstd`: per-channel scale, uniform 8-bit quantisation, zstandard;
@@ -19,21 +20,23 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import constriction
 import numpy as np
-import torch
 import zstandard
 
-from splitcast.models.bottleneck import FeatureBottleneck
 from splitcast.models.codec_names import (
     CODEC_NAMES,
     LOG_PROBABILITY_FLOOR,
     PROBABILITY_CODEC,
     STATELESS_CODECS,
 )
+
+if TYPE_CHECKING:
+    from splitcast.models.bottleneck import FeatureBottleneck
 
 MAX_FEATURE_VALUES = 64 * 1024 * 1024
 
@@ -187,31 +190,42 @@ class ProbabilityCodec:
 
 
 class LearnedCodec:
-    """The checkpoint's bottleneck, range-coded with its integer frequency tables.
+    """A learned bottleneck's symbols, range-coded with its integer frequency tables.
 
     Payload: CRC-32 of the symbols (4 bytes, little-endian), then the range coder's 32-bit
     words. The entropy models are built from the integer tables (exact in float64), so encoder
-    and decoder on any machine agree bit for bit.
+    and decoder on any machine agree bit for bit. The transforms come as functions: the
+    checkpoint's `FeatureBottleneck` in PyTorch, or its exported synthesis graph on an edge
+    without PyTorch (which only decodes: `symbols_of` None).
     """
 
     name = "learned"
 
-    def __init__(self, bottleneck: FeatureBottleneck) -> None:
-        if not bottleneck.finalized:
+    def __init__(
+        self,
+        tables: np.ndarray,
+        features_of: Callable[[np.ndarray], np.ndarray],
+        symbols_of: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        """`tables`: integer frequencies [width, alphabet]; `features_of`: symbols
+        [width, h, w] -> features [C, H, W]; `symbols_of`: the reverse (for encoding)."""
+        tables = np.asarray(tables, dtype=np.float64)
+        if tables.ndim != 2 or not (tables > 0).all():
             raise CodecError(
                 "the bottleneck has no integer probability tables; call finalize_tables() "
                 "after training"
             )
-        self.bottleneck = bottleneck.eval()
-        tables = bottleneck.tables.numpy().astype(np.float64)
+        self.width = tables.shape[0]
+        self.features_of = features_of
+        self.symbols_of = symbols_of
         self._models = [
             constriction.stream.model.Categorical(row / row.sum(), perfect=False) for row in tables
         ]
 
-    @torch.inference_mode()
     def encode(self, features: np.ndarray) -> EncodedTensor:
-        symbols = self.bottleneck.symbols(torch.from_numpy(features).float().unsqueeze(0))[0]
-        return self.encode_symbols(symbols.numpy().astype(np.int32))
+        if self.symbols_of is None:
+            raise CodecError("this learned codec only decodes (it has no analysis transform)")
+        return self.encode_symbols(self.symbols_of(features).astype(np.int32))
 
     def encode_symbols(self, symbols: np.ndarray) -> EncodedTensor:
         """Range-code integer symbols [width, h, w] (each in [0, alphabet))."""
@@ -228,18 +242,17 @@ class LearnedCodec:
         """Integer symbols [width, h, w] from a payload; raises CodecError when it is corrupt."""
         _check_codec(encoded, self.name)
         count = _checked_count(encoded.shape)
-        bottleneck = self.bottleneck
-        if len(encoded.shape) != 3 or encoded.shape[0] != bottleneck.width:
+        if len(encoded.shape) != 3 or encoded.shape[0] != self.width:
             raise CodecError(
                 f"learned payload shape {list(encoded.shape)} does not fit this model's "
-                f"{bottleneck.width}-channel bottleneck"
+                f"{self.width}-channel bottleneck"
             )
         payload = encoded.payload
         if len(payload) < 4 or len(payload) % 4:
             raise CodecError(f"learned payload of {len(payload)} bytes is truncated")
         (checksum,) = struct.unpack("<I", payload[:4])
         words = np.frombuffer(payload[4:], dtype="<u4").astype(np.uint32)
-        per_channel = count // bottleneck.width
+        per_channel = count // self.width
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)
             symbols = np.stack(
@@ -251,10 +264,8 @@ class LearnedCodec:
             raise CodecError("learned payload is corrupt (checksum of the symbols differs)")
         return symbols
 
-    @torch.inference_mode()
     def decode(self, encoded: EncodedTensor) -> np.ndarray:
-        symbols = torch.from_numpy(self.decode_symbols(encoded).astype(np.int64))
-        return self.bottleneck.reconstruct(symbols.unsqueeze(0))[0].numpy()
+        return self.features_of(self.decode_symbols(encoded).astype(np.int64))
 
 
 def _check_codec(encoded: EncodedTensor, name: str) -> None:
@@ -277,7 +288,10 @@ def get_codec(name: str, bottleneck: FeatureBottleneck | None = None) -> Codec:
                 "`splitcast train --codec learned` or choose one of "
                 f"{', '.join(STATELESS_CODECS)}"
             )
-        return LearnedCodec(bottleneck)
+        bottleneck.eval()
+        return LearnedCodec(
+            bottleneck.tables.numpy(), bottleneck.features_of, bottleneck.symbols_of
+        )
     raise CodecError(f"unknown codec {name!r}; available: {', '.join(CODEC_NAMES)}")
 
 
@@ -286,25 +300,3 @@ def codec_set(bottleneck: FeatureBottleneck | None) -> dict[str, Codec]:
     learned = bottleneck is not None and bottleneck.finalized
     names = [n for n in CODEC_NAMES if learned or n != "learned"]
     return {name: get_codec(name, bottleneck) for name in names}
-
-
-def through_wire(
-    answer: dict[str, torch.Tensor], codec: Codec | None, sizes: list[int] | None = None
-) -> dict[str, torch.Tensor]:
-    """Each answer tensor [B, ...] after encoding to bytes and decoding, on the CPU (each
-    item's byte size, all its tensors together, is appended to `sizes`); unchanged without
-    a codec. What offline evaluation runs to see exactly what a live edge receives."""
-    if codec is None:
-        return answer
-    decoded: dict[str, torch.Tensor] = {}
-    totals = np.zeros(len(next(iter(answer.values()))), dtype=np.int64)
-    for name, tensor in answer.items():
-        items = []
-        for index, item in enumerate(tensor.cpu().numpy()):
-            encoded = codec.encode(item)
-            totals[index] += len(encoded.payload)
-            items.append(torch.from_numpy(codec.decode(encoded)))
-        decoded[name] = torch.stack(items)
-    if sizes is not None:
-        sizes.extend(int(n) for n in totals)
-    return decoded

@@ -26,15 +26,14 @@ Two combiners exist:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
 
+from splitcast.models.answers import AnswerUse, WireTensor, use_at
 from splitcast.models.codec_names import LOG_PROBABILITY_FLOOR, PROBABILITY_CODEC
-from splitcast.models.layers import resize
-from splitcast.models.motion import warp_to_now
+from splitcast.models.layers import grid_positions, resize
 from splitcast.models.remote import ENCODING_STRIDE
 
 if TYPE_CHECKING:
@@ -42,40 +41,6 @@ if TYPE_CHECKING:
 
 AnswerTensors = dict[str, torch.Tensor]
 """One answer (or a batch of them) as named tensors [B, C, h, w]."""
-
-
-@dataclass(frozen=True)
-class AnswerUse:
-    """How the edge uses an answer of one age: the feature gain or the forecast's weight, and
-    (late average only) the side of the box the forecast is blurred over and the weight of the
-    on-time answer moved to the current frame."""
-
-    weight: float
-    blur: int = 1
-    warped_weight: float = 0.0
-
-
-AS_SENT = AnswerUse(1.0)
-"""The answer used as it arrives: gain (or weight) 1, no blur."""
-LOCAL_ONLY = AnswerUse(0.0)
-"""The answer not used at all: every combiner's output is then exactly local-only."""
-
-
-def use_at(policy: Sequence[AnswerUse], age_ticks: float) -> AnswerUse:
-    """`policy[age]` for the age rounded to whole ticks, the last record for anything older;
-    `AS_SENT` without a policy."""
-    if not policy:
-        return AS_SENT
-    return policy[min(max(int(age_ticks + 0.5), 0), len(policy) - 1)]
-
-
-@dataclass(frozen=True)
-class WireTensor:
-    """One named tensor of an answer as it travels: shape [C, H, W] (no batch axis) and codec."""
-
-    name: str
-    shape: tuple[int, int, int]
-    codec: str
 
 
 class LocalPass(Protocol):
@@ -134,16 +99,6 @@ class Combiner(Protocol):
         """What calibration tries per age: every combination of the gains or forecast weights,
         blurs and moved-answer weights this combiner uses (None: its defaults)."""
         ...
-
-
-def check_uses(uses: Sequence[AnswerUse]) -> None:
-    """Raise ValueError unless every weight is in [0, 4] and every blur an odd box side."""
-    weights = [(u.weight, u.warped_weight) for u in uses]
-    if not uses or any(not 0.0 <= w <= 4.0 for pair in weights for w in pair):
-        raise ValueError(f"answer weights must be a non-empty list in [0, 4]: {weights}")
-    wrong = sorted({u.blur for u in uses if u.blur < 1 or u.blur % 2 == 0})
-    if wrong:
-        raise ValueError(f"the forecast's blur must be an odd number of cells, not {wrong}")
 
 
 class _PolicyAndWire:
@@ -301,12 +256,40 @@ def pool(
     full-size tensor costs the edge time."""
     remote = forecast.exp()
     if use.blur > 1:
-        remote = F.avg_pool2d(remote, use.blur, 1, use.blur // 2, count_include_pad=False)
+        remote = box_average(remote, use.blur)
     remote = remote.log_().mul_(use.weight)
     if use.warped_weight:
         moved = on_time if flows is None else warp_to_now(on_time, flows)
         remote = remote.add_(moved, alpha=use.warped_weight)
     return resize(remote, tuple(local_logits.shape[-2:])).add_(local_logits)
+
+
+def box_average(maps: torch.Tensor, side: int) -> torch.Tensor:
+    """Each cell of `maps` [B, C, h, w] averaged over the `side` x `side` box around it, the
+    box clipped at the border: `avg_pool2d` without padding counted, as a depthwise box
+    convolution divided by each cell's count, the same numbers faster in PyTorch and many times
+    faster in ONNX Runtime (whose AveragePool is slow at this size)."""
+    channels, size = maps.shape[1], tuple(maps.shape[-2:])
+    box = maps.new_ones(channels, 1, side, side)
+    sums = F.conv2d(maps, box, padding=side // 2, groups=channels)
+    counts = F.conv2d(maps.new_ones(1, 1, *size), box[:1], padding=side // 2)
+    return sums / counts
+
+
+def warp_to_now(maps: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """`maps` [B, C, h, w] of the answers' frames moved to the current frames along `flows`
+    [B, H, W, 2] (`MotionEstimator.backward_flow`, any frame size H x W): each cell takes the
+    bilinear value where its content was; cells whose content came from outside the answer's
+    frame take the nearest border value."""
+    height, width = maps.shape[-2:]
+    scale = torch.tensor(
+        [2.0 / flows.shape[2], 2.0 / flows.shape[1]], dtype=maps.dtype
+    )  # pixels -> grid_sample's [-1, 1] units
+    shift = F.adaptive_avg_pool2d(flows.permute(0, 3, 1, 2).to(maps.dtype), (height, width))
+    grid = grid_positions(maps) + shift * scale.view(1, 2, 1, 1)
+    return F.grid_sample(
+        maps, grid.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 _COMBINERS: dict[str, type[FeatureFusion] | type[LateAverage]] = {

@@ -20,8 +20,9 @@ from typing import Any
 
 from splitcast.data.classes import CITYSCAPES_CLASSES
 from splitcast.data.images import FORMATS as UPLINK_FORMATS
+from splitcast.models.answers import AnswerUse, check_uses
 from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
-from splitcast.models.combiners import AnswerUse, FeatureFusion, check_uses
+from splitcast.models.combiners import FeatureFusion
 
 TOP_STAGE_STRIDE = 16  # `--train-remote-top` alone trains the backbone above this stride
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from splitcast.data.images import fit
-from splitcast.models.combiners import AnswerTensors, AnswerUse, Combiner, LocalPass
+from splitcast.models.answers import AnswerUse
+from splitcast.models.combiners import AnswerTensors, Combiner, LocalPass
 from splitcast.models.devices import CPU, autocast
 from splitcast.models.layers import class_ids
 from splitcast.models.local import LocalModel
@@ -160,4 +161,4 @@ class EdgeStep:
         pairs = [(greys.get(t), greys.get(s)) for t, s in zip(frames, sources, strict=True)]
         if any(current is None or source is None for current, source in pairs):
             return None
-        return torch.stack([self.motion.backward_flow(c, s) for c, s in pairs])
+        return torch.from_numpy(np.stack([self.motion.backward_flow(c, s) for c, s in pairs]))

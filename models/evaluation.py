@@ -32,12 +32,14 @@ from tqdm import tqdm
 from splitcast.data.clips import Clip, ClipDataset, DataError
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.sampling import context_indices, valid_targets
+from splitcast.models.answers import AnswerUse
 from splitcast.models.cache import uplink_round_trip
-from splitcast.models.codec import Codec, through_wire
-from splitcast.models.combiners import AnswerTensors, AnswerUse, LocalPass
+from splitcast.models.codec import Codec
+from splitcast.models.combiners import AnswerTensors, LocalPass
 from splitcast.models.devices import CPU, autocast
 from splitcast.models.edge_step import ClipGreys, EdgeStep, LocalRunner, TorchLocal, to_tensor
 from splitcast.models.layers import class_ids
+from splitcast.models.offline_wire import through_wire
 from splitcast.models.registry import SplitSystem
 from splitcast.models.remote_stream import window
 from splitcast.models.score_tables import Matrices, miou_results

@@ -4,9 +4,10 @@ A late answer describes the frame the server last saw. The server can only guess
 moved since (its forecast); the edge has every frame since and can measure it. `backward_flow`
 estimates, for each pixel of the current frame, where it was in the answer's frame (OpenCV's
 DIS optical flow, its fastest preset: a small fraction of the edge step at the local size),
-and `warp_to_now` moves the answer's on-time class map along it, on the answer's own
-coarse grid so that the edge never resamples a full-size tensor. `FrameHistory` keeps the
-small grey images a live edge needs to do this for the answers it may still use.
+and the late average (`splitcast.models.combiners.warp_to_now`) moves the answer's on-time
+class map along it. `FrameHistory` keeps the small grey images a live edge needs to do this for
+the answers it may still use. Nothing here needs PyTorch: the edge-only install measures flow
+with this module too.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ from collections import OrderedDict
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
-
-from splitcast.models.layers import grid_positions
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -33,28 +30,12 @@ class MotionEstimator:
     def __init__(self) -> None:
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
 
-    def backward_flow(self, current: np.ndarray, source: np.ndarray) -> torch.Tensor:
+    def backward_flow(self, current: np.ndarray, source: np.ndarray) -> np.ndarray:
         """Flow [H, W, 2] (x, y in pixels) such that current[y, x] shows what source showed at
         (x + flow_x, y + flow_y)."""
         if current.shape != source.shape:
             raise ValueError(f"frames differ in size: {current.shape} and {source.shape}")
-        return torch.from_numpy(self._dis.calc(current, source, None))
-
-
-def warp_to_now(maps: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-    """`maps` [B, C, h, w] of the answers' frames moved to the current frames along `flows`
-    [B, H, W, 2] (`MotionEstimator.backward_flow`, any frame size H x W): each cell takes the
-    bilinear value where its content was; cells whose content came from outside the answer's
-    frame take the nearest border value."""
-    height, width = maps.shape[-2:]
-    scale = torch.tensor(
-        [2.0 / flows.shape[2], 2.0 / flows.shape[1]], dtype=maps.dtype
-    )  # pixels -> grid_sample's [-1, 1] units
-    shift = F.adaptive_avg_pool2d(flows.permute(0, 3, 1, 2).to(maps.dtype), (height, width))
-    grid = grid_positions(maps) + shift * scale.view(1, 2, 1, 1)
-    return F.grid_sample(
-        maps, grid.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=False
-    )
+        return self._dis.calc(current, source, None)
 
 
 class FrameHistory:

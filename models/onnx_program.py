@@ -18,23 +18,16 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import onnxruntime as ort
 import torch
 from torch import nn
 
+from splitcast.models.providers import PROVIDERS, Provider, ProviderError, cache_dir, open_session
+
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "SPLITCAST_CACHE"
-
 T = TypeVar("T")
-
-
-def cache_dir() -> Path:
-    """`$SPLITCAST_CACHE/onnx`, by default `~/.cache/splitcast/onnx`."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "splitcast"
-    return Path(root) / "onnx"
 
 
 def _defining_files(module: nn.Module) -> list[Path]:
@@ -103,45 +96,6 @@ def onnx_or_none(make: Callable[[], T], what: str) -> T | None:
         return None
 
 
-PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-"""Execution providers by the short names the command line takes."""
-
-
-class ProviderError(ValueError):
-    """An execution provider asked for that this onnxruntime build does not have."""
-
-
-def resolve_providers(names: Sequence[str]) -> list[str | tuple[str, dict[str, Any]]]:
-    """ONNX Runtime providers for `names` in order of preference, each checked against this
-    onnxruntime build, the CPU last for what the others leave; TensorRT caches its engines
-    next to the exported graphs and may build them in fp16."""
-    available = ort.get_available_providers()
-    short = [name for name, full in PROVIDERS.items() if full in available]
-    chosen: list[str | tuple[str, dict[str, Any]]] = []
-    for name in names:
-        if name not in PROVIDERS:
-            raise ProviderError(f"unknown provider {name!r}; choose from {', '.join(PROVIDERS)}")
-        if PROVIDERS[name] not in available:
-            raise ProviderError(
-                f"ONNX Runtime provider {name!r} is not in this onnxruntime build "
-                f"(onnxruntime {ort.__version__}; available: {', '.join(short)}); on a GPU "
-                "install onnxruntime-gpu (on a Jetson, JetPack's wheel)"
-            )
-        if name == "tensorrt":
-            cache = str(cache_dir() / "tensorrt")
-            options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache}
-            chosen.append((PROVIDERS[name], options | {"trt_fp16_enable": True}))
-        else:
-            chosen.append(PROVIDERS[name])
-    if PROVIDERS["cpu"] not in chosen:
-        chosen.append(PROVIDERS["cpu"])
-    return chosen
-
-
 class OnnxProgram:
     """`module(*inputs)` at fixed input shapes, run by ONNX Runtime on `threads` threads with
     `providers` (from `resolve_providers`; default the CPU)."""
@@ -152,28 +106,16 @@ class OnnxProgram:
         examples: tuple[torch.Tensor, ...],
         input_names: list[str],
         threads: int,
-        providers: Sequence[str | tuple[str, dict[str, Any]]] = (PROVIDERS["cpu"],),
+        providers: Sequence[Provider] = (PROVIDERS["cpu"],),
     ) -> None:
         self.input_names = input_names
         self.path = cache_dir() / f"{type(module).__name__}-{program_key(module, examples)}.onnx"
         if not self.path.is_file():
             log.info("exporting %s to %s", type(module).__name__, self.path)
             export_program(module, examples, input_names, self.path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Its threads would otherwise spin after each run, taking the cores from PyTorch work
-        # in the same process and from the other process (edge or server) on the machine.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
+        self.session = open_session(self.path, threads, providers)
         self.providers: list[str] = self.session.get_providers()
-        """The providers the session runs on (ONNX Runtime drops one that fails to start)."""
-        preferred = providers[0] if isinstance(providers[0], str) else providers[0][0]
-        if preferred not in self.providers:
-            raise ProviderError(
-                f"ONNX Runtime could not start {preferred} (it would run on "
-                f"{', '.join(self.providers)}); its log above says why"
-            )
+        """The providers the session runs on."""
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         feed = {

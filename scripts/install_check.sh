@@ -22,7 +22,7 @@ $PIP install --quiet --no-deps "$FOLDER"/wheels/torch-$TORCH-*.whl \
     "$FOLDER"/wheels/torchvision-$TORCHVISION-*.whl
 versions() { $PIP show torch torchvision 2>/dev/null | grep '^Version' | tr '\n' ' '; }
 before=$(versions)
-$PIP install --quiet --report "$FOLDER/report.json" "$(dirname "$0")/..[dev]"
+$PIP install --quiet --report "$FOLDER/report.json" "$(dirname "$0")/..[full,dev]"
 after=$(versions)
 echo "torch and torchvision before: $before; after: $after"
 "$FOLDER/venv/bin/python" - "$FOLDER/report.json" <<'PY'

@@ -24,9 +24,9 @@ import numpy as np
 
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.data.metrics import Gain, bootstrap_gain
+from splitcast.models.answers import LOCAL_ONLY, AnswerUse, check_uses
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
-from splitcast.models.combiners import LOCAL_ONLY, AnswerUse, check_uses
 from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.reports import plot_gain_calibration, write_json

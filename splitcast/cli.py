@@ -1,5 +1,5 @@
-"""The `splitcast` command line: serve, edge, link, demo, data, train, evaluate, sweep,
-calibrate, netem."""
+"""The `splitcast` command line: serve, edge, link, demo, data, train, fit, package, export,
+bench, evaluate, sweep, calibrate, netem."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from splitcast.arguments import (
     positive_int,
     set_threads,
 )
+from splitcast.bench_cli import add_bench_command
 from splitcast.data_cli import add_data_commands
 from splitcast.edge.sources import MOVING_SCENE
 from splitcast.evaluate_cli import (
@@ -165,6 +166,22 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_demo)
 
 
+FULL_INSTALL_MODULES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "onnx",
+    "onnxscript",
+    "pybullet",
+    "safetensors",
+    "matplotlib",
+    "PIL",
+    "grpc_health",
+    "grpc_reflection",
+)
+"""Modules of the training and serving stack that the edge-only install leaves out."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitcast",
@@ -183,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_command(commands)
     add_package_command(commands)
     add_export_command(commands)
+    add_bench_command(commands)
     add_evaluate_command(commands)
     add_sweep_command(commands)
     add_calibrate_command(commands)
@@ -257,14 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     from splitcast.edge.sources import SourceError
     from splitcast.launch import LaunchError
-    from splitcast.models.backbones import WeightsError
-    from splitcast.models.checkpoint import CheckpointError
+    from splitcast.models.errors import CheckpointError, WeightsError
     from splitcast.netem.kernel import KernelPathError
 
     try:
         args.run(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in FULL_INSTALL_MODULES:
+            raise
+        print(
+            f"splitcast {args.command}: error: this command needs the full install "
+            f"(pip install 'splitcast[full]'): no module named {exc.name}",
+            file=sys.stderr,
+        )
+        return 2
     except (
         SourceError,
         LaunchError,

@@ -310,7 +310,7 @@ def _run_calibrate(args: argparse.Namespace) -> None:
         candidate_label,
         plotted_lines,
     )
-    from splitcast.models.combiners import AnswerUse
+    from splitcast.models.answers import AnswerUse
 
     request = CalibrationRequest(
         args.checkpoint,

@@ -2,13 +2,15 @@
 are not splitcast (TensorRT, another team's pipeline) and for an edge without PyTorch.
 
 The folder holds the edge's graphs (the local model alone; for feature fusion the local model
-fused with the answer's features at a gain; for the late average its combine step, one graph
-per blur the per-age policy uses), the server's (the per-frame encoder; the temporal model
+fused with the answer's features at a gain, and the learned codec's synthesis when it sends
+with it; for the late average its combine step, one graph per distinct record of the per-age
+policy), the server's (the per-frame encoder; the temporal model
 with the heads that make an answer) and `manifest.json`: every graph's file, sha256, inputs and
 outputs (names, shapes, dtypes), how frames are normalised, the uplink encoding, the combiner,
-the answer tensors and their codecs, the per-age policy, fps, K, the opset and the checkpoint's
-version. Every graph passes onnx's checker and is run once in ONNX Runtime against PyTorch on
-random inputs; the largest difference is recorded and over `TOLERANCE` is an error.
+the answer tensors and their codecs (the learned codec's integer tables), the per-age policy,
+fps, K, the opset and the checkpoint's version; `splitcast.edge.exported` runs the edge from
+it without PyTorch. Every graph passes onnx's checker and is run once in ONNX Runtime against
+PyTorch on random inputs; the largest difference is recorded and over `TOLERANCE` is an error.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ import torch
 from torch import nn
 
 from splitcast.cloud.onnx_encoder import RemoteEncoder
+from splitcast.edge.exported import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST
+from splitcast.models.answers import AS_SENT, AnswerUse
 from splitcast.models.checkpoint import load_system
-from splitcast.models.combiners import AS_SENT, AnswerUse, Combiner, pool
+from splitcast.models.combiners import Combiner, pool
 from splitcast.models.onnx_program import export_program
 from splitcast.models.registry import SplitSystem
 from splitcast.reports import write_json
 
-FORMAT = "splitcast-export"
-VERSION = 1
 TOLERANCE = 1e-3
 NORMALISATION = (
     "RGB, float32 in [0, 1], NCHW; the frame resized to the graph's input size keeping its "
@@ -51,6 +53,17 @@ class _Fused(nn.Module):
         self, frame: torch.Tensor, features: torch.Tensor, gain: torch.Tensor
     ) -> torch.Tensor:
         return self.local(frame, features * gain)
+
+
+class _Synthesis(nn.Module):
+    """The learned codec's synthesis: features from the range decoder's integer symbols."""
+
+    def __init__(self, system: SplitSystem) -> None:
+        super().__init__()
+        self.bottleneck = system.bottleneck
+
+    def forward(self, symbols: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck.reconstruct(symbols)
 
 
 class _LateCombine(nn.Module):
@@ -107,6 +120,14 @@ def _graphs(system: SplitSystem) -> dict[str, tuple[nn.Module, tuple, list[str],
             [tensor.name for tensor in combiner.wire()],
         ),
     }
+    if any(tensor.codec == "learned" for tensor in combiner.wire()):
+        symbols = system.bottleneck.symbols(answer["features"])
+        graphs["edge_synthesis"] = (
+            _Synthesis(system),
+            (symbols,),
+            ["symbols"],
+            ["features"],
+        )
     if combiner.fuses_features:
         gain = torch.tensor(0.8)
         graphs["edge_fused"] = (
@@ -191,8 +212,8 @@ def export_checkpoint_graphs(checkpoint: str, out: Path) -> dict[str, Any]:
             "max_abs_difference_from_pytorch": difference,
         }
     manifest = {
-        "format": FORMAT,
-        "version": VERSION,
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
         "checkpoint": {"name": checkpoint, "version": config.version, "config": config.name},
         "combiner": combiner.name,
         "fps": config.fps,
@@ -209,7 +230,10 @@ def export_checkpoint_graphs(checkpoint: str, out: Path) -> dict[str, Any]:
         "opset": opset,
         "graphs": described,
     }
-    write_json(out / "manifest.json", manifest)
+    if any(tensor.codec == "learned" for tensor in combiner.wire()):
+        tables = system.bottleneck.tables.tolist()
+        manifest["learned_codec"] = {"tables": tables, "graph": "edge_synthesis"}
+    write_json(out / MANIFEST, manifest)
     return manifest
 
 

@@ -18,7 +18,7 @@ from splitcast.edge.loop import EdgeOptions, EdgeSummary, run_edge
 from splitcast.edge.sources import MovingSceneSource
 from splitcast.launch import ChildProcess, start_server
 from splitcast.models.checkpoint import save_checkpoint
-from splitcast.models.onnx_program import CACHE_ENV
+from splitcast.models.providers import CACHE_ENV
 from splitcast.models.registry import build, get_config, with_bottleneck
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 

@@ -13,8 +13,8 @@ from conftest import count_video_frames
 
 from splitcast.cli import build_parser
 from splitcast.edge.sinks import BANNER_HEIGHT
+from splitcast.models.answers import AnswerUse
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
-from splitcast.models.combiners import AnswerUse
 from splitcast.models.registry import build
 
 COMMANDS = {
@@ -23,6 +23,7 @@ COMMANDS = {
     "link",
     "demo",
     "export",
+    "bench",
     "data",
     "train",
     "evaluate",

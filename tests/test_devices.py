@@ -36,7 +36,7 @@ from splitcast.models.devices import (
 )
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.models.losses import LOSSES, LossModel
-from splitcast.models.onnx_program import PROVIDERS, ProviderError, resolve_providers
+from splitcast.models.providers import PROVIDERS, ProviderError, resolve_providers
 from splitcast.models.registry import build, get_config
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

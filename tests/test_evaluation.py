@@ -18,8 +18,8 @@ from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.scene.generator import SceneSettings
 from splitcast.evaluate import EvaluationRequest, evaluate_offline
 from splitcast.live_eval import LiveRequest, evaluate_live
+from splitcast.models.answers import AnswerUse, use_at
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
-from splitcast.models.combiners import AnswerUse, use_at
 from splitcast.models.layers import resize
 from splitcast.models.registry import build
 from splitcast.models.score_tables import METHODS

@@ -16,8 +16,9 @@ import onnxruntime as ort
 import torch
 
 from splitcast.export import export_checkpoint_graphs
+from splitcast.models.answers import AnswerUse
 from splitcast.models.checkpoint import save_checkpoint
-from splitcast.models.combiners import AnswerUse, LateAverage
+from splitcast.models.combiners import LateAverage
 from splitcast.models.registry import build
 
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from skimage import data as photos
 
+from splitcast.models.answers import AnswerUse
 from splitcast.models.backbones import efficientnet_lite_classifier
 from splitcast.models.checkpoint import CheckpointError, migrate_config
-from splitcast.models.combiners import AnswerUse
 from splitcast.models.config import (
     BottleneckSettings,
     LiteSettings,

@@ -14,7 +14,8 @@ from torch import nn
 
 from splitcast.cloud.runtime import RemoteRuntime
 from splitcast.edge.runtime import LocalRuntime
-from splitcast.models.onnx_program import OnnxProgram, cache_dir, program_key
+from splitcast.models.onnx_program import OnnxProgram, program_key
+from splitcast.models.providers import cache_dir
 from splitcast.models.registry import SplitSystem, build, get_config
 
 
@@ -63,9 +64,8 @@ def test_an_unknown_encoder_runtime_is_refused() -> None:
 
 def test_edge_onnx_runtime_segments_like_torch_with_and_without_features() -> None:
     system = _tiny()
-    size, combiner = system.config.local_size, system.combiner()
-    onnx_runtime = LocalRuntime(system.local, size, combiner, runtime="onnxruntime")
-    torch_runtime = LocalRuntime(_tiny().local, size, combiner, runtime="torch")
+    onnx_runtime = LocalRuntime(system, runtime="onnxruntime")
+    torch_runtime = LocalRuntime(_tiny(), runtime="torch")
     shape = system.local.downlink_shape(system.config.local_size)
     rng = np.random.default_rng(1)
     generator = torch.Generator().manual_seed(1)

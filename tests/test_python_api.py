@@ -23,9 +23,10 @@ from splitcast.edge.client import MODES
 from splitcast.edge.slots import ReceivedAnswer
 from splitcast.edge.sources import MovingSceneSource
 from splitcast.launch import start_server
+from splitcast.models.answers import AnswerUse
 from splitcast.models.checkpoint import save_checkpoint
 from splitcast.models.codec import get_codec
-from splitcast.models.combiners import AnswerUse, LateAverage
+from splitcast.models.combiners import LateAverage
 from splitcast.models.evaluation import OfflineEvaluator, ScheduledFrame
 from splitcast.models.registry import SplitSystem, build
 from splitcast.v1 import splitcast_pb2 as pb
@@ -81,7 +82,7 @@ def test_edge_client_and_the_evaluator_give_identical_class_ids(tmp_path: Path) 
         system, server="127.0.0.1:1", fps=dataset.meta.fps, runtime="torch", output_size=label_size
     )  # never started: the answers below are put where the connection would put them
     evaluator = OfflineEvaluator(
-        system, dataset, codec=get_codec(system.config.codec), local=client.runtime.step.local
+        system, dataset, codec=get_codec(system.config.codec), local=client.model.step.local
     )
     state = evaluator.clip_state(clip, set(range(clip.num_frames)))
     schedule: dict[int, ScheduledFrame] = {}
@@ -207,7 +208,7 @@ def test_an_edge_decodes_the_codec_its_server_announces() -> None:
 def test_frames_a_caller_skips_still_count_in_the_answer_age() -> None:
     system = _late(build("tiny"), [AnswerUse(0.5)])
     client = splitcast.EdgeClient(system, server="127.0.0.1:1", runtime="torch")
-    answer = {t.name: torch.zeros(1, *t.shape) for t in client.combiner.wire()}
+    answer = {t.name: torch.zeros(1, *t.shape) for t in client.model.expected.tensors}
     client.connection.answers.put(ReceivedAnswer(2, 3.0, answer, 0, 0.0, 0.0, 0, (2,)))
     rgb = next(iter(MovingSceneSource(num_frames=1).frames()))
     skipped_to = client.step(rgb, sequence=7)

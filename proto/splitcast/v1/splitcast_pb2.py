@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csplitcast/v1/splitcast.proto\x12\x0csplitcast.v1\"f\n\x0c\x45ncodedImage\x12)\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x19.splitcast.v1.ImageFormat\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"\x82\x01\n\x0bUplinkFrame\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x17\n\x0f\x63\x61pture_time_ns\x18\x02 \x01(\x03\x12)\n\x05image\x18\x03 \x01(\x0b\x32\x1a.splitcast.v1.EncodedImage\x12\x1d\n\x15requested_delay_ticks\x18\x04 \x01(\x02\"x\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\r\x12\"\n\x05\x64type\x18\x04 \x01(\x0e\x32\x13.splitcast.v1.DType\x12\r\n\x05scale\x18\x05 \x01(\x02\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\"\xe1\x01\n\x06\x41nswer\x12\x17\n\x0fsource_sequence\x18\x01 \x01(\x04\x12\x1e\n\x16source_capture_time_ns\x18\x02 \x01(\x03\x12\x1f\n\x17\x63onditioned_delay_ticks\x18\x03 \x01(\x02\x12%\n\x07tensors\x18\x04 \x03(\x0b\x32\x14.splitcast.v1.Tensor\x12\x1e\n\x16server_receive_time_ns\x18\x05 \x01(\x03\x12\x1b\n\x13server_send_time_ns\x18\x06 \x01(\x03\x12\x19\n\x11\x63ontext_sequences\x18\x07 \x03(\x04\"F\n\nFrameError\x12\x17\n\x0fsource_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x84\x01\n\x0f\x44ownlinkMessage\x12&\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x14.splitcast.v1.AnswerH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.splitcast.v1.FrameErrorH\x00\x12\x16\n\x0e\x66rames_dropped\x18\x03 \x01(\x04\x42\x06\n\x04\x62ody\"\r\n\x0bInfoRequest\"%\n\x04Size\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\x12\r\n\x05\x63odec\x18\x03 \x01(\t\"L\n\x0eUplinkEncoding\x12)\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x19.splitcast.v1.ImageFormat\x12\x0f\n\x07quality\x18\x02 \x01(\r\"\xca\x02\n\nServerInfo\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\x0cremote_input\x18\x03 \x01(\x0b\x32\x12.splitcast.v1.Size\x12\'\n\x0blocal_input\x18\x04 \x01(\x0b\x32\x12.splitcast.v1.Size\x12\x10\n\x08\x63ombiner\x18\x05 \x01(\t\x12)\n\x07tensors\x18\x06 \x03(\x0b\x32\x18.splitcast.v1.TensorSpec\x12\x0b\n\x03\x66ps\x18\x07 \x01(\x02\x12\x16\n\x0e\x63ontext_frames\x18\x08 \x01(\r\x12\x13\n\x0bnum_classes\x18\t \x01(\r\x12\x19\n\x11max_message_bytes\x18\n \x01(\x04\x12,\n\x06uplink\x18\x0b \x01(\x0b\x32\x1c.splitcast.v1.UplinkEncoding*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x02\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x03*e\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT16\x10\x01\x12\x11\n\rDTYPE_FLOAT32\x10\x02\x12\x0e\n\nDTYPE_INT8\x10\x03\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x04\x32\x95\x01\n\x0eSplitInference\x12\x46\n\x06Stream\x12\x19.splitcast.v1.UplinkFrame\x1a\x1d.splitcast.v1.DownlinkMessage(\x01\x30\x01\x12;\n\x04Info\x12\x19.splitcast.v1.InfoRequest\x1a\x18.splitcast.v1.ServerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csplitcast/v1/splitcast.proto\x12\x0csplitcast.v1\"f\n\x0c\x45ncodedImage\x12)\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x19.splitcast.v1.ImageFormat\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"\x82\x01\n\x0bUplinkFrame\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x17\n\x0f\x63\x61pture_time_ns\x18\x02 \x01(\x03\x12)\n\x05image\x18\x03 \x01(\x0b\x32\x1a.splitcast.v1.EncodedImage\x12\x1d\n\x15requested_delay_ticks\x18\x04 \x01(\x02\"x\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\r\x12\"\n\x05\x64type\x18\x04 \x01(\x0e\x32\x13.splitcast.v1.DType\x12\r\n\x05scale\x18\x05 \x01(\x02\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\"\x8b\x02\n\x06\x41nswer\x12\x17\n\x0fsource_sequence\x18\x01 \x01(\x04\x12\x1e\n\x16source_capture_time_ns\x18\x02 \x01(\x03\x12\x1f\n\x17\x63onditioned_delay_ticks\x18\x03 \x01(\x02\x12%\n\x07tensors\x18\x04 \x03(\x0b\x32\x14.splitcast.v1.Tensor\x12\x1e\n\x16server_receive_time_ns\x18\x05 \x01(\x03\x12\x1b\n\x13server_send_time_ns\x18\x06 \x01(\x03\x12\x19\n\x11\x63ontext_sequences\x18\x07 \x03(\x04\x12(\n\x05steps\x18\x08 \x01(\x0b\x32\x19.splitcast.v1.ServerSteps\"\x8e\x01\n\x0bServerSteps\x12\x15\n\rtaken_time_ns\x18\x01 \x01(\x03\x12\x17\n\x0f\x64\x65\x63oded_time_ns\x18\x02 \x01(\x03\x12\x1b\n\x13model_start_time_ns\x18\x03 \x01(\x03\x12\x19\n\x11model_end_time_ns\x18\x04 \x01(\x03\x12\x17\n\x0f\x65ncoded_time_ns\x18\x05 \x01(\x03\"F\n\nFrameError\x12\x17\n\x0fsource_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x84\x01\n\x0f\x44ownlinkMessage\x12&\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x14.splitcast.v1.AnswerH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.splitcast.v1.FrameErrorH\x00\x12\x16\n\x0e\x66rames_dropped\x18\x03 \x01(\x04\x42\x06\n\x04\x62ody\"\r\n\x0bInfoRequest\"%\n\x04Size\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\x12\r\n\x05\x63odec\x18\x03 \x01(\t\"L\n\x0eUplinkEncoding\x12)\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x19.splitcast.v1.ImageFormat\x12\x0f\n\x07quality\x18\x02 \x01(\r\"\xca\x02\n\nServerInfo\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\x0cremote_input\x18\x03 \x01(\x0b\x32\x12.splitcast.v1.Size\x12\'\n\x0blocal_input\x18\x04 \x01(\x0b\x32\x12.splitcast.v1.Size\x12\x10\n\x08\x63ombiner\x18\x05 \x01(\t\x12)\n\x07tensors\x18\x06 \x03(\x0b\x32\x18.splitcast.v1.TensorSpec\x12\x0b\n\x03\x66ps\x18\x07 \x01(\x02\x12\x16\n\x0e\x63ontext_frames\x18\x08 \x01(\r\x12\x13\n\x0bnum_classes\x18\t \x01(\r\x12\x19\n\x11max_message_bytes\x18\n \x01(\x04\x12,\n\x06uplink\x18\x0b \x01(\x0b\x32\x1c.splitcast.v1.UplinkEncoding*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x02\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x03*e\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT16\x10\x01\x12\x11\n\rDTYPE_FLOAT32\x10\x02\x12\x0e\n\nDTYPE_INT8\x10\x03\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x04\x32\x95\x01\n\x0eSplitInference\x12\x46\n\x06Stream\x12\x19.splitcast.v1.UplinkFrame\x1a\x1d.splitcast.v1.DownlinkMessage(\x01\x30\x01\x12;\n\x04Info\x12\x19.splitcast.v1.InfoRequest\x1a\x18.splitcast.v1.ServerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'splitcast.v1.splitcast_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEFORMAT']._serialized_start=1363
-  _globals['_IMAGEFORMAT']._serialized_end=1474
-  _globals['_DTYPE']._serialized_start=1476
-  _globals['_DTYPE']._serialized_end=1577
+  _globals['_IMAGEFORMAT']._serialized_start=1550
+  _globals['_IMAGEFORMAT']._serialized_end=1661
+  _globals['_DTYPE']._serialized_start=1663
+  _globals['_DTYPE']._serialized_end=1764
   _globals['_ENCODEDIMAGE']._serialized_start=46
   _globals['_ENCODEDIMAGE']._serialized_end=148
   _globals['_UPLINKFRAME']._serialized_start=151
@@ -42,21 +42,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR']._serialized_start=283
   _globals['_TENSOR']._serialized_end=403
   _globals['_ANSWER']._serialized_start=406
-  _globals['_ANSWER']._serialized_end=631
-  _globals['_FRAMEERROR']._serialized_start=633
-  _globals['_FRAMEERROR']._serialized_end=703
-  _globals['_DOWNLINKMESSAGE']._serialized_start=706
-  _globals['_DOWNLINKMESSAGE']._serialized_end=838
-  _globals['_INFOREQUEST']._serialized_start=840
-  _globals['_INFOREQUEST']._serialized_end=853
-  _globals['_SIZE']._serialized_start=855
-  _globals['_SIZE']._serialized_end=892
-  _globals['_TENSORSPEC']._serialized_start=894
-  _globals['_TENSORSPEC']._serialized_end=950
-  _globals['_UPLINKENCODING']._serialized_start=952
-  _globals['_UPLINKENCODING']._serialized_end=1028
-  _globals['_SERVERINFO']._serialized_start=1031
-  _globals['_SERVERINFO']._serialized_end=1361
-  _globals['_SPLITINFERENCE']._serialized_start=1580
-  _globals['_SPLITINFERENCE']._serialized_end=1729
+  _globals['_ANSWER']._serialized_end=673
+  _globals['_SERVERSTEPS']._serialized_start=676
+  _globals['_SERVERSTEPS']._serialized_end=818
+  _globals['_FRAMEERROR']._serialized_start=820
+  _globals['_FRAMEERROR']._serialized_end=890
+  _globals['_DOWNLINKMESSAGE']._serialized_start=893
+  _globals['_DOWNLINKMESSAGE']._serialized_end=1025
+  _globals['_INFOREQUEST']._serialized_start=1027
+  _globals['_INFOREQUEST']._serialized_end=1040
+  _globals['_SIZE']._serialized_start=1042
+  _globals['_SIZE']._serialized_end=1079
+  _globals['_TENSORSPEC']._serialized_start=1081
+  _globals['_TENSORSPEC']._serialized_end=1137
+  _globals['_UPLINKENCODING']._serialized_start=1139
+  _globals['_UPLINKENCODING']._serialized_end=1215
+  _globals['_SERVERINFO']._serialized_start=1218
+  _globals['_SERVERINFO']._serialized_end=1548
+  _globals['_SPLITINFERENCE']._serialized_start=1767
+  _globals['_SPLITINFERENCE']._serialized_end=1916
 # @@protoc_insertion_point(module_scope)

@@ -72,7 +72,7 @@ class Tensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., codec: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ..., scale: _Optional[float] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class Answer(_message.Message):
-    __slots__ = ("source_sequence", "source_capture_time_ns", "conditioned_delay_ticks", "tensors", "server_receive_time_ns", "server_send_time_ns", "context_sequences")
+    __slots__ = ("source_sequence", "source_capture_time_ns", "conditioned_delay_ticks", "tensors", "server_receive_time_ns", "server_send_time_ns", "context_sequences", "steps")
     SOURCE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_CAPTURE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CONDITIONED_DELAY_TICKS_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class Answer(_message.Message):
     SERVER_RECEIVE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     SERVER_SEND_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     source_sequence: int
     source_capture_time_ns: int
     conditioned_delay_ticks: float
@@ -87,7 +88,22 @@ class Answer(_message.Message):
     server_receive_time_ns: int
     server_send_time_ns: int
     context_sequences: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, source_sequence: _Optional[int] = ..., source_capture_time_ns: _Optional[int] = ..., conditioned_delay_ticks: _Optional[float] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., server_receive_time_ns: _Optional[int] = ..., server_send_time_ns: _Optional[int] = ..., context_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+    steps: ServerSteps
+    def __init__(self, source_sequence: _Optional[int] = ..., source_capture_time_ns: _Optional[int] = ..., conditioned_delay_ticks: _Optional[float] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., server_receive_time_ns: _Optional[int] = ..., server_send_time_ns: _Optional[int] = ..., context_sequences: _Optional[_Iterable[int]] = ..., steps: _Optional[_Union[ServerSteps, _Mapping]] = ...) -> None: ...
+
+class ServerSteps(_message.Message):
+    __slots__ = ("taken_time_ns", "decoded_time_ns", "model_start_time_ns", "model_end_time_ns", "encoded_time_ns")
+    TAKEN_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    DECODED_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_START_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_END_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    taken_time_ns: int
+    decoded_time_ns: int
+    model_start_time_ns: int
+    model_end_time_ns: int
+    encoded_time_ns: int
+    def __init__(self, taken_time_ns: _Optional[int] = ..., decoded_time_ns: _Optional[int] = ..., model_start_time_ns: _Optional[int] = ..., model_end_time_ns: _Optional[int] = ..., encoded_time_ns: _Optional[int] = ...) -> None: ...
 
 class FrameError(_message.Message):
     __slots__ = ("source_sequence", "reason", "message")

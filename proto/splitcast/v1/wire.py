@@ -3,8 +3,8 @@ image formats, tensor specifications): one place, so edge and server read the wi
 
 from __future__ import annotations
 
+from splitcast.models.answers import WireTensor
 from splitcast.models.codec import CodecError, EncodedTensor
-from splitcast.models.combiners import WireTensor
 from splitcast.v1 import splitcast_pb2 as pb
 
 IMAGE_FORMATS = {

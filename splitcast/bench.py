@@ -1,0 +1,297 @@
+"""`splitcast bench`: where every millisecond of a frame goes, measured on this machine.
+
+Two parts, in one run. First the edge step alone, on the same frames and one real answer, for
+each way of running it (PyTorch; ONNX Runtime for the local model with the combiner in
+PyTorch; the export folder, all in ONNX Runtime): local-only and with the answer, each frame
+timed both ways in turn so the two share the machine's state. Then the live system on
+loopback: a real `splitcast serve` process and the edge in this process (from the export
+folder, as deployed), once straight to the server and once through a `splitcast link` relay
+adding the round trip asked for. Every answer the edge used carries its trip's times from both
+ends (`splitcast.edge.slots.AnswerTrip`; one clock on one machine), so each stage is a
+difference of two clocks readings, never an estimate.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from splitcast.cloud.runtime import RemoteRuntime
+from splitcast.edge.client import EdgeClient
+from splitcast.edge.exported import MANIFEST, ExportedEdge
+from splitcast.edge.loop import on_time
+from splitcast.edge.model import EdgeModel
+from splitcast.edge.runtime import LocalRuntime
+from splitcast.edge.sinks import OverlayVideoWriter
+from splitcast.edge.slots import AnswerTrip
+from splitcast.edge.sources import MovingSceneSource
+from splitcast.export import export_checkpoint_graphs
+from splitcast.launch import start_link, start_server
+from splitcast.models.checkpoint import load_system
+from splitcast.models.codec import get_codec
+
+STAGES: tuple[tuple[str, str], ...] = (
+    ("capture", "edge"),
+    ("uplink wait", "edge"),
+    ("uplink encode", "edge"),
+    ("uplink transfer", "network"),
+    ("server queue", "server"),
+    ("server decode", "server"),
+    ("model", "server"),
+    ("answer encode", "server"),
+    ("downlink transfer", "network"),
+    ("edge decode", "edge"),
+    ("wait for next frame", "edge"),
+    ("edge step", "edge"),
+    ("output", "edge"),
+)
+"""One frame's trip in order, and where each stage runs. Transfers are serialisation, gRPC,
+the link (if any) and deserialisation; the server queue is the latest-wins mailbox plus the
+wait for the model thread; the answer then waits in the edge's slot for the next frame."""
+
+ANSWER_AGE_TICKS = 3.0
+"""The age of the answer the edge step is timed with (100 ms at 30 fps)."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `splitcast bench` runs; defaults work offline on this machine."""
+
+    checkpoint: str = "default"
+    export: Path | None = None
+    """An export folder of the checkpoint (default: exported into `out` first)."""
+    frames: int = 150
+    fps: float = 30.0
+    rtt_ms: float = 100.0
+    steps: int = 40
+    """Frames the edge step alone is timed on, per runtime and mode."""
+    out: Path = Path("out/bench")
+    progress: bool = True
+
+
+def _ms(start_ns: int, end_ns: int) -> float:
+    return (end_ns - start_ns) / 1e6
+
+
+def trip_stages(trip: AnswerTrip, capture_ms: float, step_start_ns: int) -> dict[str, float]:
+    """The network-side stages of one answer's trip in ms (`STAGES` up to the wait for the
+    frame that used it; `capture_ms`: reading its frame from the source)."""
+    return {
+        "capture": capture_ms,
+        "uplink wait": _ms(trip.capture, trip.encode_start),
+        "uplink encode": _ms(trip.encode_start, trip.encode_end),
+        "uplink transfer": _ms(trip.encode_end, trip.server_receive),
+        "server queue": _ms(trip.server_receive, trip.server_taken)
+        + _ms(trip.server_decoded, trip.model_start),
+        "server decode": _ms(trip.server_taken, trip.server_decoded),
+        "model": _ms(trip.model_start, trip.model_end),
+        "answer encode": _ms(trip.model_end, trip.answer_encoded),
+        "downlink transfer": _ms(trip.answer_encoded, trip.arrival),
+        "edge decode": _ms(trip.arrival, trip.decoded),
+        "wait for next frame": _ms(trip.decoded, step_start_ns),
+    }
+
+
+@dataclass
+class _LiveRecord:
+    """Per used answer: its stages; per frame: step latency and mode."""
+
+    trips: list[dict[str, float]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+def live_run(
+    model: EdgeModel, server: str, options: BenchOptions, name: str, out: Path
+) -> dict[str, Any]:
+    """The edge on `frames` frames of the moving scene paced at `fps` against `server`, its
+    output written to `out/NAME.mp4`; every stage's median over the answers it used, and the
+    run's counts."""
+    video = out / f"{name}.mp4"
+    record = _LiveRecord()
+    captures: dict[int, float] = {}
+    source = MovingSceneSource(num_frames=options.frames, fps=options.fps)
+    frames = source.frames()
+    last_source = None
+    writer: OverlayVideoWriter | None = None
+    bar = tqdm(total=options.frames, desc=name, unit="frame", disable=not options.progress)
+    with EdgeClient(model, server=server, fps=options.fps) as client:
+        if not client.wait_connected(60.0):
+            raise OSError(f"the edge could not reach {server} within 60 s")
+        start = time.perf_counter()
+        for index in range(options.frames):
+            before = time.time_ns()
+            rgb = next(frames)
+            captured = time.time_ns()
+            captures[index] = _ms(before, captured)
+            bar.update()
+            if not on_time(start, index, options.fps):
+                record.skipped += 1
+                continue
+            step_start = time.time_ns()
+            result = client.step(rgb, capture_time_ns=captured, sequence=index)
+            written = time.perf_counter()
+            if writer is None:
+                writer = OverlayVideoWriter(video, options.fps, rgb.shape[1], rgb.shape[0])
+            writer.write(rgb, result.class_ids, f"{name} | {result.mode}")
+            output_ms = (time.perf_counter() - written) * 1000.0
+            record.latencies.append(result.latency_ms)
+            record.modes.append(result.mode)
+            received = client.connection.answers.latest() if client.connection else None
+            new = result.mode == "combined" and result.source_frame != last_source
+            if new and received is not None and received.trip is not None:
+                if received.source_sequence == result.source_frame:
+                    stages = trip_stages(received.trip, captures[result.source_frame], step_start)
+                    stages |= {"edge step": result.latency_ms, "output": output_ms}
+                    record.trips.append(stages)
+                last_source = result.source_frame
+    bar.close()
+    if writer is not None:
+        writer.close()
+    stages = {
+        stage: round(statistics.median(t[stage] for t in record.trips), 3)
+        for stage, _ in STAGES
+        if record.trips
+    }
+    return {
+        "frames": options.frames,
+        "stepped": len(record.modes),
+        "skipped": record.skipped,
+        "combined_fraction": round(record.modes.count("combined") / max(len(record.modes), 1), 3),
+        "answers_traced": len(record.trips),
+        "stage_ms_p50": stages,
+        "trip_ms_p50": round(sum(stages.values()), 2),
+        "step_ms_p50": round(statistics.median(record.latencies), 2) if record.latencies else None,
+        "video": str(video),
+    }
+
+
+def edge_step_runs(
+    runners: dict[str, EdgeModel],
+    answer: dict[str, np.ndarray],
+    steps: int,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Each runner's edge step, local-only and with `answer` (`ANSWER_AGE_TICKS` old, motion
+    measured from its frame), interleaved frame by frame; medians in ms, their ratio, and the
+    share of pixels whose class equals the first runner's."""
+    frames = list(MovingSceneSource(num_frames=steps + 4).frames())
+    age = int(ANSWER_AGE_TICKS)
+    times: dict[str, dict[str, list[float]]] = {
+        name: {"local_only": [], "with_answer": []} for name in runners
+    }
+    agreement: dict[str, list[float]] = {name: [] for name in runners}
+    for index in tqdm(range(len(frames)), desc="edge step", disable=not progress):
+        reference = None
+        for name, runner in runners.items():
+            use = runner.use_at(ANSWER_AGE_TICKS)
+            start = time.perf_counter()
+            runner.segment(frames[index], None, sequence=index)
+            middle = time.perf_counter()
+            source = max(index - age, 0)
+            ids = runner.segment(frames[index], answer, None, use, index, source)
+            end = time.perf_counter()
+            if index < age:  # the answer's frame must be in the history; warm-up frames
+                continue
+            times[name]["local_only"].append((middle - start) * 1000.0)
+            times[name]["with_answer"].append((end - middle) * 1000.0)
+            reference = ids if reference is None else reference
+            agreement[name].append(float(np.mean(ids == reference)))
+    results = {}
+    for name, runner in runners.items():
+        local = statistics.median(times[name]["local_only"])
+        combined = statistics.median(times[name]["with_answer"])
+        results[name] = {
+            "runtime": runner.describe(),
+            "local_only_ms_p50": round(local, 2),
+            "with_answer_ms_p50": round(combined, 2),
+            "with_answer_over_local_only": round(combined / local, 3),
+            "ids_equal_to_first": round(statistics.mean(agreement[name]), 6),
+        }
+    return results
+
+
+def real_answer(checkpoint: str) -> dict[str, np.ndarray]:
+    """What a server of `checkpoint` sends after K frames of the moving scene, told the answer
+    will be `ANSWER_AGE_TICKS` late, decoded as the edge decodes it."""
+    system = load_system(checkpoint)
+    runtime = RemoteRuntime(system)
+    codec = get_codec(system.config.codec, system.bottleneck)
+    stream = runtime.new_stream()
+    scene = MovingSceneSource(num_frames=system.config.context_frames).frames()
+    for sequence, rgb in enumerate(scene):
+        encoded, _ = runtime.step(stream, sequence, rgb, ANSWER_AGE_TICKS)
+    return {name: codec.decode(tensor)[np.newaxis] for name, tensor in encoded.items()}
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """The whole benchmark (see the module)."""
+    export = options.export or options.out / "export"
+    if not (export / MANIFEST).is_file():
+        export_checkpoint_graphs(options.checkpoint, export)
+    runners: dict[str, EdgeModel] = {
+        "pytorch": LocalRuntime(load_system(options.checkpoint), runtime="torch"),
+        "onnxruntime + pytorch combine": LocalRuntime(load_system(options.checkpoint)),
+        "export folder (onnxruntime)": ExportedEdge(export),
+    }
+    answer = real_answer(options.checkpoint)
+    steps = edge_step_runs(runners, answer, options.steps, options.progress)
+    deployed = runners["export folder (onnxruntime)"]
+    with start_server(options.checkpoint) as server:
+        loopback = live_run(deployed, server.address, options, "loopback", options.out)
+        with start_link(server.address, options.rtt_ms / 2) as link:
+            linked = live_run(deployed, link.address, options, "link", options.out)
+    return summarise(options, steps, loopback, linked)
+
+
+def summarise(
+    options: BenchOptions,
+    steps: dict[str, dict[str, Any]],
+    loopback: dict[str, Any],
+    linked: dict[str, Any],
+) -> dict[str, Any]:
+    """The figures the issue asks for, side by side: the edge step ratios, gRPC and codec
+    overhead per frame on loopback, and the link's setting against what was measured."""
+    bare, slow = loopback["stage_ms_p50"], linked["stage_ms_p50"]
+    overhead = {
+        "grpc_and_serialisation_ms": round(bare["uplink transfer"] + bare["downlink transfer"], 3),
+        "answer_codec_ms": round(bare["answer encode"] + bare["edge decode"], 3),
+        "uplink_image_codec_ms": round(bare["uplink encode"] + bare["server decode"], 3),
+    }
+    overhead["grpc_serialisation_and_answer_codec_ms"] = round(
+        overhead["grpc_and_serialisation_ms"] + overhead["answer_codec_ms"], 3
+    )
+    one_way = options.rtt_ms / 2
+    network = {
+        "link_setting_one_way_ms": one_way,
+        "uplink_measured_ms": round(slow["uplink transfer"] - bare["uplink transfer"], 2),
+        "downlink_measured_ms": round(slow["downlink transfer"] - bare["downlink transfer"], 2),
+    }
+    ratios = {name: run["with_answer_over_local_only"] for name, run in steps.items()}
+    return {
+        "checkpoint": options.checkpoint,
+        "fps": options.fps,
+        "rtt_ms": options.rtt_ms,
+        "edge_step": steps,
+        "overhead_per_frame_on_loopback": overhead,
+        "network": network,
+        "loopback": loopback,
+        "link": linked,
+        "goals": {
+            "edge_step_with_answer_over_local_only": {
+                "goal": 1.05,
+                "reached": ratios,
+            },
+            "grpc_serialisation_and_codec_ms": {
+                "goal": 1.0,
+                "reached": overhead["grpc_serialisation_and_answer_codec_ms"],
+            },
+        },
+    }
