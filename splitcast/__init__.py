@@ -8,8 +8,10 @@ the edge combines the late answer with its own on-time output without ever waiti
     with splitcast.EdgeClient(system, server="127.0.0.1:50051") as edge:
         result = edge.step(frame_rgb)          # class ids, and how they were made
 
-`splitcast.serve(...)` runs the cloud side in this process. Attributes load on first use, so
-`splitcast --help` does not import PyTorch.
+`splitcast.EdgeClient("edge-model", ...)` runs the edge from an export folder (`splitcast
+export`) without PyTorch. `splitcast.serve(...)` runs the cloud side in this process.
+Attributes load on first use, so `splitcast --help` and the edge-only install do not import
+PyTorch.
 """
 
 from __future__ import annotations

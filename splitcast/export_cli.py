@@ -33,4 +33,5 @@ def _run_export(args: argparse.Namespace) -> None:
         shapes = ", ".join(f"{v['name']} {v['shape']}" for v in graph["inputs"])
         print(f"{name:24} {shapes}  (max diff {graph['max_abs_difference_from_pytorch']:.1e})")
     print(f"wrote {len(manifest['graphs'])} graphs and {args.out / 'manifest.json'}")
+    print(f"run the edge from it (no PyTorch needed): splitcast edge --model {args.out}")
     print(json.dumps({"combiner": manifest["combiner"], "opset": manifest["opset"]}))
