@@ -22,7 +22,9 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from splitcast.cloud.options import DEFAULT_MAX_STREAMS, ServeOptions
 from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime
+from splitcast.cloud.security import TokenCheck, server_credentials
 from splitcast.cloud.session import LatestMailbox
 from splitcast.data.images import ImageDecodeError, decode_image
 from splitcast.models.remote_stream import RemoteStream
@@ -39,7 +41,6 @@ from splitcast.v1.wire import (
 log = logging.getLogger("splitcast.cloud")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
-DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_DELAY_TICKS = 300.0
 
 
@@ -50,9 +51,12 @@ class _Pending:
 
 
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
-    def __init__(self, runtime: RemoteRuntime, max_message_bytes: int) -> None:
+    def __init__(
+        self, runtime: RemoteRuntime, max_message_bytes: int, max_streams: int = DEFAULT_MAX_STREAMS
+    ) -> None:
         self.runtime = runtime
         self.max_message_bytes = max_message_bytes
+        self.max_streams = max_streams
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-model")
         self.active_streams = 0
 
@@ -83,6 +87,13 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self, request_iterator: AsyncIterator[pb.UplinkFrame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DownlinkMessage]:
         peer = context.peer()
+        if self.active_streams >= self.max_streams:
+            log.warning("stream from %s refused: %d streams open", peer, self.active_streams)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server serves at most {self.max_streams} streams at once; "
+                "try again later or another replica",
+            )
         mailbox: LatestMailbox[_Pending] = LatestMailbox()
         reader = asyncio.create_task(self._read(request_iterator, mailbox))
         state = self.runtime.new_stream()
@@ -174,30 +185,38 @@ def _validated(frame: pb.UplinkFrame) -> tuple[np.ndarray, float]:
 
 async def start_server(
     runtime: RemoteRuntime,
-    host: str,
-    port: int,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    options: ServeOptions,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, SplitInferenceServicer, int]:
-    """Start serving; returns the server, the servicer and the bound port (port 0 = any free).
-    `interceptors` see every call first (authentication, metrics)."""
+    """Start serving; returns the server, the servicer and the bound port. `interceptors` see
+    every call after the token check. A port already in use is an OSError: the port is not
+    shared with another process (no SO_REUSEPORT), so edges never reach a different model."""
+    checks = [TokenCheck(options.token, options.open_health)] if options.token else []
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=[*checks, *interceptors],
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.max_send_message_length", options.max_message_bytes),
+            ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = SplitInferenceServicer(runtime, max_message_bytes)
+    servicer = SplitInferenceServicer(runtime, options.max_message_bytes, options.max_streams)
     pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{options.host}:{options.port}"
+    try:
+        if options.tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, server_credentials(options.tls))
+    except RuntimeError:
+        bound = 0
     if bound == 0:
-        raise OSError(f"could not bind {host}:{port}")
+        raise OSError(f"cannot listen on {address}: the port is in use or the address is not ours")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -7,14 +7,16 @@ For a pipeline or a notebook that wants a server next to it without a second com
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
+from splitcast.cloud.options import ServeOptions
 from splitcast.cloud.runtime import RemoteRuntime, warm_runtime
-from splitcast.cloud.server import DEFAULT_MAX_MESSAGE_BYTES, SplitInferenceServicer, start_server
+from splitcast.cloud.server import SplitInferenceServicer, start_server
 from splitcast.models.registry import SplitSystem
 from splitcast.models.runtime_names import RUNTIMES
 
@@ -26,12 +28,10 @@ class RunningServer:
     def __init__(
         self,
         runtime: RemoteRuntime,
-        host: str,
-        port: int,
-        max_message_bytes: int,
+        options: ServeOptions,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
-        self.host = host
+        self.host = options.host
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -40,7 +40,7 @@ class RunningServer:
         self.port = 0
         self._thread = threading.Thread(
             target=self._run,
-            args=(runtime, port, max_message_bytes, interceptors),
+            args=(runtime, options, interceptors),
             name="splitcast-serve",
             daemon=True,
         )
@@ -56,13 +56,12 @@ class RunningServer:
     def _run(
         self,
         runtime: RemoteRuntime,
-        port: int,
-        max_message_bytes: int,
+        options: ServeOptions,
         interceptors: Sequence[grpc.aio.ServerInterceptor],
     ) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            started = start_server(runtime, self.host, port, max_message_bytes, interceptors)
+            started = start_server(runtime, options, interceptors)
             self._server, self._servicer, self.port = self._loop.run_until_complete(started)
         except BaseException as exc:  # handed to the caller's thread by __init__
             self._failure = exc
@@ -99,7 +98,7 @@ def serve(
     port: int = 0,
     codec: str | None = None,
     encoder: str = RUNTIMES[0],
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    options: ServeOptions | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     device: str = "auto",
     precision: str | None = None,
@@ -108,6 +107,8 @@ def serve(
     """Serve `model` (a loaded system, a packaged checkpoint's name, a folder or a
     configuration name) on `host`:`port` (0: any free port), on `device` in `precision`
     (`splitcast.models.devices`; `compile`: through `torch.compile`), warmed up before it
-    answers; `interceptors` see every call first."""
+    answers; `options`: TLS, token and limits (its host and port are replaced by these);
+    `interceptors` see every call after the token check."""
     runtime = warm_runtime(model, codec, encoder, device, precision, compile)
-    return RunningServer(runtime, host, port, max_message_bytes, interceptors)
+    listen = dataclasses.replace(options or ServeOptions(), host=host, port=port)
+    return RunningServer(runtime, listen, interceptors)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from splitcast.edge.connection import CloudConnection, LinkStats
+from splitcast.edge.credentials import ClientSecurity
 from splitcast.edge.delay import DelayPolicy
 from splitcast.edge.model import EdgeModel, open_edge_model
 from splitcast.edge.slots import OutgoingFrame, ReceivedAnswer
@@ -91,8 +92,9 @@ class EdgeResult:
 class EdgeClient:
     """The edge of a split system: local model every frame, the server's answers when fresh.
 
-    A context manager: the connection to `server` (host:port; None runs local-only) starts on
-    entry and stops on exit. `fps` is the rate frames arrive at (default: the model's), used
+    A context manager: the connection to `server` (host:port; None runs local-only), with
+    `security` (TLS, a client certificate, a bearer token; None: plaintext), starts on entry
+    and stops on exit. `fps` is the rate frames arrive at (default: the model's), used
     to turn D_o in frames into ticks; answers older than `max_staleness_frames` are not used.
     """
 
@@ -100,6 +102,7 @@ class EdgeClient:
         self,
         model: SplitSystem | EdgeModel | str | Path,
         server: str | None = None,
+        security: ClientSecurity | None = None,
         fps: float | None = None,
         runtime: str = RUNTIMES[0],
         max_staleness_frames: int = 10,
@@ -136,7 +139,9 @@ class EdgeClient:
         self.policy = DelayPolicy(initial_ticks=initial_delay_ticks)
         self.connection = None
         if server:
-            self.connection = CloudConnection(server, model.expected, model.codecs)
+            self.connection = CloudConnection(
+                server, model.expected, model.codecs, security=security
+            )
         self._next_frame = 0
         self._last_source = -1
         self._warm_up()

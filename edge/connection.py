@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 
 from splitcast.data.images import encode_image, fit
+from splitcast.edge.credentials import ClientSecurity
 from splitcast.edge.slots import AnswerSlot, AnswerTrip, OutgoingFrame, ReceivedAnswer, UplinkSlot
 from splitcast.models.answers import WireTensor
 from splitcast.models.codec import Codec, CodecError
@@ -117,8 +118,10 @@ class CloudConnection:
         expected: ExpectedServer,
         codecs: dict[str, Codec],
         connect_timeout_s: float = 2.0,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.target = target
+        self.security = security or ClientSecurity()
         self.expected = expected
         self.codecs = codecs
         self.connect_timeout_s = connect_timeout_s
@@ -151,16 +154,18 @@ class CloudConnection:
     def _run(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
-            with grpc.insecure_channel(
-                self.target,
-                options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ],
-            ) as channel:
+            options = [
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+            with self.security.channel(self.target, options) as channel:
                 stub = pb_grpc.SplitInferenceStub(channel)
                 try:
-                    info = stub.Info(pb.InfoRequest(), timeout=self.connect_timeout_s)
+                    info = stub.Info(
+                        pb.InfoRequest(),
+                        timeout=self.connect_timeout_s,
+                        metadata=self.security.metadata,
+                    )
                     self._check_compatible(info)
                     self._stream(stub, info)
                     backoff = 0.2
@@ -217,7 +222,7 @@ class CloudConnection:
 
     def _stream(self, stub: pb_grpc.SplitInferenceStub, info: pb.ServerInfo) -> None:
         done = threading.Event()
-        responses = stub.Stream(self._requests(done, info))
+        responses = stub.Stream(self._requests(done, info), metadata=self.security.metadata)
         self._call = responses
         if self._stop.is_set():  # stop() ran before the call existed
             responses.cancel()

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from splitcast.edge.client import EdgeClient, EdgeResult
 from splitcast.edge.connection import LinkStats
+from splitcast.edge.credentials import ClientSecurity
 from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
 from splitcast.edge.sources import FrameSource
 from splitcast.models.runtime_names import RUNTIMES
@@ -38,6 +39,8 @@ class EdgeOptions:
     """Where the PyTorch runtime runs the local model (`splitcast.models.devices`)."""
     precision: str | None = None
     server: str | None = None
+    security: ClientSecurity | None = None
+    """TLS and token for the server (None: plaintext, no token)."""
     realtime: bool = True
     max_staleness_frames: int = 10
     initial_delay_ticks: float | None = None
@@ -100,6 +103,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     client = EdgeClient(
         options.model,
         server=options.server,
+        security=options.security,
         fps=source.fps,
         runtime=options.runtime,
         max_staleness_frames=options.max_staleness_frames,

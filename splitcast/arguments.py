@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from splitcast.edge.credentials import ClientSecurity
 
 
 def positive_int(text: str) -> int:
@@ -116,3 +121,38 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def add_client_security_arguments(parser: argparse.ArgumentParser) -> None:
+    """The edge's counterparts of `splitcast serve`'s TLS and token flags."""
+    group = parser.add_argument_group("security")
+    group.add_argument(
+        "--tls", action="store_true", help="connect over TLS, trusting the system's CAs"
+    )
+    group.add_argument(
+        "--tls-ca", type=Path, help="PEM CA that signed the server's certificate (implies --tls)"
+    )
+    group.add_argument(
+        "--tls-cert", type=Path, help="PEM certificate of this edge (servers with mutual TLS)"
+    )
+    group.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the bearer token (default: $SPLITCAST_TOKEN if set; else none)",
+    )
+
+
+def client_security(args: argparse.Namespace) -> ClientSecurity:
+    """The edge's security flags as `ClientSecurity` (ValueError when they do not fit)."""
+    from splitcast.edge.credentials import ClientSecurity
+    from splitcast.v1.auth import token_from
+
+    tls = args.tls or args.tls_ca is not None or args.tls_cert is not None
+    return ClientSecurity(
+        tls=tls,
+        ca=args.tls_ca,
+        cert=args.tls_cert,
+        key=args.tls_key,
+        token=token_from(args.token_file),
+    )

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 from splitcast.arguments import (
+    add_client_security_arguments,
     add_device_arguments,
     add_model_argument,
+    client_security,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -120,6 +122,7 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
     )
+    add_client_security_arguments(parser)
     parser.set_defaults(run=_run_edge)
 
 
@@ -229,6 +232,7 @@ def _run_edge(args: argparse.Namespace) -> None:
         precision=args.precision,
         panels=args.panels,
         server=args.server,
+        security=client_security(args),
         realtime=not args.fast,
         max_staleness_frames=args.max_staleness,
         initial_delay_ticks=args.initial_delay,

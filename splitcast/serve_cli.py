@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+from pathlib import Path
 
 from splitcast.arguments import add_device_arguments, add_model_argument, positive_int, set_threads
+from splitcast.cloud.options import DEFAULT_MAX_STREAMS, ServeOptions
+from splitcast.cloud.security import TlsFiles
 from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.signals import until_terminated
+from splitcast.v1.auth import TOKEN_ENV, token_from
 
 DEFAULT_PORT = 50051
 
@@ -71,13 +76,69 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         choices=CODEC_NAMES,
         help="downlink codec (default: the model's; 'learned' needs a checkpoint trained with one)",
     )
+    _add_security_arguments(parser)
     parser.set_defaults(run=_run_serve)
+
+
+def _add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("security and limits")
+    group.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS only")
+    group.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="PEM CA that must have signed every client's certificate (mutual TLS)",
+    )
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        help=f"file holding the bearer token every call must carry (default: ${TOKEN_ENV} "
+        "if set; else no token)",
+    )
+    group.add_argument(
+        "--open-health",
+        action="store_true",
+        help="answer gRPC health checks without the token (for load balancers)",
+    )
+    group.add_argument(
+        "--max-streams",
+        type=positive_int,
+        default=DEFAULT_MAX_STREAMS,
+        help="edge streams served at once; more are refused with RESOURCE_EXHAUSTED "
+        "(default: %(default)s)",
+    )
+
+
+def serve_options(args: argparse.Namespace) -> ServeOptions:
+    """The listening, security and limit flags as `ServeOptions` (ValueError when they do not
+    fit together)."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    tls = None
+    if args.tls_cert is not None:
+        tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
+    return ServeOptions(
+        host=args.host,
+        port=args.port,
+        max_message_bytes=args.max_message_mb * 1024 * 1024,
+        tls=tls,
+        token=token_from(args.token_file),
+        open_health=args.open_health,
+        max_streams=args.max_streams,
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> None:
     from splitcast.cloud.runtime import warm_runtime
+    from splitcast.cloud.security import server_credentials
     from splitcast.cloud.server import start_server
 
+    options = serve_options(args)
+    if options.tls is not None:
+        server_credentials(options.tls)  # unreadable files fail before the model loads
+    ensure_free(options.host, options.port)
     set_threads(args.threads)
     runtime = warm_runtime(
         args.model,
@@ -91,11 +152,13 @@ def _run_serve(args: argparse.Namespace) -> None:
     config = runtime.config
 
     async def serve() -> None:
-        server, servicer, port = await start_server(
-            runtime, args.host, args.port, args.max_message_mb * 1024 * 1024
-        )
+        server, servicer, port = await start_server(runtime, options)
+        scheme = "plaintext" if options.tls is None else "TLS"
+        if options.tls is not None and options.tls.client_ca is not None:
+            scheme = "mutual TLS"
         print(
-            f"splitcast serve: listening on {args.host}:{port} (model {config.name} "
+            f"splitcast serve: listening on {args.host}:{port} ({scheme}"
+            f"{', bearer token' if options.token else ''}; model {config.name} "
             f"{config.version}, {runtime.combiner.name} via {runtime.codec.name}, "
             f"K={config.context_frames}, "
             f"{config.fps:g} fps, on {runtime.device} in {runtime.precision})",
@@ -106,3 +169,16 @@ def _run_serve(args: argparse.Namespace) -> None:
         servicer.close()
 
     asyncio.run(serve())
+
+
+def ensure_free(host: str, port: int) -> None:
+    """Fail before loading the model when `host`:`port` is taken (gRPC's own bind, without
+    port sharing, is the final check)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
