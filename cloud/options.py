@@ -9,6 +9,7 @@ from splitcast.cloud.security import TlsFiles
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 32
+DEFAULT_DRAIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -27,3 +28,7 @@ class ServeOptions:
     """Health checking answers without the token (for load balancers)."""
     max_streams: int = DEFAULT_MAX_STREAMS
     """Edge streams served at once; one more is refused with RESOURCE_EXHAUSTED."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port of `host` (0: any free port; None: not at all)."""
+    drain_s: float = DEFAULT_DRAIN_S
+    """On shutdown, how long open calls get to end after the drain (then they are cancelled)."""

@@ -16,13 +16,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from splitcast.v1.auth import AUTHORIZATION, bearer, read_secret
 
 log = logging.getLogger("splitcast.cloud")
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
@@ -48,11 +51,15 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
 class TokenCheck(grpc.aio.ServerInterceptor):
     """Refuses every call without the right bearer token (see the module)."""
 
-    def __init__(self, token: str, open_health: bool = False) -> None:
+    def __init__(
+        self, token: str, open_health: bool = False, refused: Counter | None = None
+    ) -> None:
+        """`refused`: counts the calls turned away."""
         if not token:
             raise ValueError("the bearer token is empty")
         self._expected = bearer(token).encode()
         self.open_health = open_health
+        self.refused = refused
 
     async def intercept_service(
         self,
@@ -66,6 +73,8 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         if hmac.compare_digest(str(given).encode(), self._expected):
             return handler
         log.warning("refused %s: missing or wrong bearer token", details.method)
+        if self.refused is not None:
+            self.refused.inc()
         return _refusing(handler)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from splitcast.cloud.metrics import ServerMetrics
 from splitcast.cloud.options import DEFAULT_MAX_STREAMS, ServeOptions
 from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime
 from splitcast.cloud.security import TokenCheck, server_credentials
@@ -52,16 +53,39 @@ class _Pending:
 
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     def __init__(
-        self, runtime: RemoteRuntime, max_message_bytes: int, max_streams: int = DEFAULT_MAX_STREAMS
+        self,
+        runtime: RemoteRuntime,
+        max_message_bytes: int,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.runtime = runtime
         self.max_message_bytes = max_message_bytes
         self.max_streams = max_streams
+        self.metrics = metrics or ServerMetrics()
+        self.metrics_port: int | None = None
+        """Where `/metrics` is served (None: not served)."""
+        self.health: health.aio.HealthServicer | None = None
+        self.draining = False
+        self._mailboxes: set[LatestMailbox[_Pending]] = set()
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-model")
         self.active_streams = 0
 
+    async def drain(self) -> None:
+        """Stop taking work, as a replica leaving a pool should: health NOT_SERVING first (a
+        load balancer stops sending), new streams refused with UNAVAILABLE, and every open
+        stream ended with status OK once its frame in progress is answered (its edge
+        reconnects, to another replica behind a proxy)."""
+        self.draining = True
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        for mailbox in self._mailboxes:
+            mailbox.close()
+        log.info("draining: %d open streams told to end", len(self._mailboxes))
+
     def close(self) -> None:
         self._compute.shutdown(wait=False, cancel_futures=True)
+        self.metrics.close()
 
     async def Info(
         self, request: pb.InfoRequest, context: grpc.aio.ServicerContext
@@ -87,8 +111,12 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self, request_iterator: AsyncIterator[pb.UplinkFrame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DownlinkMessage]:
         peer = context.peer()
+        if self.draining:
+            self.metrics.calls_refused.labels("draining").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this server is shutting down")
         if self.active_streams >= self.max_streams:
             log.warning("stream from %s refused: %d streams open", peer, self.active_streams)
+            self.metrics.calls_refused.labels("max_streams").inc()
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"this server serves at most {self.max_streams} streams at once; "
@@ -97,46 +125,65 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         mailbox: LatestMailbox[_Pending] = LatestMailbox()
         reader = asyncio.create_task(self._read(request_iterator, mailbox))
         state = self.runtime.new_stream()
-        loop = asyncio.get_running_loop()
+        self._mailboxes.add(mailbox)
         self.active_streams += 1
+        self.metrics.active_streams.inc()
         log.info("stream opened by %s", peer)
+        dropped = 0
         try:
             while (pending := await mailbox.take()) is not None:
-                frame = pending.frame
-                taken_ns = time.time_ns()
-                try:
-                    image, delay = _validated(frame)
-                except ImageDecodeError as exc:
-                    log.warning("frame %d from %s rejected: %s", frame.sequence, peer, exc)
-                    yield pb.DownlinkMessage(
-                        error=pb.FrameError(
-                            source_sequence=frame.sequence, reason=exc.reason, message=str(exc)
-                        ),
-                        frames_dropped=mailbox.dropped,
-                    )
-                    continue
-                decoded_ns = time.time_ns()
-                encoded, context, steps = await loop.run_in_executor(
-                    self._compute, self._step, state, frame.sequence, image, delay
-                )
-                steps.taken_time_ns, steps.decoded_time_ns = taken_ns, decoded_ns
-                yield pb.DownlinkMessage(
-                    answer=pb.Answer(
-                        source_sequence=frame.sequence,
-                        source_capture_time_ns=frame.capture_time_ns,
-                        conditioned_delay_ticks=delay,
-                        tensors=[tensor_message(name, t) for name, t in encoded.items()],
-                        server_receive_time_ns=pending.received_ns,
-                        server_send_time_ns=time.time_ns(),
-                        context_sequences=context,
-                        steps=steps,
-                    ),
-                    frames_dropped=mailbox.dropped,
-                )
+                self.metrics.frames_dropped.inc(mailbox.dropped - dropped)
+                dropped = mailbox.dropped
+                yield await self._reply(pending, state, peer, mailbox.dropped)
+        except Exception as exc:
+            self.metrics.errors.labels(type(exc).__name__).inc()
+            raise
         finally:
             reader.cancel()
+            self._mailboxes.discard(mailbox)
             self.active_streams -= 1
+            self.metrics.active_streams.dec()
             log.info("stream from %s closed (%d frames dropped)", peer, mailbox.dropped)
+
+    async def _reply(
+        self, pending: _Pending, state: RemoteStream, peer: str, dropped: int
+    ) -> pb.DownlinkMessage:
+        """The answer to one frame, or the FrameError saying why there is none."""
+        frame, metrics = pending.frame, self.metrics
+        taken_ns = time.time_ns()
+        try:
+            image, delay = _validated(frame)
+        except ImageDecodeError as exc:
+            log.warning("frame %d from %s rejected: %s", frame.sequence, peer, exc)
+            metrics.frames_rejected.labels(exc.reason).inc()
+            error = pb.FrameError(
+                source_sequence=frame.sequence, reason=exc.reason, message=str(exc)
+            )
+            return pb.DownlinkMessage(error=error, frames_dropped=dropped)
+        decoded_ns = time.time_ns()
+        encoded, context, steps = await asyncio.get_running_loop().run_in_executor(
+            self._compute, self._step, state, frame.sequence, image, delay
+        )
+        steps.taken_time_ns, steps.decoded_time_ns = taken_ns, decoded_ns
+        tensors = [tensor_message(name, t) for name, t in encoded.items()]
+        sent_ns = time.time_ns()
+        metrics.frames_answered.inc()
+        metrics.batch_size.observe(1)
+        metrics.queue_wait.observe((steps.model_start_time_ns - pending.received_ns) / 1e9)
+        metrics.model_step.observe((steps.model_end_time_ns - steps.model_start_time_ns) / 1e9)
+        metrics.answer_age.observe((sent_ns - pending.received_ns) / 1e9)
+        metrics.downlink_bytes.inc(sum(len(t.payload) for t in tensors))
+        answer = pb.Answer(
+            source_sequence=frame.sequence,
+            source_capture_time_ns=frame.capture_time_ns,
+            conditioned_delay_ticks=delay,
+            tensors=tensors,
+            server_receive_time_ns=pending.received_ns,
+            server_send_time_ns=sent_ns,
+            context_sequences=context,
+            steps=steps,
+        )
+        return pb.DownlinkMessage(answer=answer, frames_dropped=dropped)
 
     def _step(
         self, state: RemoteStream, sequence: int, image: np.ndarray, delay: float
@@ -152,12 +199,13 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         )
         return encoded, context, steps
 
-    @staticmethod
     async def _read(
-        request_iterator: AsyncIterator[pb.UplinkFrame], mailbox: LatestMailbox[_Pending]
+        self, request_iterator: AsyncIterator[pb.UplinkFrame], mailbox: LatestMailbox[_Pending]
     ) -> None:
         try:
             async for frame in request_iterator:
+                self.metrics.frames_received.inc()
+                self.metrics.uplink_bytes.inc(len(frame.image.data))
                 mailbox.offer(_Pending(frame, time.time_ns()))
         except Exception as exc:
             mailbox.close(exc)
@@ -191,7 +239,9 @@ async def start_server(
     """Start serving; returns the server, the servicer and the bound port. `interceptors` see
     every call after the token check. A port already in use is an OSError: the port is not
     shared with another process (no SO_REUSEPORT), so edges never reach a different model."""
-    checks = [TokenCheck(options.token, options.open_health)] if options.token else []
+    metrics = ServerMetrics()
+    refused = metrics.calls_refused.labels("unauthenticated")
+    checks = [TokenCheck(options.token, options.open_health, refused)] if options.token else []
     server = grpc.aio.server(
         interceptors=[*checks, *interceptors],
         options=[
@@ -200,9 +250,11 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = SplitInferenceServicer(runtime, options.max_message_bytes, options.max_streams)
+    servicer = SplitInferenceServicer(
+        runtime, options.max_message_bytes, options.max_streams, metrics
+    )
     pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = servicer.health = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -217,6 +269,8 @@ async def start_server(
         bound = 0
     if bound == 0:
         raise OSError(f"cannot listen on {address}: the port is in use or the address is not ours")
+    if options.metrics_port is not None:
+        servicer.metrics_port = metrics.serve_http(options.host, options.metrics_port)
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -53,6 +53,11 @@ class RunningServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def metrics_port(self) -> int | None:
+        """Where Prometheus metrics are served (None: not served)."""
+        return None if self._servicer is None else self._servicer.metrics_port
+
     def _run(
         self,
         runtime: RemoteRuntime,
@@ -74,7 +79,7 @@ class RunningServer:
     def stop(self, grace_s: float = 2.0) -> None:
         if self._server is None or not self._thread.is_alive():
             return
-        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace_s), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._drained_stop(grace_s), self._loop)
         try:
             future.result(timeout=grace_s + 5.0)
         finally:
@@ -84,6 +89,11 @@ class RunningServer:
             self._thread.join(timeout=5.0)
             if not self._loop.is_running():
                 self._loop.close()
+
+    async def _drained_stop(self, grace_s: float) -> None:
+        assert self._server is not None and self._servicer is not None
+        await self._servicer.drain()
+        await self._server.stop(grace_s)
 
     def __enter__(self) -> RunningServer:
         return self

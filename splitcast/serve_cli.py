@@ -7,8 +7,14 @@ import asyncio
 import socket
 from pathlib import Path
 
-from splitcast.arguments import add_device_arguments, add_model_argument, positive_int, set_threads
-from splitcast.cloud.options import DEFAULT_MAX_STREAMS, ServeOptions
+from splitcast.arguments import (
+    add_device_arguments,
+    add_model_argument,
+    positive_float,
+    positive_int,
+    set_threads,
+)
+from splitcast.cloud.options import DEFAULT_DRAIN_S, DEFAULT_MAX_STREAMS, ServeOptions
 from splitcast.cloud.security import TlsFiles
 from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
@@ -76,6 +82,21 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         choices=CODEC_NAMES,
         help="downlink codec (default: the model's; 'learned' needs a checkpoint trained with one)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port; "
+        "default: none)",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=positive_float,
+        default=DEFAULT_DRAIN_S,
+        help="on SIGTERM or Ctrl-C: health goes NOT_SERVING, new streams are refused, open "
+        "streams end after their frame in progress; calls still open this long after are "
+        "cancelled (default: %(default)s)",
+    )
     _add_security_arguments(parser)
     parser.set_defaults(run=_run_serve)
 
@@ -127,6 +148,8 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         token=token_from(args.token_file),
         open_health=args.open_health,
         max_streams=args.max_streams,
+        metrics_port=args.metrics_port,
+        drain_s=args.drain_seconds,
     )
 
 
@@ -164,9 +187,13 @@ def _run_serve(args: argparse.Namespace) -> None:
             f"{config.fps:g} fps, on {runtime.device} in {runtime.precision})",
             flush=True,
         )
+        if servicer.metrics_port is not None:
+            print(f"metrics on http://{args.host}:{servicer.metrics_port}/metrics", flush=True)
         await until_terminated()
-        await server.stop(grace=2.0)
+        await servicer.drain()
+        await server.stop(grace=options.drain_s)
         servicer.close()
+        print("splitcast serve: drained and stopped", flush=True)
 
     asyncio.run(serve())
 
