@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from splitcast.cloud.metrics import ServerMetrics
-from splitcast.cloud.options import DEFAULT_MAX_STREAMS, ServeOptions
+from splitcast.cloud.options import ServeOptions, keepalive_options
 from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime
 from splitcast.cloud.security import TokenCheck, server_credentials
 from splitcast.cloud.session import LatestMailbox
@@ -45,6 +45,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 MAX_DELAY_TICKS = 300.0
 
 
+class IdleStream(Exception):
+    """A stream that sent nothing for the idle timeout."""
+
+
 @dataclass
 class _Pending:
     frame: pb.UplinkFrame
@@ -53,16 +57,13 @@ class _Pending:
 
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     def __init__(
-        self,
-        runtime: RemoteRuntime,
-        max_message_bytes: int,
-        max_streams: int = DEFAULT_MAX_STREAMS,
-        metrics: ServerMetrics | None = None,
+        self, runtime: RemoteRuntime, options: ServeOptions, metrics: ServerMetrics
     ) -> None:
         self.runtime = runtime
-        self.max_message_bytes = max_message_bytes
-        self.max_streams = max_streams
-        self.metrics = metrics or ServerMetrics()
+        self.options = options
+        self.max_message_bytes = options.max_message_bytes
+        self.max_streams = options.max_streams
+        self.metrics = metrics
         self.metrics_port: int | None = None
         """Where `/metrics` is served (None: not served)."""
         self.health: health.aio.HealthServicer | None = None
@@ -135,6 +136,9 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                 self.metrics.frames_dropped.inc(mailbox.dropped - dropped)
                 dropped = mailbox.dropped
                 yield await self._reply(pending, state, peer, mailbox.dropped)
+        except IdleStream as exc:
+            self.metrics.calls_refused.labels("idle").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}: stream closed, reconnect")
         except Exception as exc:
             self.metrics.errors.labels(type(exc).__name__).inc()
             raise
@@ -202,11 +206,26 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     async def _read(
         self, request_iterator: AsyncIterator[pb.UplinkFrame], mailbox: LatestMailbox[_Pending]
     ) -> None:
+        """Frames into the mailbox, at most `max_stream_fps` a second: a faster sender is not
+        read sooner, so gRPC's flow control keeps its frames in its own buffers (it costs this
+        server nothing and other streams keep their turns); no frame for `idle_timeout_s`
+        ends the stream."""
+        options, loop = self.options, asyncio.get_running_loop()
+        interval = 1.0 / options.max_stream_fps if options.max_stream_fps else 0.0
+        frames = aiter(request_iterator)
         try:
-            async for frame in request_iterator:
+            while True:
+                try:
+                    frame = await asyncio.wait_for(anext(frames), options.idle_timeout_s)
+                except StopAsyncIteration:
+                    break
+                read_at = loop.time()
                 self.metrics.frames_received.inc()
                 self.metrics.uplink_bytes.inc(len(frame.image.data))
                 mailbox.offer(_Pending(frame, time.time_ns()))
+                await asyncio.sleep(max(0.0, read_at + interval - loop.time()))
+        except asyncio.TimeoutError:
+            mailbox.close(IdleStream(f"no frame for {options.idle_timeout_s:g} s"))
         except Exception as exc:
             mailbox.close(exc)
         else:
@@ -248,11 +267,10 @@ async def start_server(
             ("grpc.max_receive_message_length", options.max_message_bytes),
             ("grpc.max_send_message_length", options.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *keepalive_options(options),
         ],
     )
-    servicer = SplitInferenceServicer(
-        runtime, options.max_message_bytes, options.max_streams, metrics
-    )
+    servicer = SplitInferenceServicer(runtime, options, metrics)
     pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
     health_servicer = servicer.health = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,10 @@ log = logging.getLogger("splitcast.edge")
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 SENT_TIMES_KEPT = 256
+PING_INTERVAL_S = 20.0
+"""Keepalive pings on an idle connection, so a proxy or NAT does not drop it silently; the
+server accepts pings 10 s apart or more (`splitcast.cloud.options`)."""
+PING_TIMEOUT_S = 10.0
 
 
 class IncompatibleServer(RuntimeError):
@@ -119,9 +123,13 @@ class CloudConnection:
         codecs: dict[str, Codec],
         connect_timeout_s: float = 2.0,
         security: ClientSecurity | None = None,
+        on_answer: Callable[[ReceivedAnswer], None] | None = None,
     ) -> None:
+        """`on_answer`: called on the connection's thread with every decoded answer (a load
+        generator counts them; the edge only reads the freshest from `answers`)."""
         self.target = target
         self.security = security or ClientSecurity()
+        self.on_answer = on_answer
         self.expected = expected
         self.codecs = codecs
         self.connect_timeout_s = connect_timeout_s
@@ -157,6 +165,9 @@ class CloudConnection:
             options = [
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", int(PING_INTERVAL_S * 1000)),
+                ("grpc.keepalive_timeout_ms", int(PING_TIMEOUT_S * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
             ]
             with self.security.channel(self.target, options) as channel:
                 stub = pb_grpc.SplitInferenceStub(channel)
@@ -278,19 +289,20 @@ class CloudConnection:
         payload_bytes = sum(len(t.payload) for t in answer.tensors)
         self.stats.answers_received += 1
         self.stats.downlink_bytes += payload_bytes
-        self.answers.put(
-            ReceivedAnswer(
-                source_sequence=answer.source_sequence,
-                conditioned_delay_ticks=answer.conditioned_delay_ticks,
-                tensors=tensors,
-                received_ns=now,
-                round_trip_ms=(now - answer.source_capture_time_ns) / 1e6,
-                server_ms=(answer.server_send_time_ns - answer.server_receive_time_ns) / 1e6,
-                payload_bytes=payload_bytes,
-                context_sequences=tuple(answer.context_sequences),
-                trip=self._trip(answer, arrival, now),
-            )
+        received = ReceivedAnswer(
+            source_sequence=answer.source_sequence,
+            conditioned_delay_ticks=answer.conditioned_delay_ticks,
+            tensors=tensors,
+            received_ns=now,
+            round_trip_ms=(now - answer.source_capture_time_ns) / 1e6,
+            server_ms=(answer.server_send_time_ns - answer.server_receive_time_ns) / 1e6,
+            payload_bytes=payload_bytes,
+            context_sequences=tuple(answer.context_sequences),
+            trip=self._trip(answer, arrival, now),
         )
+        self.answers.put(received)
+        if self.on_answer is not None:
+            self.on_answer(received)
 
     def _trip(self, answer: pb.Answer, arrival: int, decoded: int) -> AnswerTrip | None:
         sent = self._sent.get(answer.source_sequence)

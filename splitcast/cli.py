@@ -1,5 +1,5 @@
 """The `splitcast` command line: serve, edge, link, demo, data, train, fit, package, export,
-bench, evaluate, sweep, calibrate, netem."""
+bench, loadgen, evaluate, sweep, calibrate, netem."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from splitcast.evaluate_cli import (
 )
 from splitcast.export_cli import add_export_command
 from splitcast.fit_cli import add_fit_command
+from splitcast.loadgen_cli import add_loadgen_command
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.netem_cli import add_link_command, add_netem_command
 from splitcast.serve_cli import add_serve_command
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_package_command(commands)
     add_export_command(commands)
     add_bench_command(commands)
+    add_loadgen_command(commands)
     add_evaluate_command(commands)
     add_sweep_command(commands)
     add_calibrate_command(commands)

@@ -10,11 +10,19 @@ from pathlib import Path
 from splitcast.arguments import (
     add_device_arguments,
     add_model_argument,
+    non_negative_float,
     positive_float,
     positive_int,
     set_threads,
 )
-from splitcast.cloud.options import DEFAULT_DRAIN_S, DEFAULT_MAX_STREAMS, ServeOptions
+from splitcast.cloud.options import (
+    DEFAULT_DRAIN_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTION_AGE_S,
+    DEFAULT_MAX_STREAM_FPS,
+    DEFAULT_MAX_STREAMS,
+    ServeOptions,
+)
 from splitcast.cloud.security import TlsFiles
 from splitcast.models.codec_names import CODEC_NAMES
 from splitcast.models.runtime_names import RUNTIMES
@@ -122,6 +130,28 @@ def _add_security_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer gRPC health checks without the token (for load balancers)",
     )
     group.add_argument(
+        "--max-stream-fps",
+        type=non_negative_float,
+        default=DEFAULT_MAX_STREAM_FPS,
+        help="uplink frames read per second per stream; a faster sender waits (gRPC flow "
+        "control), so it cannot take other streams' turns (0: no limit; default: %(default)s)",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close a stream that sends no frame this long (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-connection-age",
+        type=positive_float,
+        default=DEFAULT_MAX_CONNECTION_AGE_S,
+        metavar="SECONDS",
+        help="tell connections to go away after this long (then --drain-seconds to finish), "
+        "so edges reconnect and spread over replicas added since (default: %(default)s)",
+    )
+    group.add_argument(
         "--max-streams",
         type=positive_int,
         default=DEFAULT_MAX_STREAMS,
@@ -150,6 +180,9 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         max_streams=args.max_streams,
         metrics_port=args.metrics_port,
         drain_s=args.drain_seconds,
+        max_stream_fps=args.max_stream_fps,
+        idle_timeout_s=args.idle_timeout,
+        max_connection_age_s=args.max_connection_age,
     )
 
 

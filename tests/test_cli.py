@@ -24,6 +24,7 @@ COMMANDS = {
     "demo",
     "export",
     "bench",
+    "loadgen",
     "data",
     "train",
     "evaluate",

@@ -1,0 +1,88 @@
+"""What one server gives many edges, measured from the edges' side with `splitcast loadgen`.
+
+    .venv/bin/python benchmarks/bench_serving.py [--duration 20] [--out out/bench-serving]
+
+Against one `splitcast serve` process (the default checkpoint, two threads): a paced stream
+alone and beside a flooding one, at 12 fps (the rate of the issue's measurement) and at 30
+fps, with the per-stream read limit on (the default) and off; then 1, 2, 4 and 8 paced
+streams at 12 fps. Prints answers per second and latency p50/p99 side by side, the server's
+resident memory at start and at the end, and writes bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from splitcast.launch import ChildProcess, start_server
+from splitcast.loadgen import LoadOptions, run_load
+
+
+def _rss_mb(process: ChildProcess) -> float:
+    for line in Path(f"/proc/{process.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _fairness(duration: float, limit: bool) -> dict[str, dict]:
+    """The paced stream's answers per second alone and with a flooding stream beside it."""
+    extra = [] if limit else ["--max-stream-fps", "0"]
+    results = {}
+    with start_server("default", extra=extra) as server:
+        for fps in (12.0, 30.0):
+            alone = run_load(LoadOptions(server.address, streams=1, duration_s=duration, fps=fps))
+            flooded = run_load(
+                LoadOptions(server.address, streams=2, duration_s=duration, fps=fps, flood=1)
+            )
+            kept = flooded["paced"]["answers_per_s"] / alone["paced"]["answers_per_s"]
+            results[f"{fps:g} fps"] = {
+                "alone": alone["paced"],
+                "beside_a_flood": flooded["paced"],
+                "flood": flooded["flooding_streams"],
+                "kept": round(kept, 3),
+            }
+    return results
+
+
+def _streams(duration: float) -> tuple[dict[str, dict], dict[str, float]]:
+    runs = {}
+    with start_server("default") as server:
+        memory = {"start_mb": round(_rss_mb(server), 1)}
+        for streams in (1, 2, 4, 8):
+            report = run_load(LoadOptions(server.address, streams, duration, fps=12.0))
+            runs[str(streams)] = report["all"]
+        memory["end_mb"] = round(_rss_mb(server), 1)
+    return runs, memory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--out", type=Path, default=Path("out/bench-serving"))
+    args = parser.parse_args()
+    fairness = {
+        "read limit on (default)": _fairness(args.duration, limit=True),
+        "read limit off": _fairness(args.duration, limit=False),
+    }
+    streams, memory = _streams(args.duration)
+    print("paced stream beside a flooding one: answers/s alone -> beside (kept)")
+    for setting, rates in fairness.items():
+        for fps, run in rates.items():
+            print(f"  {setting:24} {fps:>6}: {run['alone']['answers_per_s']:6.2f} -> "
+                  f"{run['beside_a_flood']['answers_per_s']:6.2f} ({run['kept']:.0%}); "
+                  f"flood got {run['flood']['answers_per_s']:.2f}/s")  # fmt: skip
+    print("paced streams at 12 fps: streams, answers/s, latency p50, p99 (ms), errors")
+    for count, run in streams.items():
+        errors = sum(run["errors"].values())
+        print(f"  {count:>2} {run['answers_per_s']:8.2f} {run['latency_p50_ms']:8} "
+              f"{run['latency_p99_ms']:8} {errors:4}")  # fmt: skip
+    print(f"server RSS: {memory['start_mb']} MB at start, {memory['end_mb']} MB at the end")
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"fairness": fairness, "streams_at_12_fps": streams, "server_rss": memory}
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""`splitcast loadgen` against a real server: paced and flooding streams reported apart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from splitcast.launch import start_server
+
+
+def test_loadgen_reports_paced_and_flooding_streams(tmp_path: Path) -> None:
+    with start_server("tiny", threads=1) as server:
+        result = subprocess.run(
+            [sys.executable, "-m", "splitcast", "loadgen", "--server", server.address,
+             "--streams", "3", "--flood", "1", "--duration", "4", "--fps", "10",
+             "--json", str(tmp_path / "load.json")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "answers/s" in result.stdout and "flooding_streams" in result.stdout
+    report = json.loads((tmp_path / "load.json").read_text())
+    paced, flood = report["paced"], report["flooding_streams"]
+    assert (paced["streams"], flood["streams"]) == (2, 1)
+    assert paced["answers_per_s"] > 0 and flood["answers_per_s"] > 0
+    assert paced["latency_p50_ms"] <= paced["latency_p99_ms"]
+    assert flood["frames_sent"] > paced["frames_sent"] / 2  # it offered far more than 10 fps
+    assert sum(report["all"]["errors"].values()) == 0
+
+
+def test_loadgen_without_a_server_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "splitcast", "loadgen", "--server", "127.0.0.1:1",
+         "--duration", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no server at 127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
