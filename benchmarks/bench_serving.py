@@ -5,7 +5,8 @@
 Against one `splitcast serve` process (the default checkpoint, two threads): a paced stream
 alone and beside a flooding one, at 12 fps (the rate of the issue's measurement) and at 30
 fps, with the per-stream read limit on (the default) and off; then 1, 2, 4 and 8 paced
-streams at 12 fps. Prints answers per second and latency p50/p99 side by side, the server's
+streams at 12 fps against a server stepping frames one at a time and one batching up to 8
+(10 ms wait). Prints answers per second and latency p50/p99 side by side, the server's
 resident memory at start and at the end, and writes bench.json.
 """
 
@@ -17,6 +18,11 @@ from pathlib import Path
 
 from splitcast.launch import ChildProcess, start_server
 from splitcast.loadgen import LoadOptions, run_load
+
+BATCHING = {
+    "one at a time": ["--max-batch", "1"],
+    "batched": ["--max-batch", "8", "--max-wait-ms", "10"],
+}
 
 
 def _rss_mb(process: ChildProcess) -> float:
@@ -46,9 +52,9 @@ def _fairness(duration: float, limit: bool) -> dict[str, dict]:
     return results
 
 
-def _streams(duration: float) -> tuple[dict[str, dict], dict[str, float]]:
+def _streams(duration: float, extra: list[str]) -> tuple[dict[str, dict], dict[str, float]]:
     runs = {}
-    with start_server("default") as server:
+    with start_server("default", extra=extra) as server:
         memory = {"start_mb": round(_rss_mb(server), 1)}
         for streams in (1, 2, 4, 8):
             report = run_load(LoadOptions(server.address, streams, duration, fps=12.0))
@@ -66,7 +72,9 @@ def main() -> None:
         "read limit on (default)": _fairness(args.duration, limit=True),
         "read limit off": _fairness(args.duration, limit=False),
     }
-    streams, memory = _streams(args.duration)
+    streams, memory = {}, {}
+    for name, extra in BATCHING.items():
+        streams[name], memory[name] = _streams(args.duration, extra)
     print("paced stream beside a flooding one: answers/s alone -> beside (kept)")
     for setting, rates in fairness.items():
         for fps, run in rates.items():
@@ -74,13 +82,20 @@ def main() -> None:
                   f"{run['beside_a_flood']['answers_per_s']:6.2f} ({run['kept']:.0%}); "
                   f"flood got {run['flood']['answers_per_s']:.2f}/s")  # fmt: skip
     print("paced streams at 12 fps: streams, answers/s, latency p50, p99 (ms), errors")
-    for count, run in streams.items():
-        errors = sum(run["errors"].values())
-        print(f"  {count:>2} {run['answers_per_s']:8.2f} {run['latency_p50_ms']:8} "
-              f"{run['latency_p99_ms']:8} {errors:4}")  # fmt: skip
-    print(f"server RSS: {memory['start_mb']} MB at start, {memory['end_mb']} MB at the end")
+    for name, runs in streams.items():
+        for count, run in runs.items():
+            errors = sum(run["errors"].values())
+            print(f"  {name:16} {count:>2} {run['answers_per_s']:8.2f} "
+                  f"{run['latency_p50_ms']:8} {run['latency_p99_ms']:8} {errors:4}")  # fmt: skip
+        print(f"  {name:16} server RSS {memory[name]['start_mb']} MB at start, "
+              f"{memory[name]['end_mb']} MB at the end")  # fmt: skip
+    ratio = (
+        streams["batched"]["8"]["answers_per_s"] / streams["one at a time"]["8"]["answers_per_s"]
+    )
+    print(f"8 streams, batched over one at a time: {ratio:.2f}x answers/s")
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"fairness": fairness, "streams_at_12_fps": streams, "server_rss": memory}
+    result["batched_over_one_at_a_time_at_8"] = round(ratio, 3)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -13,6 +13,10 @@ DEFAULT_DRAIN_S = 5.0
 DEFAULT_MAX_STREAM_FPS = 60.0
 DEFAULT_IDLE_TIMEOUT_S = 120.0
 DEFAULT_MAX_CONNECTION_AGE_S = 1800.0
+GPU_MAX_BATCH = 8
+"""Frames stepped together on a GPU unless told otherwise (on a CPU batching gains nothing:
+the model's time grows with the batch, so the default there is 1)."""
+DEFAULT_MAX_WAIT_S = 0.005
 CLIENT_PING_INTERVAL_MIN_S = 10.0
 """Clients may ping this often without data (the edge pings every 20 s, well above)."""
 SERVER_PING_INTERVAL_S = 30.0
@@ -39,6 +43,10 @@ class ServeOptions:
     """Serve Prometheus metrics on this port of `host` (0: any free port; None: not at all)."""
     drain_s: float = DEFAULT_DRAIN_S
     """On shutdown, how long open calls get to end after the drain (then they are cancelled)."""
+    max_batch: int | None = None
+    """Streams' frames stepped together at most (None: `GPU_MAX_BATCH` on a GPU, else 1)."""
+    max_wait_s: float = DEFAULT_MAX_WAIT_S
+    """How long a batch waits for more streams' frames after its first (never longer)."""
     max_stream_fps: float = DEFAULT_MAX_STREAM_FPS
     """Uplink frames read per second per stream (0: no limit); a faster sender waits."""
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S

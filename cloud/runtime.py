@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,16 @@ from splitcast.models.runtime_names import RUNTIMES
 
 EncodedAnswer = dict[str, EncodedTensor]
 """One answer's named tensors as bytes."""
+
+
+@dataclass(frozen=True)
+class Work:
+    """One decoded frame of one stream for the model, told the delay to answer for."""
+
+    stream: RemoteStream
+    sequence: int
+    image_rgb: np.ndarray
+    delay_ticks: float
 
 
 class RemoteRuntime:
@@ -94,21 +105,37 @@ class RemoteRuntime:
         for sequence in range(steps):
             self.step(stream, sequence, blank, 0.0)
 
-    @torch.inference_mode()
     def answer(
         self, stream: RemoteStream, sequence: int, image_rgb: np.ndarray, delay_ticks: float
     ) -> tuple[AnswerTensors, list[int]]:
         """Push one decoded frame into the stream; returns its answer [1, C, h, w] per name
         (before the codec) and the sequence numbers of the context frames it came from
         (oldest first)."""
-        pixels = torch.from_numpy(fit(image_rgb, self.config.remote_size))
-        frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        return self.answer_batch([Work(stream, sequence, image_rgb, delay_ticks)])[0]
+
+    @torch.inference_mode()
+    def answer_batch(self, batch: Sequence[Work]) -> list[tuple[AnswerTensors, list[int]]]:
+        """`answer` for frames of different streams in one pass of the temporal model and
+        heads (each stream's context and delay its own); in `batch`'s order."""
+        contexts, used = [], []
         with autocast(self.device, self.precision):
-            used, context = stream.push(sequence, self.encode(frame.to(self.device)))
-            delay = torch.tensor([delay_ticks], dtype=torch.float32, device=self.device)
-            context = context.contiguous(memory_format=self.context_layout)
+            for work in batch:
+                pixels = torch.from_numpy(fit(work.image_rgb, self.config.remote_size))
+                frame = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+                sequences, context = work.stream.push(
+                    work.sequence, self.encode(frame.to(self.device))
+                )
+                contexts.append(context)
+                used.append(sequences)
+            delays = [work.delay_ticks for work in batch]
+            delay = torch.tensor(delays, dtype=torch.float32, device=self.device)
+            context = torch.cat(contexts).contiguous(memory_format=self.context_layout)
             answer = self.combine_context(context, delay)[0]
-        return {name: tensor.float().cpu() for name, tensor in answer.items()}, used
+        answer = {name: tensor.float().cpu() for name, tensor in answer.items()}
+        return [
+            ({name: tensor[index : index + 1] for name, tensor in answer.items()}, used[index])
+            for index in range(len(batch))
+        ]
 
     def step(
         self, stream: RemoteStream, sequence: int, image_rgb: np.ndarray, delay_ticks: float

@@ -22,9 +22,10 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from splitcast.cloud.batching import Batcher
 from splitcast.cloud.metrics import ServerMetrics
-from splitcast.cloud.options import ServeOptions, keepalive_options
-from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime
+from splitcast.cloud.options import GPU_MAX_BATCH, ServeOptions, keepalive_options
+from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime, Work
 from splitcast.cloud.security import TokenCheck, server_credentials
 from splitcast.cloud.session import LatestMailbox
 from splitcast.data.images import ImageDecodeError, decode_image
@@ -70,6 +71,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self.draining = False
         self._mailboxes: set[LatestMailbox[_Pending]] = set()
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-model")
+        max_batch = options.max_batch or (GPU_MAX_BATCH if runtime.device.type == "cuda" else 1)
+        self.batcher = Batcher(self._step_batch, self._compute, max_batch, options.max_wait_s)
         self.active_streams = 0
 
     async def drain(self) -> None:
@@ -85,6 +88,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         log.info("draining: %d open streams told to end", len(self._mailboxes))
 
     def close(self) -> None:
+        self.batcher.close()
         self._compute.shutdown(wait=False, cancel_futures=True)
         self.metrics.close()
 
@@ -165,16 +169,12 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             )
             return pb.DownlinkMessage(error=error, frames_dropped=dropped)
         decoded_ns = time.time_ns()
-        encoded, context, steps = await asyncio.get_running_loop().run_in_executor(
-            self._compute, self._step, state, frame.sequence, image, delay
-        )
+        encoded, context, steps = await self.batcher.run(Work(state, frame.sequence, image, delay))
         steps.taken_time_ns, steps.decoded_time_ns = taken_ns, decoded_ns
         tensors = [tensor_message(name, t) for name, t in encoded.items()]
         sent_ns = time.time_ns()
         metrics.frames_answered.inc()
-        metrics.batch_size.observe(1)
         metrics.queue_wait.observe((steps.model_start_time_ns - pending.received_ns) / 1e9)
-        metrics.model_step.observe((steps.model_end_time_ns - steps.model_start_time_ns) / 1e9)
         metrics.answer_age.observe((sent_ns - pending.received_ns) / 1e9)
         metrics.downlink_bytes.inc(sum(len(t.payload) for t in tensors))
         answer = pb.Answer(
@@ -189,19 +189,26 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         )
         return pb.DownlinkMessage(answer=answer, frames_dropped=dropped)
 
-    def _step(
-        self, state: RemoteStream, sequence: int, image: np.ndarray, delay: float
-    ) -> tuple[EncodedAnswer, list[int], pb.ServerSteps]:
-        """The model's step on the model thread, with the times it started, computed the
-        answer and encoded it."""
+    def _step_batch(
+        self, batch: Sequence[Work]
+    ) -> list[tuple[EncodedAnswer, list[int], pb.ServerSteps]]:
+        """The model's step on a batch, on the model thread: each answer encoded, with the
+        times the step started, computed the answers and encoded this one."""
         start_ns = time.time_ns()
-        answer, context = self.runtime.answer(state, sequence, image, delay)
+        answers = self.runtime.answer_batch(batch)
         end_ns = time.time_ns()
-        encoded = self.runtime.encode_answer(answer)
-        steps = pb.ServerSteps(
-            model_start_time_ns=start_ns, model_end_time_ns=end_ns, encoded_time_ns=time.time_ns()
-        )
-        return encoded, context, steps
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.model_step.observe((end_ns - start_ns) / 1e9)
+        results = []
+        for answer, context in answers:
+            encoded = self.runtime.encode_answer(answer)
+            steps = pb.ServerSteps(
+                model_start_time_ns=start_ns,
+                model_end_time_ns=end_ns,
+                encoded_time_ns=time.time_ns(),
+            )
+            results.append((encoded, context, steps))
+        return results
 
     async def _read(
         self, request_iterator: AsyncIterator[pb.UplinkFrame], mailbox: LatestMailbox[_Pending]

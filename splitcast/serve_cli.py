@@ -21,6 +21,8 @@ from splitcast.cloud.options import (
     DEFAULT_MAX_CONNECTION_AGE_S,
     DEFAULT_MAX_STREAM_FPS,
     DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_WAIT_S,
+    GPU_MAX_BATCH,
     ServeOptions,
 )
 from splitcast.cloud.security import TlsFiles
@@ -130,6 +132,19 @@ def _add_security_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer gRPC health checks without the token (for load balancers)",
     )
     group.add_argument(
+        "--max-batch",
+        type=positive_int,
+        help=f"frames of different streams stepped together at most (default: {GPU_MAX_BATCH} "
+        "on a GPU, 1 on a CPU, where a batch's time grows with its size)",
+    )
+    group.add_argument(
+        "--max-wait-ms",
+        type=non_negative_float,
+        default=DEFAULT_MAX_WAIT_S * 1000,
+        help="how long a batch waits for more streams' frames after its first, never longer "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
         "--max-stream-fps",
         type=non_negative_float,
         default=DEFAULT_MAX_STREAM_FPS,
@@ -180,6 +195,8 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         max_streams=args.max_streams,
         metrics_port=args.metrics_port,
         drain_s=args.drain_seconds,
+        max_batch=args.max_batch,
+        max_wait_s=args.max_wait_ms / 1000,
         max_stream_fps=args.max_stream_fps,
         idle_timeout_s=args.idle_timeout,
         max_connection_age_s=args.max_connection_age,

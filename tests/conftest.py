@@ -40,9 +40,12 @@ def _one_torch_thread() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildProcess]:
-    """A `splitcast serve --model tiny` child process on a free loopback port."""
+    """A `splitcast serve --model tiny` child process on a free loopback port, reading frames
+    as fast as they come (no --max-stream-fps cap), so that tests sending bursts see the
+    mailbox's latest-wins drops rather than the cap's back-pressure."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with start_server("tiny", threads=1, log_path=log_path) as process:
+    uncapped = ["--max-stream-fps", "0"]
+    with start_server("tiny", threads=1, log_path=log_path, extra=uncapped) as process:
         yield process
 
 
