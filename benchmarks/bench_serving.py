@@ -3,17 +3,20 @@
     .venv/bin/python benchmarks/bench_serving.py [--duration 20] [--out out/bench-serving]
 
 Against one `splitcast serve` process (the default checkpoint, two threads): a paced stream
-alone and beside a flooding one, at 12 fps (the rate of the issue's measurement) and at 30
-fps, with the per-stream read limit on (the default) and off; then 1, 2, 4 and 8 paced
-streams at 12 fps against a server stepping frames one at a time and one batching up to 8
-(10 ms wait). Prints answers per second and latency p50/p99 side by side, the server's
-resident memory at start and at the end, and writes bench.json.
+alone and beside a flooding one, at 4, 12 (the rate of the issue's measurement) and 30 fps,
+with the per-stream read limit on (the default) and off; then 1, 2, 4 and 8 paced streams at
+12 fps against a server stepping frames one at a time and one batching up to 8
+(10 ms wait); then 8 streams for `--long` seconds (default 60). Prints answers per second,
+latency p50/p99 and errors side by side, the server's resident memory (at start, after 10 s
+and at the end of the long run), and writes bench.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import threading
+import time
 from pathlib import Path
 
 from splitcast.launch import ChildProcess, start_server
@@ -37,7 +40,7 @@ def _fairness(duration: float, limit: bool) -> dict[str, dict]:
     extra = [] if limit else ["--max-stream-fps", "0"]
     results = {}
     with start_server("default", extra=extra) as server:
-        for fps in (12.0, 30.0):
+        for fps in (4.0, 12.0, 30.0):
             alone = run_load(LoadOptions(server.address, streams=1, duration_s=duration, fps=fps))
             flooded = run_load(
                 LoadOptions(server.address, streams=2, duration_s=duration, fps=fps, flood=1)
@@ -63,9 +66,26 @@ def _streams(duration: float, extra: list[str]) -> tuple[dict[str, dict], dict[s
     return runs, memory
 
 
+def _long_run(duration: float) -> dict:
+    """8 paced streams at 12 fps for `duration` s: answers, latency, errors, and the server's
+    resident memory at start, after 10 s and at the end."""
+    with start_server("default") as server:
+        memory = {"start_mb": round(_rss_mb(server), 1)}
+
+        def sample() -> None:
+            time.sleep(10.0)
+            memory["after_10_s_mb"] = round(_rss_mb(server), 1)
+
+        threading.Thread(target=sample, daemon=True).start()
+        report = run_load(LoadOptions(server.address, streams=8, duration_s=duration, fps=12.0))
+        memory["end_mb"] = round(_rss_mb(server), 1)
+    return {"streams": report["all"], "server_rss": memory}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--long", type=float, default=60.0, help="seconds of the 8-stream run")
     parser.add_argument("--out", type=Path, default=Path("out/bench-serving"))
     args = parser.parse_args()
     fairness = {
@@ -93,9 +113,15 @@ def main() -> None:
         streams["batched"]["8"]["answers_per_s"] / streams["one at a time"]["8"]["answers_per_s"]
     )
     print(f"8 streams, batched over one at a time: {ratio:.2f}x answers/s")
+    long = _long_run(args.long)
+    run, memory_long = long["streams"], long["server_rss"]
+    print(f"8 streams x {args.long:g} s at 12 fps: {run['answers_per_s']} answers/s, latency "
+          f"p50 {run['latency_p50_ms']} ms, p99 {run['latency_p99_ms']} ms, errors "
+          f"{run['errors']}; server RSS {memory_long}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"fairness": fairness, "streams_at_12_fps": streams, "server_rss": memory}
     result["batched_over_one_at_a_time_at_8"] = round(ratio, 3)
+    result["eight_streams_long"] = long
     (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -60,11 +60,8 @@ class _Stream:
             self.latencies.append(answer.round_trip_ms)
 
 
-def server_expectations(
-    target: str, security: ClientSecurity | None
-) -> tuple[ExpectedServer, dict[str, Codec]]:
-    """Whatever the server runs, as an edge would have to expect it, and the codecs to read
-    its answers with (the learned codec needs the checkpoint: not supported here)."""
+def server_expectations(target: str, security: ClientSecurity | None) -> ExpectedServer:
+    """Whatever the server runs, as an edge would have to expect it."""
     security = security or ClientSecurity()
     with security.channel(target, []) as channel:
         info = pb_grpc.SplitInferenceStub(channel).Info(
@@ -78,21 +75,31 @@ def server_expectations(
         (info.local_input.height, info.local_input.width),
         info.fps,
     )
-    codecs = {name: get_codec(name) for name in (*STATELESS_CODECS, PROBABILITY_CODEC)}
-    return expected, codecs
+    return expected
+
+
+def _codecs() -> dict[str, Codec]:
+    """Decoders for one stream (each connection decodes on its own thread, and a zstandard
+    decompressor must not be shared between threads); the learned codec needs the
+    checkpoint, so servers sending it are not supported here."""
+    return {name: get_codec(name) for name in (*STATELESS_CODECS, PROBABILITY_CODEC)}
 
 
 def run_load(options: LoadOptions) -> dict[str, Any]:
     """Run the streams for `duration_s` once all are connected; the report (see the module)."""
     try:
-        expected, codecs = server_expectations(options.server, options.security)
+        expected = server_expectations(options.server, options.security)
     except grpc.RpcError as exc:
         raise OSError(f"no server at {options.server}: {exc.code().name} {exc.details()}") from None
     frames = list(MovingSceneSource(num_frames=60).frames())
     streams = [_Stream(flooding=index < options.flood) for index in range(options.streams)]
     for stream in streams:
         stream.connection = CloudConnection(
-            options.server, expected, codecs, security=options.security, on_answer=stream.answered
+            options.server,
+            expected,
+            _codecs(),
+            security=options.security,
+            on_answer=stream.answered,
         )
         stream.connection.start()
     try:
