@@ -3,6 +3,9 @@
 Each stream has at most one frame with the model at a time (its loop awaits the answer before
 taking its next frame, latest wins), so the queue holds at most one item per stream and
 every stream gets a place in each batch it is waiting for: no stream can take another's turn.
+Items of a lower `priority` number go first (arrival order among equals): the server gives
+streams that send at their read cap priority 1, so a flooding client is served only when no
+well-behaved stream is waiting.
 When the model thread is free, the waiting items go in one batch of up to `max_batch`; when
 fewer are waiting, the batch waits up to `max_wait_s` from its first item's arrival for more,
 never longer. With `max_batch` 1 every frame is stepped alone, as before batching existed.
@@ -37,14 +40,14 @@ class Batcher(Generic[Item, Result]):
         self.executor = executor
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._waiting: list[tuple[Item, asyncio.Future[Result], float]] = []
+        self._waiting: list[tuple[Item, asyncio.Future[Result], float, int]] = []
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
-    async def run(self, item: Item) -> Result:
-        """`item`'s result, once its batch has been stepped."""
+    async def run(self, item: Item, priority: int = 0) -> Result:
+        """`item`'s result, once its batch has been stepped (lower `priority` first)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future, time.monotonic()))
+        self._waiting.append((item, future, time.monotonic(), priority))
         self._arrived.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
@@ -58,20 +61,21 @@ class Batcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         while self._waiting:
             await self._gather()
+            self._waiting.sort(key=lambda entry: (entry[3], entry[2]))
             taken = [entry for entry in self._waiting[: self.max_batch] if not entry[1].done()]
             self._waiting = self._waiting[self.max_batch :]
             if not taken:
                 continue
             try:
                 results = await loop.run_in_executor(
-                    self.executor, self.step, [item for item, _, _ in taken]
+                    self.executor, self.step, [item for item, _, _, _ in taken]
                 )
             except Exception as exc:
-                for _, future, _ in taken:
+                for _, future, _, _ in taken:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future, _), result in zip(taken, results, strict=True):
+            for (_, future, _, _), result in zip(taken, results, strict=True):
                 if not future.done():
                     future.set_result(result)
 

@@ -27,7 +27,7 @@ from splitcast.cloud.metrics import ServerMetrics
 from splitcast.cloud.options import GPU_MAX_BATCH, ServeOptions, keepalive_options
 from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime, Work
 from splitcast.cloud.security import TokenCheck, server_credentials
-from splitcast.cloud.session import LatestMailbox
+from splitcast.cloud.session import LatestMailbox, ReadRate
 from splitcast.data.images import ImageDecodeError, decode_image
 from splitcast.models.remote_stream import RemoteStream
 from splitcast.v1 import splitcast_pb2 as pb
@@ -128,7 +128,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                 "try again later or another replica",
             )
         mailbox: LatestMailbox[_Pending] = LatestMailbox()
-        reader = asyncio.create_task(self._read(request_iterator, mailbox))
+        rate = ReadRate(self.options.max_stream_fps)
+        reader = asyncio.create_task(self._read(request_iterator, mailbox, rate))
         state = self.runtime.new_stream()
         self._mailboxes.add(mailbox)
         self.active_streams += 1
@@ -139,7 +140,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             while (pending := await mailbox.take()) is not None:
                 self.metrics.frames_dropped.inc(mailbox.dropped - dropped)
                 dropped = mailbox.dropped
-                yield await self._reply(pending, state, peer, mailbox.dropped)
+                yield await self._reply(pending, state, peer, mailbox.dropped, rate.at_cap)
         except IdleStream as exc:
             self.metrics.calls_refused.labels("idle").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}: stream closed, reconnect")
@@ -154,9 +155,10 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             log.info("stream from %s closed (%d frames dropped)", peer, mailbox.dropped)
 
     async def _reply(
-        self, pending: _Pending, state: RemoteStream, peer: str, dropped: int
+        self, pending: _Pending, state: RemoteStream, peer: str, dropped: int, at_cap: bool
     ) -> pb.DownlinkMessage:
-        """The answer to one frame, or the FrameError saying why there is none."""
+        """The answer to one frame, or the FrameError saying why there is none; a stream
+        sending at its read cap waits until no other stream's frame does."""
         frame, metrics = pending.frame, self.metrics
         taken_ns = time.time_ns()
         try:
@@ -169,7 +171,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             )
             return pb.DownlinkMessage(error=error, frames_dropped=dropped)
         decoded_ns = time.time_ns()
-        encoded, context, steps = await self.batcher.run(Work(state, frame.sequence, image, delay))
+        work = Work(state, frame.sequence, image, delay)
+        encoded, context, steps = await self.batcher.run(work, priority=int(at_cap))
         steps.taken_time_ns, steps.decoded_time_ns = taken_ns, decoded_ns
         tensors = [tensor_message(name, t) for name, t in encoded.items()]
         sent_ns = time.time_ns()
@@ -211,7 +214,10 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         return results
 
     async def _read(
-        self, request_iterator: AsyncIterator[pb.UplinkFrame], mailbox: LatestMailbox[_Pending]
+        self,
+        request_iterator: AsyncIterator[pb.UplinkFrame],
+        mailbox: LatestMailbox[_Pending],
+        rate: ReadRate,
     ) -> None:
         """Frames into the mailbox, at most `max_stream_fps` a second: a faster sender is not
         read sooner, so gRPC's flow control keeps its frames in its own buffers (it costs this
@@ -227,6 +233,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                 except StopAsyncIteration:
                     break
                 read_at = loop.time()
+                rate.read(read_at)
                 self.metrics.frames_received.inc()
                 self.metrics.uplink_bytes.inc(len(frame.image.data))
                 mailbox.offer(_Pending(frame, time.time_ns()))

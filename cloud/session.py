@@ -1,4 +1,5 @@
-"""Per-stream latest-wins mailbox: the newest uplink frame waits, older waiting ones are dropped.
+"""Per-stream state of the server's reading: the latest-wins mailbox (the newest uplink frame
+waits, older waiting ones are dropped) and the stream's read rate.
 
 The reader side (`offer`) never blocks and never queues: a frame arriving while another is
 still waiting replaces it and the replaced one is counted as dropped. The worker side
@@ -8,6 +9,7 @@ still waiting replaces it and the replaced one is counted as dropped. The worker
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -49,3 +51,24 @@ class LatestMailbox(Generic[T]):
             await self._ready.wait()
         item, self._item = self._item, None
         return item
+
+
+class ReadRate:
+    """How many frames a stream had read in the last second, to tell one that sends at its
+    read cap (`cap` frames a second; 0: no cap, never at it)."""
+
+    AT_CAP = 0.9
+    """The share of the cap from which a stream counts as sending at it."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self._times: deque[float] = deque()
+
+    def read(self, now: float) -> None:
+        self._times.append(now)
+        while self._times[0] < now - 1.0:
+            self._times.popleft()
+
+    @property
+    def at_cap(self) -> bool:
+        return self.cap > 0 and len(self._times) >= self.AT_CAP * self.cap

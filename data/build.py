@@ -10,6 +10,7 @@ only what is missing.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -120,7 +121,10 @@ def build_split(
         unit="clip",
         disable=not progress,
     )
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Workers start from a clean process (forkserver), not a fork of this one: a fork copies
+    # the caller's threads' locks (a server, a gRPC channel) and can hang in the child.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [
             pool.submit(_render_one, out, name, s, frames, settings, frame_format, quality)
             for name, s in todo

@@ -65,6 +65,29 @@ def test_batches_fill_up_or_go_after_the_wait() -> None:
     assert 0.25 <= lone_s < 1.0  # a lone item waits for company, but no longer than the limit
 
 
+def test_a_stream_at_its_read_cap_waits_for_the_others() -> None:
+    order: list[str] = []
+
+    def step(items: list[str]) -> list[str]:
+        time.sleep(0.05)
+        order.extend(items)
+        return items
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(step, executor, max_batch=1)
+            busy = asyncio.ensure_future(batcher.run("busy"))
+            await asyncio.sleep(0.01)  # the model thread is busy with the first item
+            flood = asyncio.ensure_future(batcher.run("flood", priority=1))
+            await asyncio.sleep(0.01)
+            normal = asyncio.ensure_future(batcher.run("normal"))
+            await asyncio.gather(busy, flood, normal)
+            batcher.close()
+
+    asyncio.run(scenario())
+    assert order == ["busy", "normal", "flood"]
+
+
 def test_streams_are_stepped_together_and_keep_their_own_context() -> None:
     options = ServeOptions(max_batch=4, max_wait_s=0.15, metrics_port=0)
     frames = list(MovingSceneSource(num_frames=60).frames())
