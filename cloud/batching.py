@@ -19,6 +19,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
+YIELD_S = 0.02
+"""How long yielding items leave the model to other streams' frames that may be on their way."""
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -80,10 +83,17 @@ class Batcher(Generic[Item, Result]):
                     future.set_result(result)
 
     async def _gather(self) -> None:
-        """Wait for a full batch, but no longer than `max_wait_s` after the first arrived."""
-        deadline = self._waiting[0][2] + self.max_wait_s
-        while len(self._waiting) < self.max_batch:
-            remaining = deadline - time.monotonic()
+        """Wait for a full batch, but no longer than `max_wait_s` after its first item
+        arrived; while only yielding items (priority above 0) wait, give the other streams
+        `YIELD_S` to come back first (a stream just answered needs a moment to send its next
+        frame)."""
+        full_by = self._waiting[0][2] + self.max_wait_s
+        yield_by = time.monotonic() + YIELD_S
+        while True:
+            deadlines = [full_by] if len(self._waiting) < self.max_batch else []
+            if min(entry[3] for entry in self._waiting) > 0:
+                deadlines.append(yield_by)
+            remaining = max(deadlines, default=0.0) - time.monotonic()
             if remaining <= 0:
                 return
             self._arrived.clear()
