@@ -140,7 +140,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             while (pending := await mailbox.take()) is not None:
                 self.metrics.frames_dropped.inc(mailbox.dropped - dropped)
                 dropped = mailbox.dropped
-                yield await self._reply(pending, state, peer, mailbox.dropped, rate.at_cap)
+                yield await self._reply(pending, state, peer, mailbox.dropped, rate.flooding)
         except IdleStream as exc:
             self.metrics.calls_refused.labels("idle").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}: stream closed, reconnect")
@@ -155,10 +155,10 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             log.info("stream from %s closed (%d frames dropped)", peer, mailbox.dropped)
 
     async def _reply(
-        self, pending: _Pending, state: RemoteStream, peer: str, dropped: int, at_cap: bool
+        self, pending: _Pending, state: RemoteStream, peer: str, dropped: int, flooding: bool
     ) -> pb.DownlinkMessage:
-        """The answer to one frame, or the FrameError saying why there is none; a stream
-        sending at its read cap waits until no other stream's frame does."""
+        """The answer to one frame, or the FrameError saying why there is none; a flooding
+        stream waits until no other stream's frame does."""
         frame, metrics = pending.frame, self.metrics
         taken_ns = time.time_ns()
         try:
@@ -172,7 +172,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             return pb.DownlinkMessage(error=error, frames_dropped=dropped)
         decoded_ns = time.time_ns()
         work = Work(state, frame.sequence, image, delay)
-        encoded, context, steps = await self.batcher.run(work, priority=int(at_cap))
+        encoded, context, steps = await self.batcher.run(work, priority=int(flooding))
         steps.taken_time_ns, steps.decoded_time_ns = taken_ns, decoded_ns
         tensors = [tensor_message(name, t) for name, t in encoded.items()]
         sent_ns = time.time_ns()
@@ -221,23 +221,24 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     ) -> None:
         """Frames into the mailbox, at most `max_stream_fps` a second: a faster sender is not
         read sooner, so gRPC's flow control keeps its frames in its own buffers (it costs this
-        server nothing and other streams keep their turns); no frame for `idle_timeout_s`
-        ends the stream."""
+        server nothing and other streams keep their turns); a flooding one (`ReadRate`) is
+        read slower still and yields its model turns; no frame for `idle_timeout_s` ends the
+        stream."""
         options, loop = self.options, asyncio.get_running_loop()
-        interval = 1.0 / options.max_stream_fps if options.max_stream_fps else 0.0
         frames = aiter(request_iterator)
         try:
             while True:
+                asked = loop.time()
                 try:
                     frame = await asyncio.wait_for(anext(frames), options.idle_timeout_s)
                 except StopAsyncIteration:
                     break
                 read_at = loop.time()
-                rate.read(read_at)
+                rate.read(read_at - asked)
                 self.metrics.frames_received.inc()
                 self.metrics.uplink_bytes.inc(len(frame.image.data))
                 mailbox.offer(_Pending(frame, time.time_ns()))
-                await asyncio.sleep(max(0.0, read_at + interval - loop.time()))
+                await asyncio.sleep(max(0.0, read_at + rate.interval_s - loop.time()))
         except asyncio.TimeoutError:
             mailbox.close(IdleStream(f"no frame for {options.idle_timeout_s:g} s"))
         except Exception as exc:

@@ -54,21 +54,31 @@ class LatestMailbox(Generic[T]):
 
 
 class ReadRate:
-    """How many frames a stream had read in the last second, to tell one that sends at its
-    read cap (`cap` frames a second; 0: no cap, never at it)."""
+    """Whether a stream floods: for its last `WINDOW` reads at the capped pace, its sender
+    already had the next frame waiting (`cap` frames a second; 0: no cap, never flooding).
+    An edge paced by its camera below the cap makes the reader wait for every frame."""
 
-    AT_CAP = 0.9
-    """The share of the cap from which a stream counts as sending at it."""
+    WINDOW = 15
+    WAITING_S = 0.002
+    """A read that took less than this found its frame already waiting."""
+    FLOOD_SHARE = 1 / 6
+    """A flooding stream is read at this share of the cap."""
 
     def __init__(self, cap: float) -> None:
         self.cap = cap
-        self._times: deque[float] = deque()
+        self._waiting: deque[bool] = deque(maxlen=self.WINDOW)
 
-    def read(self, now: float) -> None:
-        self._times.append(now)
-        while self._times[0] < now - 1.0:
-            self._times.popleft()
+    def read(self, waited_s: float) -> None:
+        """One frame read after waiting `waited_s` for it."""
+        self._waiting.append(waited_s < self.WAITING_S)
 
     @property
-    def at_cap(self) -> bool:
-        return self.cap > 0 and len(self._times) >= self.AT_CAP * self.cap
+    def flooding(self) -> bool:
+        return self.cap > 0 and len(self._waiting) == self.WINDOW and all(self._waiting)
+
+    @property
+    def interval_s(self) -> float:
+        """The pace to read the stream at (0: as fast as frames come)."""
+        if not self.cap:
+            return 0.0
+        return 1.0 / (self.cap * (self.FLOOD_SHARE if self.flooding else 1.0))

@@ -16,6 +16,7 @@ import splitcast
 from splitcast.cloud.batching import Batcher
 from splitcast.cloud.options import ServeOptions
 from splitcast.cloud.runtime import RemoteRuntime, Work
+from splitcast.cloud.session import ReadRate
 from splitcast.edge.client import EdgeResult
 from splitcast.edge.sources import MovingSceneSource
 from splitcast.models.registry import build
@@ -86,6 +87,18 @@ def test_a_stream_at_its_read_cap_waits_for_the_others() -> None:
 
     asyncio.run(scenario())
     assert order == ["busy", "normal", "flood"]
+
+
+def test_a_sender_that_always_has_its_next_frame_waiting_floods() -> None:
+    rate = ReadRate(60.0)
+    for _ in range(ReadRate.WINDOW - 1):
+        rate.read(0.0)
+    assert not rate.flooding and rate.interval_s == 1 / 60  # not yet a full window
+    rate.read(0.0)
+    assert rate.flooding and rate.interval_s == 1 / 10  # read at a sixth of the cap
+    rate.read(0.03)  # a camera-paced sender makes the reader wait
+    assert not rate.flooding
+    assert not ReadRate(0.0).flooding and ReadRate(0.0).interval_s == 0.0
 
 
 def test_streams_are_stepped_together_and_keep_their_own_context() -> None:
