@@ -62,8 +62,6 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     ) -> None:
         self.runtime = runtime
         self.options = options
-        self.max_message_bytes = options.max_message_bytes
-        self.max_streams = options.max_streams
         self.metrics = metrics
         self.metrics_port: int | None = None
         """Where `/metrics` is served (None: not served)."""
@@ -106,7 +104,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             fps=config.fps,
             context_frames=config.context_frames,
             num_classes=config.num_classes,
-            max_message_bytes=self.max_message_bytes,
+            max_message_bytes=self.options.max_message_bytes,
             uplink=pb.UplinkEncoding(
                 format=IMAGE_FORMATS[config.uplink_format], quality=config.uplink_quality
             ),
@@ -119,12 +117,12 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         if self.draining:
             self.metrics.calls_refused.labels("draining").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "this server is shutting down")
-        if self.active_streams >= self.max_streams:
+        if self.active_streams >= self.options.max_streams:
             log.warning("stream from %s refused: %d streams open", peer, self.active_streams)
             self.metrics.calls_refused.labels("max_streams").inc()
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this server serves at most {self.max_streams} streams at once; "
+                f"this server serves at most {self.options.max_streams} streams at once; "
                 "try again later or another replica",
             )
         mailbox: LatestMailbox[_Pending] = LatestMailbox()

@@ -155,11 +155,12 @@ def live_run(
     bar.close()
     if writer is not None:
         writer.close()
-    stages = {
-        stage: round(statistics.median(t[stage] for t in record.trips), 3)
-        for stage, _ in STAGES
-        if record.trips
-    }
+    stages = {}
+    if record.trips:
+        stages = {
+            stage: round(statistics.median(t[stage] for t in record.trips), 3)
+            for stage, _ in STAGES
+        }
     return {
         "frames": options.frames,
         "stepped": len(record.modes),

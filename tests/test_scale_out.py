@@ -24,9 +24,7 @@ from splitcast.launch import start_server
 from splitcast.models.registry import build
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scale-out" / "nginx.conf"
-NGINX = shutil.which("nginx") or next(
-    (path for path in ("/usr/sbin/nginx",) if Path(path).is_file()), None
-)
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 
 pytestmark = [
     pytest.mark.slow,
