@@ -2,23 +2,23 @@
 
 Each stream has a reader task that only drops frames into the session's mailbox, and a worker
 loop that decodes the newest frame, runs the remote model conditioned on the requested delay
-and sends the encoded answer back. Model work runs on one dedicated thread shared by all
-streams, so the event loop stays responsive. A bad frame gets a `FrameError` reply on its own
-stream; nothing one client sends can stop the server or other streams.
+and sends the encoded answer back. Decoding runs on a small pool of threads and model work on
+one dedicated thread, both shared by all streams, so the event loop (and with it `Info` and
+health checks) stays responsive whatever streams send. A bad frame gets a `FrameError` reply on
+its own stream (its warning rate-limited per stream); bytes that are no message end their
+stream with INVALID_ARGUMENT; nothing one client sends can stop the server or other streams.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -28,26 +28,31 @@ from splitcast.cloud.options import GPU_MAX_BATCH, ServeOptions, keepalive_optio
 from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime, Work
 from splitcast.cloud.security import TokenCheck, server_credentials
 from splitcast.cloud.session import LatestMailbox, ReadRate
-from splitcast.data.images import ImageDecodeError, decode_image
+from splitcast.cloud.uplink import MalformedMessage, add_servicer, validated
+from splitcast.data.images import ImageDecodeError
+from splitcast.logs import RateLimitedLog
 from splitcast.models.remote_stream import RemoteStream
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
-from splitcast.v1.wire import (
-    FORMAT_NAMES,
-    IMAGE_FORMATS,
-    format_label,
-    tensor_message,
-    tensor_specs,
-)
+from splitcast.v1.wire import IMAGE_FORMATS, tensor_message, tensor_specs
 
 log = logging.getLogger("splitcast.cloud")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
-MAX_DELAY_TICKS = 300.0
+DECODE_THREADS = 2
+"""Threads decoding uplink images for all streams: each stream has at most one frame being
+decoded (its loop awaits it), decoders release the GIL, and two keep a second core busy
+without taking CPU time from the model thread on a small machine."""
+REJECTION_LOG_INTERVAL_S = 5.0
+"""After a stream's first rejected frame, at most one warning line per this many seconds."""
 
 
 class IdleStream(Exception):
     """A stream that sent nothing for the idle timeout."""
+
+
+class MalformedStream(Exception):
+    """A stream that sent bytes that are not an uplink frame."""
 
 
 @dataclass
@@ -69,6 +74,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self.draining = False
         self._mailboxes: set[LatestMailbox[_Pending]] = set()
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-model")
+        self._decode = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="uplink-decode")
+        self._rejections = RateLimitedLog(log, REJECTION_LOG_INTERVAL_S)
         max_batch = options.max_batch or (GPU_MAX_BATCH if runtime.device.type == "cuda" else 1)
         self.batcher = Batcher(self._step_batch, self._compute, max_batch, options.max_wait_s)
         self.active_streams = 0
@@ -88,11 +95,15 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     def close(self) -> None:
         self.batcher.close()
         self._compute.shutdown(wait=False, cancel_futures=True)
+        self._decode.shutdown(wait=False, cancel_futures=True)
         self.metrics.close()
 
     async def Info(
         self, request: pb.InfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerInfo:
+        if isinstance(request, MalformedMessage):
+            self.metrics.errors.labels("malformed_message").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         config = self.runtime.config
         return pb.ServerInfo(
             model_name=config.name,
@@ -142,6 +153,10 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         except IdleStream as exc:
             self.metrics.calls_refused.labels("idle").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}: stream closed, reconnect")
+        except MalformedStream as exc:
+            self._rejections.warning("malformed", "stream from %s ended: %s", peer, exc)
+            self.metrics.errors.labels("malformed_message").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Exception as exc:
             self.metrics.errors.labels(type(exc).__name__).inc()
             raise
@@ -150,7 +165,13 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             self._mailboxes.discard(mailbox)
             self.active_streams -= 1
             self.metrics.active_streams.dec()
-            log.info("stream from %s closed (%d frames dropped)", peer, mailbox.dropped)
+            suppressed = self._rejections.forget(peer)
+            log.info(
+                "stream from %s closed (%d frames dropped, %d rejection warnings suppressed)",
+                peer,
+                mailbox.dropped,
+                suppressed,
+            )
 
     async def _reply(
         self, pending: _Pending, state: RemoteStream, peer: str, dropped: int, flooding: bool
@@ -159,10 +180,15 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         stream waits until no other stream's frame does."""
         frame, metrics = pending.frame, self.metrics
         taken_ns = time.time_ns()
+        remote_size = self.runtime.config.remote_size
         try:
-            image, delay = _validated(frame)
+            image, delay = await asyncio.get_running_loop().run_in_executor(
+                self._decode, validated, frame, remote_size
+            )
         except ImageDecodeError as exc:
-            log.warning("frame %d from %s rejected: %s", frame.sequence, peer, exc)
+            self._rejections.warning(
+                peer, "frame %d from %s rejected: %s", frame.sequence, peer, exc
+            )
             metrics.frames_rejected.labels(exc.reason).inc()
             error = pb.FrameError(
                 source_sequence=frame.sequence, reason=exc.reason, message=str(exc)
@@ -231,6 +257,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                     frame = await asyncio.wait_for(anext(frames), options.idle_timeout_s)
                 except StopAsyncIteration:
                     break
+                if isinstance(frame, MalformedMessage):
+                    raise MalformedStream(str(frame))
                 read_at = loop.time()
                 rate.read(read_at - asked)
                 self.metrics.frames_received.inc()
@@ -243,24 +271,6 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             mailbox.close(exc)
         else:
             mailbox.close()
-
-
-def _validated(frame: pb.UplinkFrame) -> tuple[np.ndarray, float]:
-    """Decode the frame's image and check its requested delay; raises ImageDecodeError."""
-    delay = frame.requested_delay_ticks
-    if not math.isfinite(delay) or not 0.0 <= delay <= MAX_DELAY_TICKS:
-        raise ImageDecodeError(
-            "bad_delay", f"requested delay {delay} ticks is outside 0..{MAX_DELAY_TICKS:g}"
-        )
-    fmt = FORMAT_NAMES.get(frame.image.format)
-    if fmt is None:
-        raise ImageDecodeError(
-            "unsupported_format",
-            f"image format {format_label(frame.image.format)} is not supported; "
-            "send JPEG, WebP or PNG",
-        )
-    image = decode_image(frame.image.data, fmt, frame.image.width, frame.image.height)
-    return image, delay
 
 
 async def start_server(
@@ -284,7 +294,7 @@ async def start_server(
         ],
     )
     servicer = SplitInferenceServicer(runtime, options, metrics)
-    pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     health_servicer = servicer.health = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -110,7 +110,7 @@ def _bad_frames() -> list[tuple[pb.UplinkFrame, str]]:
     return [
         (garbage, "undecodable_image"),
         (unsupported, "unsupported_format"),
-        (absurd, "bad_dimensions"),
+        (absurd, "image_too_large"),
         (wrong_size, "bad_dimensions"),
         (bad_delay, "bad_delay"),
     ]
