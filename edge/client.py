@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from splitcast.edge.connection import CloudConnection, LinkStats
+from splitcast.edge.connection import (
+    CONNECTED,
+    CONNECTING,
+    INCOMPATIBLE,
+    UNREACHABLE,
+    CloudConnection,
+    LinkStats,
+)
 from splitcast.edge.credentials import ClientSecurity
 from splitcast.edge.delay import DelayPolicy
 from splitcast.edge.model import EdgeModel, open_edge_model
@@ -30,7 +37,14 @@ if TYPE_CHECKING:
     from splitcast.models.registry import SplitSystem
 
 MODES = ("combined", "stale", "local_only")
-"""How an output was made: with a fresh answer, with none fresh enough, or with none at all."""
+"""How an output was made: with a fresh answer, with a stream to the server whose answers are
+all too old to use, or with no answer to use at all (`CAUSES` says why)."""
+
+NO_SERVER, NO_ANSWER_YET, ANSWER_TOO_OLD = "no_server", "no_answer_yet", "answer_too_old"
+CAUSES = (NO_SERVER, CONNECTING, UNREACHABLE, INCOMPATIBLE, NO_ANSWER_YET, ANSWER_TOO_OLD)
+"""Why a frame used no answer: no server configured, the stream not up yet or down (the
+server unreachable or running another model), streaming but no answer yet, or the freshest
+answer older than the staleness limit."""
 
 
 REMOTE_PANELS = {"remote answer, used late": "on_time", "remote forecast": "forecast"}
@@ -50,6 +64,8 @@ class EdgeResult:
     """uint8 [H, W] at the requested output size."""
     mode: str
     """One of `MODES`."""
+    cause: str | None
+    """Why no answer was used (one of `CAUSES`; None when one was)."""
     latency_ms: float
     """Time of the on-time step: uplink offer, answer read, local model, combine, argmax."""
     capture_time_ns: int
@@ -78,6 +94,7 @@ class EdgeResult:
             "capture_time_ns": self.capture_time_ns,
             "latency_ms": round(self.latency_ms, 3),
             "mode": self.mode,
+            "cause": self.cause,
             "source_frame": self.source_frame,
             "context_frames": None if self.context_frames is None else list(self.context_frames),
             "d_o": self.d_o,
@@ -206,11 +223,12 @@ class EdgeClient:
             index,
             None if received is None else received.source_sequence,
         )
-        mode = "combined" if fresh else ("stale" if received is not None else "local_only")
+        cause = None if fresh else self._cause(received)
         return EdgeResult(
             frame=index,
             class_ids=class_ids,
-            mode=mode,
+            mode=MODES[0] if fresh else (MODES[1] if cause == ANSWER_TOO_OLD else MODES[2]),
+            cause=cause,
             latency_ms=(time.perf_counter() - start) * 1000.0,
             capture_time_ns=capture_ns,
             source_frame=None if received is None else received.source_sequence,
@@ -223,6 +241,15 @@ class EdgeClient:
             connected=bool(self.stats and self.stats.connected),
             panels=self._panels(received) if self.panels else None,
         )
+
+    def _cause(self, received: ReceivedAnswer | None) -> str:
+        """Why the freshest answer is not used: the link's state when it is down, else its
+        age (an answer kept from before an outage is not called stale: the link is the cause)."""
+        if self.stats is None:
+            return NO_SERVER
+        if self.stats.state != CONNECTED:
+            return self.stats.state
+        return NO_ANSWER_YET if received is None else ANSWER_TOO_OLD
 
     def _panels(self, received: ReceivedAnswer | None) -> dict[str, np.ndarray | None]:
         """The latest answer's tensors as class ids (log-probabilities: the late average's),

@@ -24,6 +24,7 @@ import numpy as np
 from splitcast.data.images import encode_image, fit
 from splitcast.edge.credentials import ClientSecurity
 from splitcast.edge.slots import AnswerSlot, AnswerTrip, OutgoingFrame, ReceivedAnswer, UplinkSlot
+from splitcast.logs import RateLimitedLog
 from splitcast.models.answers import WireTensor
 from splitcast.models.codec import Codec, CodecError
 from splitcast.v1 import splitcast_pb2 as pb
@@ -41,6 +42,21 @@ PING_INTERVAL_S = 20.0
 """Keepalive pings on an idle connection, so a proxy or NAT does not drop it silently; the
 server accepts pings 10 s apart or more (`splitcast.cloud.options`)."""
 PING_TIMEOUT_S = 10.0
+RETRY_UNREACHABLE_S = (0.1, 0.5)
+"""First and longest wait between attempts to reach a server that is down: short, so the edge
+uses a restarted server's answers well within a second of it coming back (an attempt on a
+closed port costs next to nothing)."""
+RETRY_INCOMPATIBLE_S = (1.0, 5.0)
+"""The same for a server running another model: it may be replaced by the right one (a
+rolling update), so the edge keeps asking, less often."""
+
+CONNECTING, CONNECTED, UNREACHABLE, INCOMPATIBLE = (
+    "connecting",
+    "connected",
+    "server_unreachable",
+    "server_incompatible",
+)
+"""States of the link to the server (`LinkStats.state`)."""
 
 
 class IncompatibleServer(RuntimeError):
@@ -77,6 +93,8 @@ class LinkStats:
     """Counters of the connection; written by its threads, read by anyone."""
 
     connected: bool = False
+    state: str = CONNECTING
+    """CONNECTING, CONNECTED, UNREACHABLE or INCOMPATIBLE."""
     connects: int = 0
     frames_sent: int = 0
     uplink_bytes: int = 0
@@ -87,6 +105,17 @@ class LinkStats:
     server_dropped: int = 0
     uplink: str = ""
     last_error: str = ""
+
+
+def check_target(target: str) -> str:
+    """`target` if it is a server address gRPC can dial (HOST:PORT, [IPv6]:PORT, unix:PATH);
+    ValueError naming what is wrong otherwise, so a typo is caught at start."""
+    if target.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+        return target
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"server address {target!r} is not HOST:PORT (e.g. 127.0.0.1:50051)")
+    return target
 
 
 def decode_answer(
@@ -127,7 +156,7 @@ class CloudConnection:
     ) -> None:
         """`on_answer`: called on the connection's thread with every decoded answer (a load
         generator counts them; the edge only reads the freshest from `answers`)."""
-        self.target = target
+        self.target = check_target(target)
         self.security = security or ClientSecurity()
         self.on_answer = on_answer
         self.expected = expected
@@ -138,6 +167,9 @@ class CloudConnection:
         """The tensors the connected server announced (names, shapes and the codecs it uses)."""
         self.uplink: UplinkSlot[OutgoingFrame] = UplinkSlot()
         self.stats = LinkStats()
+        self._warnings = RateLimitedLog(log)
+        self._reported: str | None = None
+        """The last link problem shown at WARNING, so each new one is, and repeats are not."""
         self._stop = threading.Event()
         self._call: grpc.Future | None = None
         self._sent: dict[int, tuple[int, int, int]] = {}
@@ -160,7 +192,8 @@ class CloudConnection:
         self.uplink.put(frame)
 
     def _run(self) -> None:
-        backoff = 0.2
+        retry = RETRY_UNREACHABLE_S
+        wait = retry[0]
         while not self._stop.is_set():
             options = [
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -179,22 +212,38 @@ class CloudConnection:
                     )
                     self._check_compatible(info)
                     self._stream(stub, info)
-                    backoff = 0.2
+                    retry, wait = RETRY_UNREACHABLE_S, 0.0
                 except IncompatibleServer as exc:
-                    self.stats.last_error = str(exc)
-                    log.error("%s; running local-only", exc)
-                    return
+                    self._down(INCOMPATIBLE, str(exc))
+                    if retry is not RETRY_INCOMPATIBLE_S:
+                        retry, wait = RETRY_INCOMPATIBLE_S, RETRY_INCOMPATIBLE_S[0]
                 except grpc.RpcError as exc:
-                    self.stats.last_error = f"{exc.code().name}: {exc.details()}"
-                    log.info("cloud link to %s down (%s)", self.target, self.stats.last_error)
+                    self._down(UNREACHABLE, f"{exc.code().name}: {exc.details()}")
+                    if retry is not RETRY_UNREACHABLE_S:
+                        retry, wait = RETRY_UNREACHABLE_S, RETRY_UNREACHABLE_S[0]
                 except Exception as exc:  # never let one odd reply end the link for good
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("cloud link to %s failed (%s)", self.target, self.stats.last_error)
+                    self._down(UNREACHABLE, f"{type(exc).__name__}: {exc}")
                 finally:
+                    if self.stats.state == CONNECTED:
+                        self.stats.state = CONNECTING
                     self.stats.connected = False
                     self._call = None
-            self._stop.wait(backoff)
-            backoff = min(2 * backoff, 2.0)
+            self._stop.wait(wait)
+            wait = min(max(2 * wait, retry[0]), retry[1])
+
+    def _down(self, state: str, error: str) -> None:
+        """Record why the link is down; say so at WARNING when the reason is new (the user sees
+        it on the terminal) and at INFO while it repeats."""
+        self.stats.state, self.stats.last_error = state, error
+        problem = f"{state}: {error}"
+        level = logging.INFO if problem == self._reported else logging.WARNING
+        self._reported = problem
+        log.log(
+            level,
+            "no answers from %s (%s); running local-only, retrying",
+            self.target,
+            error if state == UNREACHABLE else f"incompatible: {error}",
+        )
 
     def _check_compatible(self, info: pb.ServerInfo) -> None:
         expected = self.expected
@@ -238,8 +287,11 @@ class CloudConnection:
         if self._stop.is_set():  # stop() ran before the call existed
             responses.cancel()
         self.stats.uplink = f"{FORMAT_NAMES[info.uplink.format]} q{info.uplink.quality}"
-        self.stats.connected = True
+        self.stats.connected, self.stats.state = True, CONNECTED
         self.stats.connects += 1
+        if self._reported is not None:
+            log.warning("streaming to %s again", self.target)
+            self._reported = None
         try:
             for message in responses:
                 self._handle(message)
@@ -274,8 +326,11 @@ class CloudConnection:
         self.stats.server_dropped = message.frames_dropped
         if message.HasField("error"):
             self.stats.frame_errors += 1
-            log.warning(
-                "server rejected frame %d: %s", message.error.source_sequence, message.error.message
+            self._warnings.warning(
+                ("rejected", message.error.reason),
+                "server rejected frame %d: %s",
+                message.error.source_sequence,
+                message.error.message,
             )
             return
         answer = message.answer
@@ -283,7 +338,9 @@ class CloudConnection:
             tensors = decode_answer(answer, self.wire, self.codecs)
         except CodecError as exc:
             self.stats.decode_errors += 1
-            log.warning("answer for frame %d unusable: %s", answer.source_sequence, exc)
+            self._warnings.warning(
+                "unusable", "answer for frame %d unusable: %s", answer.source_sequence, exc
+            )
             return
         now = time.time_ns()
         payload_bytes = sum(len(t.payload) for t in answer.tensors)

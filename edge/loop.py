@@ -7,6 +7,7 @@ Every frame gets an on-time output, whatever the network does (see `splitcast.ed
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from splitcast.edge.credentials import ClientSecurity
 from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
 from splitcast.edge.sources import FrameSource
 from splitcast.models.runtime_names import RUNTIMES
+from splitcast.signals import signal_name
 
 MAX_VIDEO_WIDTH = 960
 
@@ -73,7 +75,8 @@ class EdgeSummary:
     mean_d_o_frames: float | None
     mean_d_o_ms: float | None
     stale: int
-    """Frames that had an answer, but none fresh enough to use (older than the cap)."""
+    """Frames streaming to the server whose freshest answer was too old to use (older than
+    the cap)."""
     stale_d_o_p50_frames: float | None
     max_staleness_frames: int
     server_time_p50_ms: float | None
@@ -85,6 +88,10 @@ class EdgeSummary:
     duration_s: float
     uplink_kbps: float
     downlink_kbps: float
+    causes: dict[str, int] = field(default_factory=dict)
+    """Frames that used no answer, by why (`splitcast.edge.client.CAUSES`)."""
+    stopped_by: str | None = None
+    """SIGINT or SIGTERM when the run was stopped before its source ended."""
     link: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +131,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         disable=not options.progress,
         leave=False,
     )
+    start = time.perf_counter()
     try:
         with client:
             if options.server:
@@ -138,6 +146,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
                 run.add(result)
                 sinks.write(rgb, result, result.record(frame_ms), options.banner)
                 progress.update()
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: keep and summarise what was done
+        run.stopped_by = signal_name(interrupt)
     finally:
         progress.close()
         sinks.close()
@@ -213,11 +223,15 @@ class _RunRecord:
     combined: list[int] = field(default_factory=list)
     stale: list[int] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)
+    causes: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     last_source: int | None = None
+    stopped_by: str | None = None
 
     def add(self, result: EdgeResult) -> None:
         self.latencies.append(result.latency_ms)
+        if result.cause is not None:
+            self.causes[result.cause] += 1
         if result.mode == "combined":
             self.combined.append(result.d_o)
         elif result.mode == "stale":
@@ -262,6 +276,8 @@ def _summarise(
         duration_s=elapsed,
         uplink_kbps=_kbps(stats.uplink_bytes if stats else 0, elapsed),
         downlink_kbps=_kbps(stats.downlink_bytes if stats else 0, elapsed),
+        causes=dict(run.causes),
+        stopped_by=run.stopped_by,
         link=asdict(stats) if stats is not None else {},
     )
 

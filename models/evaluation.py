@@ -43,6 +43,7 @@ from splitcast.models.offline_wire import through_wire
 from splitcast.models.registry import SplitSystem
 from splitcast.models.remote_stream import window
 from splitcast.models.score_tables import Matrices, miou_results
+from splitcast.signals import signal_name
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ class OfflineEvaluator:
         self.variant_bytes: dict[str, list[int]] = {}
         self.matrices: Matrices | None = None
         self.clip_matrices: dict[str, Matrices] = {}
+        self.stopped_by: str | None = None
+        """SIGINT or SIGTERM when the last `run` was stopped: its results cover the clips
+        scored by then (`clip_matrices`)."""
         self.dataset = dataset
         self.local_size = self.config.local_size
         self.batch_size = batch_size
@@ -222,18 +226,26 @@ class OfflineEvaluator:
         self.clip_matrices = {}
         max_delay = max([*delays, *(mismatch or [])])
         count = 0
-        for clip in tqdm(
+        clips = tqdm(
             self.dataset.clips, desc=f"evaluate s={stride}", unit="clip", disable=not progress
-        ):
-            targets = self.targets(clip, max_delay, stride, every)
-            count += len(targets)
-            if targets:
-                scored = empty()
-                self._score_clip(
-                    clip, targets, stride, delays, mismatch or [], variants, gains or [], scored
-                )
-                matrices.add(scored)
-                self.clip_matrices[clip.name] = scored
+        )
+        try:
+            for clip in clips:
+                targets = self.targets(clip, max_delay, stride, every)
+                if targets:
+                    scored = empty()
+                    self._score_clip(
+                        clip, targets, stride, delays, mismatch or [], variants, gains or [], scored
+                    )
+                    matrices.add(scored)
+                    self.clip_matrices[clip.name] = scored
+                    count += len(targets)
+        except KeyboardInterrupt as interrupt:  # keep the clips scored so far, if any
+            if count == 0:
+                raise
+            self.stopped_by = signal_name(interrupt)
+        finally:
+            clips.close()
         if count == 0:
             raise DataError(
                 f"no clip has a labelled frame far enough in for delay {max_delay:g} "

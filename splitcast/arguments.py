@@ -17,6 +17,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def server_address(text: str) -> str:
+    """A server address gRPC can dial, checked at start (a typo is an error, not a silent
+    local-only run)."""
+    from splitcast.edge.connection import check_target
+
+    try:
+        return check_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:

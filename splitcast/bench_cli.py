@@ -54,7 +54,7 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_bench(args: argparse.Namespace) -> None:
     from splitcast.bench import BenchOptions, run_bench
-    from splitcast.reports import write_json
+    from splitcast.files import write_json
 
     args.out.mkdir(parents=True, exist_ok=True)
     options = BenchOptions(

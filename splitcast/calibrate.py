@@ -24,12 +24,13 @@ import numpy as np
 
 from splitcast.data.clips import ClipDataset, open_clips
 from splitcast.data.metrics import Gain, bootstrap_gain
+from splitcast.files import write_json
 from splitcast.models.answers import LOCAL_ONLY, AnswerUse, check_uses
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint, stored_in_half
 from splitcast.models.codec import get_codec
 from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator
-from splitcast.reports import plot_gain_calibration, write_json
+from splitcast.reports import plot_gain_calibration
 
 MAX_PLOTTED_CANDIDATES = 8  # above this the plot groups candidates by their moved-answer weight
 

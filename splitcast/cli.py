@@ -18,6 +18,7 @@ from splitcast.arguments import (
     non_negative_int,
     positive_float,
     positive_int,
+    server_address,
     set_threads,
 )
 from splitcast.bench_cli import add_bench_command
@@ -29,11 +30,18 @@ from splitcast.evaluate_cli import (
     add_sweep_command,
 )
 from splitcast.export_cli import add_export_command
+from splitcast.files import write_json
 from splitcast.fit_cli import add_fit_command
 from splitcast.loadgen_cli import add_loadgen_command
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.netem_cli import add_link_command, add_netem_command
 from splitcast.serve_cli import add_serve_command
+from splitcast.signals import (
+    interrupted_status,
+    let_threads_finish,
+    raise_on_terminate,
+    signal_name,
+)
 from splitcast.train_cli import add_package_command, add_train_command
 
 
@@ -46,7 +54,11 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
         "output, as the model's combiner does. Runs local-only when answers are too stale or the "
         "server is unreachable, and reconnects in the background.",
     )
-    parser.add_argument("--server", help="HOST:PORT of the server or link (omit to run local-only)")
+    parser.add_argument(
+        "--server",
+        type=server_address,
+        help="HOST:PORT of the server or link (omit to run local-only)",
+    )
     parser.add_argument(
         "--source",
         default=MOVING_SCENE,
@@ -220,7 +232,7 @@ def _provider_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _run_edge(args: argparse.Namespace) -> None:
+def _run_edge(args: argparse.Namespace) -> int:
     from splitcast.edge.loop import EdgeOptions, run_edge
     from splitcast.edge.sources import open_source
 
@@ -243,14 +255,21 @@ def _run_edge(args: argparse.Namespace) -> None:
         log_path=args.log,
     )
     summary = run_edge(source, options)
-    text = json.dumps(summary.to_dict(), indent=2)
     if args.summary:
-        args.summary.parent.mkdir(parents=True, exist_ok=True)
-        args.summary.write_text(text)
-    print(text)
+        write_json(args.summary, summary.to_dict())
+    print(json.dumps(summary.to_dict(), indent=2))
+    return _stopped(args, summary.stopped_by)
 
 
-def _run_demo(args: argparse.Namespace) -> None:
+def _stopped(args: argparse.Namespace, stopped_by: str | None) -> int:
+    """0, or the status of a run stopped by a signal once its outputs are saved."""
+    if stopped_by is None:
+        return 0
+    print(f"splitcast {args.command}: stopped by {stopped_by}; outputs saved", file=sys.stderr)
+    return interrupted_status(stopped_by)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     from splitcast.demo import format_summary, run_demo
     from splitcast.edge.sources import open_source
     from splitcast.models.devices import placement
@@ -270,6 +289,7 @@ def _run_demo(args: argparse.Namespace) -> None:
     print(f"splitcast demo: RTT {args.rtt_ms:g} ms, model {args.model}, source {summary.source}")
     print(format_summary(summary))
     print(f"wrote {args.out / 'demo.mp4'}, {args.out / 'demo.jsonl'}, {args.out / 'summary.json'}")
+    return _stopped(args, summary.stopped_by)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,15 +299,26 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    raise_on_terminate()
+    try:
+        return _run_command(args)
+    finally:
+        let_threads_finish()
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the command; its exit status (2: an error it explained, 130/143: stopped by Ctrl-C
+    or SIGTERM after saving what it had)."""
     from splitcast.edge.sources import SourceError
     from splitcast.launch import LaunchError
     from splitcast.models.errors import CheckpointError, WeightsError
     from splitcast.netem.kernel import KernelPathError
 
     try:
-        args.run(args)
-    except KeyboardInterrupt:
-        return 130
+        return args.run(args) or 0
+    except KeyboardInterrupt as interrupt:
+        print(f"splitcast {args.command}: stopped by {signal_name(interrupt)}", file=sys.stderr)
+        return interrupted_status(interrupt)
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] not in FULL_INSTALL_MODULES:
             raise
@@ -312,4 +343,3 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(filter(None, (args.command, subcommand)))
         print(f"splitcast {command}: error: {message}", file=sys.stderr)
         return 2
-    return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 
 from splitcast.edge.loop import EdgeOptions, EdgeSummary, run_edge
 from splitcast.edge.sources import FrameSource
+from splitcast.files import write_json
 from splitcast.launch import start_link, start_server
 
 
@@ -60,9 +60,7 @@ def run_demo(
                 precision=precision,
             ),
         )
-    (out_dir / "summary.json").write_text(
-        json.dumps({"rtt_ms": rtt_ms, **summary.to_dict()}, indent=2)
-    )
+    write_json(out_dir / "summary.json", {"rtt_ms": rtt_ms, **summary.to_dict()})
     return summary
 
 
@@ -80,6 +78,7 @@ def format_summary(summary: EdgeSummary) -> str:
         f"local model     {summary.local_runtime}",
         f"mean D_o        {d_o}",
         *_stale_line(summary),
+        *_cause_line(summary),
         f"edge latency    p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms",
         f"uplink          {summary.uplink_kbps:.0f} kbit/s"
         + (f" ({summary.link['uplink']})" if summary.link.get("uplink") else ""),
@@ -103,3 +102,11 @@ def _stale_line(summary: EdgeSummary) -> list[str]:
         f"{summary.max_staleness_frames}-frame cap (median D_o "
         f"{summary.stale_d_o_p50_frames:g}){server}"
     ]
+
+
+def _cause_line(summary: EdgeSummary) -> list[str]:
+    """Why the other frames used no answer (the link down, the server incompatible, ...)."""
+    causes = {cause: n for cause, n in summary.causes.items() if cause != "answer_too_old"}
+    if not causes:
+        return []
+    return ["no answer       " + ", ".join(f"{n} {cause}" for cause, n in causes.items())]

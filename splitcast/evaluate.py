@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from splitcast.data.clips import ClipDataset, open_clips
+from splitcast.files import write_json
 from splitcast.models.checkpoint import load_system_with_meta, system_state
 from splitcast.models.codec import Codec, get_codec
 from splitcast.models.devices import placement
@@ -20,7 +21,6 @@ from splitcast.reports import (
     plot_mismatch,
     plot_rate_accuracy,
     write_csv,
-    write_json,
 )
 
 RATE_DELAY_TICKS = 3.0
@@ -90,6 +90,11 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
         **_byte_figures("downlink", evaluator.downlink_bytes, fps),
         **_byte_figures("uplink", evaluator.uplink_bytes, fps),
     }
+    if evaluator.stopped_by is not None:  # what was scored is written; the further studies are not
+        results["stopped_by"] = evaluator.stopped_by
+        results["clips_scored"] = f"{len(evaluator.clip_matrices)} of {len(dataset.clips)}"
+        _write(request.out, results)
+        return results
     if request.mismatch:
         grid = evaluator.run(
             delays, every=request.mismatch_every, mismatch=delays, progress=request.progress

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from splitcast.arguments import (
@@ -15,6 +16,7 @@ from splitcast.arguments import (
     probability,
 )
 from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
+from splitcast.signals import interrupted_status
 
 
 def _text_list(text: str) -> list[str]:
@@ -119,7 +121,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_evaluate)
 
 
-def _run_evaluate(args: argparse.Namespace) -> None:
+def _run_evaluate(args: argparse.Namespace) -> int:
     offline_only = {
         "--codec": args.codec,
         "--combiner": args.combiner,
@@ -161,7 +163,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
             f"local-only {_number(latency['local_only_p50'], '.1f')} ms"
         )
         print(f"wrote {out / 'live.json'}")
-        return
+        return 0
     from splitcast.evaluate import EvaluationRequest, evaluate_offline, format_table
 
     out = args.out or Path("out/eval")
@@ -190,6 +192,14 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         f"{up['mean']:.0f} B/frame, {results['uplink_kbps']:.1f} kbit/s"
     )
     print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'miou_vs_delay.png'}")
+    if "stopped_by" in results:
+        print(
+            f"splitcast evaluate: stopped by {results['stopped_by']} after "
+            f"{results['clips_scored']} clips; the results cover those",
+            file=sys.stderr,
+        )
+        return interrupted_status(results["stopped_by"])
+    return 0
 
 
 def add_sweep_command(commands: argparse._SubParsersAction) -> None:

@@ -28,12 +28,12 @@ from torch import nn
 
 from splitcast.cloud.onnx_encoder import RemoteEncoder
 from splitcast.edge.exported import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST
+from splitcast.files import write_json
 from splitcast.models.answers import AS_SENT, AnswerUse
 from splitcast.models.checkpoint import load_system
 from splitcast.models.combiners import Combiner, pool
 from splitcast.models.onnx_program import export_program
 from splitcast.models.registry import SplitSystem
-from splitcast.reports import write_json
 
 TOLERANCE = 1e-3
 NORMALISATION = (

@@ -27,6 +27,7 @@ from splitcast.calibrate import CalibrationRequest, calibrate
 from splitcast.data.clips import DataError, open_clips
 from splitcast.data.sampling import valid_targets
 from splitcast.data.splits import ClipSplit, split_by_clip, write_subset
+from splitcast.files import write_json
 from splitcast.fit_report import ReportRequest, write_report
 from splitcast.fit_settings import COMBINERS, LARGE_DATA_CLIPS, FitRequest
 from splitcast.models.checkpoint import (
@@ -39,7 +40,6 @@ from splitcast.models.devices import placement
 from splitcast.models.registry import get_config, with_bottleneck
 from splitcast.models.train_options import TrainOptions
 from splitcast.models.training import STATE_FILE, train
-from splitcast.reports import write_json
 
 STATE = "fit.json"
 

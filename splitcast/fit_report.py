@@ -22,12 +22,13 @@ import numpy as np
 
 from splitcast.data.clips import open_clips
 from splitcast.data.metrics import Gain, bootstrap_gain
+from splitcast.files import write_json
 from splitcast.models.answers import LOCAL_ONLY
 from splitcast.models.checkpoint import load_checkpoint
 from splitcast.models.codec import get_codec
 from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator
-from splitcast.reports import STYLES, write_json
+from splitcast.reports import STYLES
 
 REPORTED = {
     "fitted": "dedelayed",

@@ -28,12 +28,12 @@ from splitcast.data.clips import open_clips
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.edge.loop import EdgeOptions, run_edge
 from splitcast.edge.sources import ClipSource
+from splitcast.files import write_json
 from splitcast.launch import SHARED_MACHINE_SERVER_THREADS, start_link, start_server
 from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import get_codec
 from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator, ScheduledFrame
-from splitcast.reports import write_json
 
 
 @dataclass

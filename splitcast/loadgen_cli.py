@@ -11,6 +11,7 @@ from splitcast.arguments import (
     non_negative_int,
     positive_float,
     positive_int,
+    server_address,
 )
 
 
@@ -25,7 +26,9 @@ def add_loadgen_command(commands: argparse._SubParsersAction) -> None:
         "arrival), frames the server dropped and errors by kind, paced and flooding streams "
         "apart; --json writes the same.",
     )
-    parser.add_argument("--server", required=True, help="HOST:PORT of the server or proxy")
+    parser.add_argument(
+        "--server", required=True, type=server_address, help="HOST:PORT of the server or proxy"
+    )
     parser.add_argument("--streams", type=positive_int, default=4, help="streams (default: 4)")
     parser.add_argument(
         "--duration", type=positive_float, default=30.0, help="seconds of load (default: 30)"
@@ -48,8 +51,8 @@ def add_loadgen_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_loadgen(args: argparse.Namespace) -> None:
+    from splitcast.files import write_json
     from splitcast.loadgen import LoadOptions, format_load, run_load
-    from splitcast.reports import write_json
 
     if args.flood > args.streams:
         raise ValueError(f"--flood {args.flood} is more than --streams {args.streams}")

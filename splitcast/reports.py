@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,6 @@ STYLES = {
     "local_only": ("tab:green", ":", None),
     "oracle": ("grey", ":", None),
 }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write through a temporary file and a rename, so a stopped run never leaves half a
-    file (a fit's progress record is read back on resume)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    partial.replace(path)
 
 
 def write_csv(

@@ -18,8 +18,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from splitcast.files import write_json
 from splitcast.live_eval import LiveRequest, evaluate_live
-from splitcast.reports import STYLES, write_json
+from splitcast.reports import STYLES
 
 COLUMNS = (
     "rtt_ms",
