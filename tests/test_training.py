@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -93,16 +94,31 @@ def test_training_learns_and_writes_a_safe_checkpoint(splits: Path, tmp_path: Pa
     assert system.config.version == loaded_meta["config"]["version"] != "random-seed0"
 
 
-def test_resume_continues_where_training_stopped(splits: Path, tmp_path: Path) -> None:
-    config = str(splits / "tiny-test.yaml")
-    first = _train(splits, tmp_path / "run", "--epochs", "2", "--max-steps", "12", config=config)
-    assert first.returncode == 0, first.stderr[-2000:]
-    resumed = _train(splits, tmp_path / "run", "--epochs", "2", "--resume", config=config)
+def test_a_stopped_training_resumes_to_the_same_step(splits: Path, tmp_path: Path) -> None:
+    """SIGTERM mid-run (a preempted job) leaves the last epoch's checkpoint and state whole;
+    `--resume` ends at the step an uninterrupted run ends at."""
+    config, run = str(splits / "tiny-test.yaml"), tmp_path / "run"
+    command = [
+        sys.executable, "-m", "splitcast", "train", "--config", config, "--data",
+        str(splits / "train"), "--out", str(run), "--batch-size", "4", "--workers", "0",
+        "--warmup-steps", "5", "--lr", "5e-3", "--epochs", "3",
+    ]  # fmt: skip
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as first:
+        assert first.stdout is not None
+        epoch_one = json.loads(next(line for line in first.stdout if line.startswith("{")))
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 143, first.stderr.read()[-2000:] if first.stderr else ""
+    stopped = json.loads((run / "history.json").read_text())
+    assert 1 <= len(stopped) < 3 and stopped[0] == epoch_one
+    assert load_checkpoint(run)[1]["history"] == stopped  # the checkpoint matches its state
+    resumed = _train(splits, run, "--epochs", "3", "--resume", config=config)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert json.loads((tmp_path / "run" / "meta.json").read_text())["config"]["name"] == "tiny-test"
-    assert [h["epoch"] for h in history] == [1, 2]
-    assert history[1]["step"] > history[0]["step"]
+    history = json.loads((run / "history.json").read_text())
+    assert json.loads((run / "meta.json").read_text())["config"]["name"] == "tiny-test"
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["step"] == 3 * epoch_one["step"]
 
 
 def test_a_time_budget_ends_training_early_and_its_plan_survives_a_resume(
