@@ -224,7 +224,7 @@ class CloudConnection:
                 except Exception as exc:  # never let one odd reply end the link for good
                     self._down(UNREACHABLE, f"{type(exc).__name__}: {exc}")
                 finally:
-                    if self.stats.state == CONNECTED:
+                    if self.stats.state == CONNECTED and not self._stop.is_set():
                         self.stats.state = CONNECTING
                     self.stats.connected = False
                     self._call = None
@@ -233,7 +233,9 @@ class CloudConnection:
 
     def _down(self, state: str, error: str) -> None:
         """Record why the link is down; say so at WARNING when the reason is new (the user sees
-        it on the terminal) and at INFO while it repeats."""
+        it on the terminal) and at INFO while it repeats; a call ended by `stop` is not news."""
+        if self._stop.is_set():
+            return
         self.stats.state, self.stats.last_error = state, error
         problem = f"{state}: {error}"
         level = logging.INFO if problem == self._reported else logging.WARNING
