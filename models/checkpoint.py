@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.serialization import get_unsafe_globals_in_checkpoint
 
 from splitcast.models.config import TOP_STAGE_STRIDE
 from splitcast.models.errors import CheckpointError
@@ -211,39 +214,122 @@ def packaged_checkpoints() -> list[str]:
 
 def checkpoint_config(name_or_path: str | Path) -> ModelConfig:
     """A checkpoint's configuration alone (migrated), without building its networks."""
-    meta = json.loads((checkpoint_folder(name_or_path) / META_FILE).read_text())
-    return ModelConfig.from_dict(migrate_config(meta["config"]))
+    folder = checkpoint_folder(name_or_path)
+    return _config(folder, read_meta(folder))
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A checkpoint folder's meta record; a damaged one is a `CheckpointError` naming it, so a
+    command ends with one line rather than the JSON parser's traceback."""
+    try:
+        meta = json.loads((folder / META_FILE).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{META_FILE} in {folder} is damaged (not JSON): {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{META_FILE} in {folder} has no configuration (its 'config')")
+    if not isinstance(meta.get("packaged_prefixes"), list):
+        raise CheckpointError(f"{META_FILE} in {folder} has no list of packaged_prefixes")
+    return meta
+
+
+def _config(folder: Path, meta: dict[str, Any]) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(migrate_config(meta["config"]))
+    except ValueError as exc:
+        raise CheckpointError(f"{META_FILE} in {folder}: its configuration: {exc}") from None
 
 
 def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, Any]]:
-    """Rebuild the configuration, add the trained weights; returns the system and its meta."""
+    """Rebuild the configuration, add the trained weights; returns the system and its meta.
+    A damaged or mismatched file is a `CheckpointError` that names it and what is wrong."""
     folder = checkpoint_folder(name_or_path)
-    meta = json.loads((folder / META_FILE).read_text())
-    config = ModelConfig.from_dict(migrate_config(meta["config"]))
+    meta = read_meta(folder)
+    config = _config(folder, meta)
     system = build(config, pretrained=bool(meta["packaged_prefixes"]))
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{folder} has {META_FILE} but no {WEIGHTS_FILE}")
-    stored = load_file(str(weights))
+    try:
+        stored = load_file(str(weights))
+    except SafetensorError as exc:
+        raise _damaged(weights, exc) from None
     expected = system_state(system)
     packaged = tuple(meta["packaged_prefixes"])
     missing = sorted(k for k in expected if k not in stored and not k.startswith(packaged))
     unexpected = sorted(k for k in stored if k not in expected)
     if missing or unexpected:
+        lists = (("missing", missing), ("unexpected", unexpected))
+        named = "; ".join(f"{what} {names[:5]}" for what, names in lists if names)
+        raise CheckpointError(f"{weights} does not fit {config.name}: {named}")
+    wrong = [k for k, v in stored.items() if v.shape != expected[k].shape]
+    if wrong:
         raise CheckpointError(
-            f"{weights} does not fit {config.name}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{weights} does not fit {config.name}: {wrong[0]} is "
+            f"{list(stored[wrong[0]].shape)}, the model's {list(expected[wrong[0]].shape)}"
+            + (f" ({len(wrong) - 1} more differ)" if len(wrong) > 1 else "")
         )
     load_system_state(system, {k: v.to(expected[k].dtype) for k, v in stored.items()}, False)
     return system.eval(), meta
 
 
+def _damaged(weights: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{weights.name} in {weights.parent} is damaged or truncated: {exc}")
+
+
 def stored_in_half(name_or_path: str | Path) -> bool:
     """Whether a checkpoint keeps its floating-point weights in float16 (as exported); reads
     only the weights file's header."""
-    with safe_open(str(checkpoint_folder(name_or_path) / WEIGHTS_FILE), framework="pt") as stored:
-        names = stored.keys()
-        return any(stored.get_slice(name).get_dtype() == "F16" for name in names)
+    weights = checkpoint_folder(name_or_path) / WEIGHTS_FILE
+    try:
+        with safe_open(str(weights), framework="pt") as stored:
+            names = stored.keys()
+            return any(stored.get_slice(name).get_dtype() == "F16" for name in names)
+    except SafetensorError as exc:
+        raise _damaged(weights, exc) from None
+
+
+def load_training_state(path: Path, system: SplitSystem) -> dict[str, Any]:
+    """Put a training state's weights into `system`; returns the state (optimizer, counters).
+    Only tensors and plain values are unpickled. Anything else is refused with our own message:
+    torch's suggests `weights_only=False`, which would run whatever code the file names."""
+    try:
+        with warnings.catch_warnings():  # torch's note on the pickle protocol of a refused file
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(_refusal(path)) from None
+    except (RuntimeError, EOFError, KeyError) as exc:
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path.name} in {path.parent} is damaged or truncated: {detail}"
+        ) from None
+    parts = ("model", "optimizer", "epoch", "step")
+    if not isinstance(state, dict) or not all(part in state for part in parts):
+        raise CheckpointError(f"{path} is not a training state (it needs {', '.join(parts)})")
+    try:
+        load_system_state(system, state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path} does not fit {system.config.name} (saved for another --config?): "
+            + " ".join(str(exc).split())[:300]
+        ) from None
+    return state
+
+
+def _refusal(path: Path) -> str:
+    """Why a file torch's weights-only unpickler stopped on is refused, naming what it would
+    call where torch can tell (in its zip format) without unpickling it."""
+    try:
+        names = sorted(get_unsafe_globals_in_checkpoint(path))
+    except (ValueError, RuntimeError):  # a bare pickle, or a damaged zip
+        names = []
+    held = (
+        f"unpickling it would call {', '.join(names)}, which can run any code"
+        if names
+        else "it holds more than tensors and plain values (objects whose unpickling could run "
+        "code, or damage)"
+    )
+    return f"{path.name} in {path.parent} was refused: {held}; nothing in it was loaded"
 
 
 def load_system_with_meta(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, Any]]:

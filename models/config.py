@@ -15,14 +15,16 @@ Training options (epochs, learning rate, losses) are not part of a model: see
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from splitcast.data.classes import CITYSCAPES_CLASSES
 from splitcast.data.images import FORMATS as UPLINK_FORMATS
 from splitcast.models.answers import AnswerUse, check_uses
 from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
 from splitcast.models.combiners import FeatureFusion
+from splitcast.models.errors import ConfigError
 
 TOP_STAGE_STRIDE = 16  # `--train-remote-top` alone trains the backbone above this stride
 
@@ -85,13 +87,47 @@ SETTINGS_TYPES: dict[str, type[NetworkSettings]] = {}
 """The settings class of each registered architecture (filled by `register_architecture`)."""
 
 
-def _typed(kind: type, values: dict[str, Any], what: str) -> Any:
-    """`kind(**values)` with lists made tuples; unknown fields are named in a ValueError."""
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(values) - known)
+def _typed(kind: type, values: Any, what: str, key: tuple[str | int, ...] = ()) -> Any:
+    """`kind(**values)` with lists made tuples, after checking every field's name and type (an
+    unknown, missing or mistyped field is a `ConfigError` naming it; `key` is where `values`
+    sits in the whole configuration)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what}s must be a mapping, not {values!r}", key)
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(str(name) for name in values if name not in known)
     if unknown:
-        raise ValueError(f"unknown {what}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown {what}: {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            (*key, unknown[0]),
+        )
+    hints = get_type_hints(kind)
+    for name, value in values.items():
+        if not _fits(value, hints[name]):
+            expected = hints[name].__name__ if isinstance(hints[name], type) else hints[name]
+            raise ConfigError(f"{what} {name} must be {expected}, not {value!r}", (*key, name))
+    for name, spec in known.items():
+        if name not in values and spec.default is MISSING and spec.default_factory is MISSING:
+            raise ConfigError(f"{what} {name} is missing", key)
     return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a YAML/JSON value can stand for a field of type `hint` (lists for tuples, an
+    integer for a float); a part with its own checks (a mapping, a dataclass) always fits."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return any(_fits(value, option) for option in args)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if args[-1] is Ellipsis:
+            return all(_fits(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(_fits, value, args))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(hint, type) or is_dataclass(hint) or isinstance(value, hint)
 
 
 @dataclass(frozen=True)
@@ -127,28 +163,26 @@ class ModelConfig:
         config = _typed(cls, {k: v for k, v in values.items() if k not in _PARTS}, "model field")
         settings = SETTINGS_TYPES.get(config.architecture)
         if settings is None:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown architecture {config.architecture!r}; "
-                f"registered: {', '.join(sorted(SETTINGS_TYPES))}"
+                f"registered: {', '.join(sorted(SETTINGS_TYPES))}",
+                ("architecture",),
             )
         _check_names(config)
         bottleneck = values.get("bottleneck")
-        policy = {
-            name: tuple(_typed(AnswerUse, record, f"{name} policy field") for record in records)
-            for name, records in values.get("policy", {}).items()
-        }
-        for uses in policy.values():
-            check_uses(uses)
+        policy = _policy(values.get("policy", {}))
         return replace(
             config,
             remote_size=tuple(int(v) for v in config.remote_size),
             local_size=tuple(int(v) for v in config.local_size),
             policy=policy,
-            network=_typed(settings, values.get("network", {}), f"{config.architecture} setting"),
+            network=_typed(
+                settings, values.get("network", {}), f"{config.architecture} setting", ("network",)
+            ),
             bottleneck=None
             if bottleneck is None
-            else _typed(BottleneckSettings, bottleneck, "bottleneck setting"),
-            trained=_typed(TrainedParts, values.get("trained", {}), "trained part"),
+            else _typed(BottleneckSettings, bottleneck, "bottleneck setting", ("bottleneck",)),
+            trained=_typed(TrainedParts, values.get("trained", {}), "trained part", ("trained",)),
         )
 
     def with_policy(self, combiner: str, uses: Sequence[AnswerUse]) -> ModelConfig:
@@ -164,6 +198,25 @@ class ModelConfig:
 _PARTS = ("policy", "network", "bottleneck", "trained")
 
 
+def _policy(values: Any) -> dict[str, tuple[AnswerUse, ...]]:
+    """The per-combiner, per-age records of a configuration's `policy` part, checked."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"policy must map combiner names to lists, not {values!r}", ("policy",))
+    policy = {}
+    for name, records in values.items():
+        if not isinstance(records, (list, tuple)):
+            raise ConfigError(f"policy {name} must be a list of records", ("policy", name))
+        policy[name] = tuple(
+            _typed(AnswerUse, record, f"{name} policy field", ("policy", name, age))
+            for age, record in enumerate(records)
+        )
+        try:
+            check_uses(policy[name])
+        except ValueError as exc:
+            raise ConfigError(f"policy {name}: {exc}", ("policy", name)) from None
+    return policy
+
+
 def _check_names(config: ModelConfig) -> None:
     """Refuse a combiner, codec or uplink format no part of splitcast knows, by name."""
     known = {
@@ -174,4 +227,6 @@ def _check_names(config: ModelConfig) -> None:
     for field_name, names in known.items():
         value = getattr(config, field_name)
         if value not in names:
-            raise ValueError(f"unknown {field_name} {value!r}; known: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown {field_name} {value!r}; known: {', '.join(names)}", (field_name,)
+            )

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -37,6 +38,7 @@ from splitcast.models.config import (
     PaperSettings,
     TinySettings,
 )
+from splitcast.models.errors import ConfigError
 from splitcast.models.local import LocalModel
 from splitcast.models.remote import ConvTemporal, ForecastWarp, RemoteModel, ViT3D
 
@@ -131,17 +133,68 @@ def get_config(name: str) -> ModelConfig:
 
 
 def load_config(path: Path) -> ModelConfig:
-    """A configuration from a YAML file; `base: NAME` starts from a registered one."""
-    data = yaml.safe_load(path.read_text()) or {}
+    """A configuration from a YAML file; `base: NAME` starts from a registered one. A mistake
+    is a `ConfigError` naming the file and, where it is written there, the line."""
+    text = path.read_bytes()
+    data = _yaml_mapping(path, text)
+    try:
+        base = data.pop("base", None)
+        if base is not None:
+            if str(base) not in available():
+                raise ConfigError(
+                    f"unknown base {base!r}; available: {', '.join(available())}", ("base",)
+                )
+            merged = get_config(str(base)).to_dict()
+            network = data.pop("network", {})
+            if not isinstance(network, dict):
+                raise ConfigError(f"network must be a mapping, not {network!r}", ("network",))
+            merged["network"] = {**merged["network"], **network}
+            merged.update(data)
+            data = merged
+        return ModelConfig.from_dict(data)
+    except ConfigError as exc:
+        line = _line_of(yaml.compose(text), exc.key)
+        where = "" if line is None else f" line {line}"
+        raise ConfigError(f"{path}{where}: {exc}", exc.key) from None
+
+
+def _yaml_mapping(path: Path, text: bytes) -> dict[str, Any]:
+    """The YAML document in `text`; a syntax error or anything but a mapping is a one-line
+    `ConfigError` with the file, line and column (PyYAML's own text spans several lines)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = "" if mark is None else f" line {mark.line + 1} column {mark.column + 1}"
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        started = f" ({context} from line {start.line + 1})" if context and start else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}{started}") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of model config fields")
-    base = data.pop("base", None)
-    if base is not None:
-        merged = get_config(base).to_dict()
-        merged["network"] = {**merged["network"], **data.pop("network", {})}
-        merged.update(data)
-        data = merged
-    return ModelConfig.from_dict(data)
+        raise ConfigError(f"{path} must hold a mapping of model config fields, not {data!r:.60}")
+    return data
+
+
+def _line_of(node: yaml.Node | None, key: tuple[str | int, ...]) -> int | None:
+    """The line (from 1) where the field at `key` is written in a composed YAML document; None
+    when it is not written there (e.g. it comes from the base configuration)."""
+    line = None
+    for part in key:
+        if isinstance(node, yaml.MappingNode):
+            found = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if found is None:
+                return None
+            line, node = found[0].start_mark.line, found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return None
+            node = node.value[part]
+            line = node.start_mark.line
+        else:
+            return None
+    return None if line is None else line + 1
 
 
 def build(

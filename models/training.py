@@ -38,6 +38,7 @@ from splitcast.models.cache import CachedClipDataset, build_cache, collate_cache
 from splitcast.models.checkpoint import (
     load_checkpoint,
     load_system_state,
+    load_training_state,
     save_checkpoint,
     system_state,
 )
@@ -360,8 +361,7 @@ class Trainer:
         path = self.options.out / STATE_FILE
         if not path.is_file():
             raise DataError(f"--resume: no {STATE_FILE} in {self.options.out}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        load_system_state(self.system, state["model"])
+        state = load_training_state(path, self.system)
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.step = int(state["step"])
