@@ -9,13 +9,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from splitcast.launch import ChildProcess, start_server
+from splitcast.edge.client import EdgeClient
+from splitcast.edge.sources import MovingSceneSource
+from splitcast.launch import ChildProcess, start_link, start_server
 from splitcast.models.checkpoint import save_checkpoint
 from splitcast.models.registry import build
 
@@ -115,3 +119,37 @@ def test_the_edge_survives_kill_restart_and_a_wrong_model_and_comes_back(tmp_pat
     }
     assert "incompatible" in (tmp_path / "edge.err").read_text()
     assert result["causes"]["server_incompatible"] > 0 and result["link"]["state"] == "connected"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--stall-prob", "0.01", "--rto-ms", "1200"], ["--drops-per-min", "40"]],
+    ids=["stalls", "drops"],
+)
+def test_an_edge_behind_a_link_that_stalls_or_drops_never_waits(
+    server: ChildProcess, flags: list[str]
+) -> None:
+    """Stalls longer than the staleness cap and broken connections: every frame still gets
+    its output without waiting for the network, and answers are used again afterwards."""
+    frames = list(MovingSceneSource(num_frames=30).frames())
+    results = []
+    with (
+        start_link(server.address, 5, extra=[*flags, "--seed", "3"]) as link,
+        EdgeClient("tiny", server=link.address, fps=FPS) as client,
+    ):
+        assert client.wait_connected(30)
+        start = time.perf_counter()
+        for index in range(12 * FPS):
+            time.sleep(max(0.0, start + index / FPS - time.perf_counter()))
+            results.append(client.step(frames[index % len(frames)]))
+        stats = client.stats
+    assert stats is not None and len(results) == 12 * FPS
+    assert max(r.latency_ms for r in results) < 1000, "a step waited for the network"
+    causes = Counter(r.cause for r in results)
+    assert causes[None] > FPS, f"answers were used: {causes}"
+    if "--drops-per-min" in flags:
+        assert stats.connects >= 2, "the link broke the stream and the edge reconnected"
+        last_down = max(i for i, r in enumerate(results) if not r.connected)
+        assert any(r.mode == "combined" for r in results[last_down:])
+    else:
+        assert causes["answer_too_old"] > 0, f"a stall made the freshest answer too old: {causes}"
