@@ -126,8 +126,7 @@ class OfflineEvaluator:
         self.matrices: Matrices | None = None
         self.clip_matrices: dict[str, Matrices] = {}
         self.stopped_by: str | None = None
-        """SIGINT or SIGTERM when the last `run` was stopped: its results cover the clips
-        scored by then (`clip_matrices`)."""
+        """SIGINT or SIGTERM when the last `run` was stopped (its results: `clip_matrices`)."""
         self.dataset = dataset
         self.local_size = self.config.local_size
         self.batch_size = batch_size
@@ -226,9 +225,7 @@ class OfflineEvaluator:
         self.clip_matrices = {}
         max_delay = max([*delays, *(mismatch or [])])
         count = 0
-        clips = tqdm(
-            self.dataset.clips, desc=f"evaluate s={stride}", unit="clip", disable=not progress
-        )
+        clips = tqdm(self.dataset.clips, f"evaluate s={stride}", unit="clip", disable=not progress)
         try:
             for clip in clips:
                 targets = self.targets(clip, max_delay, stride, every)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from splitcast.data.clips import ClipDataset, DataError, open_clips
 from splitcast.data.sampling import Augmentation, TemporalClipDataset, collate
+from splitcast.files import write_json
 from splitcast.models.cache import CachedClipDataset, build_cache, collate_cached
 from splitcast.models.checkpoint import (
     load_checkpoint,
@@ -49,6 +50,7 @@ from splitcast.models.registry import (
 )
 from splitcast.models.train_options import TrainOptions, frozen_parts, param_groups, trained_config
 from splitcast.models.train_validation import validate
+from splitcast.signals import interrupts_deferred
 
 STATE_FILE = "training_state.pt"
 BUDGET_PROBE_STEPS = 10
@@ -330,6 +332,12 @@ class Trainer:
         )
 
     def _save(self, epoch: int) -> None:
+        """The checkpoint and the state `--resume` continues from, written together (a stop
+        asked for meanwhile takes effect once both are whole)."""
+        with interrupts_deferred():
+            self._write_checkpoint(epoch)
+
+    def _write_checkpoint(self, epoch: int) -> None:
         options = self.options
         meta = {
             "data": {
@@ -355,7 +363,7 @@ class Trainer:
         }
         torch.save(state, options.out / f"{STATE_FILE}.partial")
         (options.out / f"{STATE_FILE}.partial").rename(options.out / STATE_FILE)
-        (options.out / "history.json").write_text(json.dumps(self.history, indent=2) + "\n")
+        write_json(options.out / "history.json", self.history)
 
     def _resume(self) -> None:
         path = self.options.out / STATE_FILE
