@@ -28,7 +28,7 @@ from splitcast.cloud.options import GPU_MAX_BATCH, ServeOptions, keepalive_optio
 from splitcast.cloud.runtime import EncodedAnswer, RemoteRuntime, Work
 from splitcast.cloud.security import TokenCheck, server_credentials
 from splitcast.cloud.session import LatestMailbox, ReadRate
-from splitcast.cloud.uplink import MalformedMessage, add_servicer, validated
+from splitcast.cloud.uplink import MalformedMessage, add_servicer, size_over_input, validated
 from splitcast.data.images import ImageDecodeError
 from splitcast.logs import RateLimitedLog
 from splitcast.models.remote_stream import RemoteStream
@@ -40,9 +40,15 @@ log = logging.getLogger("splitcast.cloud")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 DECODE_THREADS = 2
-"""Threads decoding uplink images for all streams: each stream has at most one frame being
-decoded (its loop awaits it), decoders release the GIL, and two keep a second core busy
-without taking CPU time from the model thread on a small machine."""
+"""Threads decoding uplink images no larger than the model's input for all streams: each
+stream has at most one frame being decoded (its loop awaits it), decoders release the GIL,
+and two keep a second core busy without taking CPU time from the model thread on a small
+machine. Larger frames are decoded on one thread of their own, so they never hold up these."""
+UPLINK_WINDOW_BYTES = 1024 * 1024
+"""How many bytes of a stream gRPC takes from its sender ahead of the reader (a fixed HTTP/2
+window instead of one grown by bandwidth probing, which let streams of large frames that the
+reader takes slowly pile gigabytes into the server's buffers). Many edge frames fit in it, so
+an honest edge's uplink is not slowed even over a link with a long round trip."""
 REJECTION_LOG_INTERVAL_S = 5.0
 """After a stream's first rejected frame, at most one warning line per this many seconds."""
 
@@ -75,6 +81,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self._mailboxes: set[LatestMailbox[_Pending]] = set()
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-model")
         self._decode = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="uplink-decode")
+        self._decode_large = ThreadPoolExecutor(1, thread_name_prefix="uplink-decode-large")
         self._rejections = RateLimitedLog(log, REJECTION_LOG_INTERVAL_S)
         max_batch = options.max_batch or (GPU_MAX_BATCH if runtime.device.type == "cuda" else 1)
         self.batcher = Batcher(self._step_batch, self._compute, max_batch, options.max_wait_s)
@@ -96,6 +103,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self.batcher.close()
         self._compute.shutdown(wait=False, cancel_futures=True)
         self._decode.shutdown(wait=False, cancel_futures=True)
+        self._decode_large.shutdown(wait=False, cancel_futures=True)
         self.metrics.close()
 
     async def Info(
@@ -177,13 +185,16 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self, pending: _Pending, state: RemoteStream, peer: str, dropped: int, flooding: bool
     ) -> pb.DownlinkMessage:
         """The answer to one frame, or the FrameError saying why there is none; a flooding
-        stream waits until no other stream's frame does."""
+        stream, and a frame larger than the model's input, wait until no other stream's frame
+        does (for the model and for decoding)."""
         frame, metrics = pending.frame, self.metrics
         taken_ns = time.time_ns()
         remote_size = self.runtime.config.remote_size
+        oversized = size_over_input(frame, remote_size) > 1.0
+        decoders = self._decode_large if oversized else self._decode
         try:
             image, delay = await asyncio.get_running_loop().run_in_executor(
-                self._decode, validated, frame, remote_size
+                decoders, validated, frame, remote_size
             )
         except ImageDecodeError as exc:
             self._rejections.warning(
@@ -196,7 +207,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             return pb.DownlinkMessage(error=error, frames_dropped=dropped)
         decoded_ns = time.time_ns()
         work = Work(state, frame.sequence, image, delay)
-        encoded, context, steps = await self.batcher.run(work, priority=int(flooding))
+        priority = int(flooding or oversized)
+        encoded, context, steps = await self.batcher.run(work, priority=priority)
         steps.taken_time_ns, steps.decoded_time_ns = taken_ns, decoded_ns
         tensors = [tensor_message(name, t) for name, t in encoded.items()]
         sent_ns = time.time_ns()
@@ -246,9 +258,11 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         """Frames into the mailbox, at most `max_stream_fps` a second: a faster sender is not
         read sooner, so gRPC's flow control keeps its frames in its own buffers (it costs this
         server nothing and other streams keep their turns); a flooding one (`ReadRate`) is
-        read slower still and yields its model turns; no frame for `idle_timeout_s` ends the
+        read slower still and yields its model turns, and one of frames larger than the model's
+        input slower in proportion to their pixels; no frame for `idle_timeout_s` ends the
         stream."""
         options, loop = self.options, asyncio.get_running_loop()
+        remote_size = self.runtime.config.remote_size
         frames = aiter(request_iterator)
         try:
             while True:
@@ -260,7 +274,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                 if isinstance(frame, MalformedMessage):
                     raise MalformedStream(str(frame))
                 read_at = loop.time()
-                rate.read(read_at - asked)
+                rate.read(read_at - asked, size_over_input(frame, remote_size))
                 self.metrics.frames_received.inc()
                 self.metrics.uplink_bytes.inc(len(frame.image.data))
                 mailbox.offer(_Pending(frame, time.time_ns()))
@@ -290,6 +304,8 @@ async def start_server(
             ("grpc.max_receive_message_length", options.max_message_bytes),
             ("grpc.max_send_message_length", options.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", UPLINK_WINDOW_BYTES),
             *keepalive_options(options),
         ],
     )

@@ -56,7 +56,10 @@ class LatestMailbox(Generic[T]):
 class ReadRate:
     """Whether a stream floods: for its last `WINDOW` reads at the capped pace, its sender
     already had the next frame waiting (`cap` frames a second; 0: no cap, never flooding).
-    An edge paced by its camera below the cap makes the reader wait for every frame."""
+    An edge paced by its camera below the cap makes the reader wait for every frame.
+    A stream whose last frame was larger than the model's input (which the edge is told in
+    `Info`) is read as a flooding one, and a frame of `size` times the input's pixels is paid
+    for with `size` times the interval: reading and decoding it cost in proportion."""
 
     WINDOW = 15
     WAITING_S = 0.002
@@ -67,10 +70,13 @@ class ReadRate:
     def __init__(self, cap: float) -> None:
         self.cap = cap
         self._waiting: deque[bool] = deque(maxlen=self.WINDOW)
+        self._size = 1.0
 
-    def read(self, waited_s: float) -> None:
-        """One frame read after waiting `waited_s` for it."""
+    def read(self, waited_s: float, size: float = 1.0) -> None:
+        """One frame of `size` (its pixels over the model input's, at least 1) read after
+        waiting `waited_s` for it."""
         self._waiting.append(waited_s < self.WAITING_S)
+        self._size = size
 
     @property
     def flooding(self) -> bool:
@@ -81,4 +87,5 @@ class ReadRate:
         """The pace to read the stream at (0: as fast as frames come)."""
         if not self.cap:
             return 0.0
-        return 1.0 / (self.cap * (self.FLOOD_SHARE if self.flooding else 1.0))
+        share = self.FLOOD_SHARE if self.flooding or self._size > 1.0 else 1.0
+        return self._size / (self.cap * share)

@@ -80,6 +80,13 @@ def largest_accepted(remote_size: tuple[int, int]) -> tuple[int, int]:
     return remote_size[0] * OVERSIZE_FACTOR, remote_size[1] * OVERSIZE_FACTOR
 
 
+def size_over_input(frame: pb.UplinkFrame, remote_size: tuple[int, int]) -> float:
+    """The frame's declared pixels over the remote input's, between 1 and the most a frame is
+    accepted with (larger ones are refused before decoding, at no cost)."""
+    pixels = frame.image.width * frame.image.height / (remote_size[0] * remote_size[1])
+    return min(max(pixels, 1.0), OVERSIZE_FACTOR**2)
+
+
 def validated(frame: pb.UplinkFrame, remote_size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """The frame's decoded RGB image and requested delay, or ImageDecodeError saying why not;
     frames declared larger than `largest_accepted(remote_size)` are refused before decoding

@@ -17,16 +17,18 @@ import splitcast
 from splitcast.cloud.options import ServeOptions
 from splitcast.data.images import encode_image
 from splitcast.edge.sources import MovingSceneSource
-from splitcast.models.registry import build
+from splitcast.models.registry import build, get_config
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 
 
 def _frames(count: int, stop: threading.Event | None = None) -> Iterator[pb.UplinkFrame]:
-    """`count` real JPEG frames as fast as gRPC takes them, then silence until `stop`."""
-    data = encode_image(next(iter(MovingSceneSource(num_frames=1).frames())))
+    """`count` real JPEG frames of the model's input size as fast as gRPC takes them, then
+    silence until `stop`."""
+    height, width = get_config("tiny").remote_size
+    data = encode_image(MovingSceneSource(width=width, height=height).render(0))
     for sequence in range(count):
-        image = pb.EncodedImage(format=pb.IMAGE_FORMAT_JPEG, data=data, width=512, height=256)
+        image = pb.EncodedImage(format=pb.IMAGE_FORMAT_JPEG, data=data, width=width, height=height)
         yield pb.UplinkFrame(sequence=sequence, image=image, requested_delay_ticks=3.0)
     if stop is not None:
         stop.wait(30)
