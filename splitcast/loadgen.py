@@ -27,6 +27,7 @@ from splitcast.edge.slots import OutgoingFrame, ReceivedAnswer
 from splitcast.edge.sources import MovingSceneSource
 from splitcast.models.codec import Codec, get_codec
 from splitcast.models.codec_names import PROBABILITY_CODEC, STATELESS_CODECS
+from splitcast.soak import REPLY_TIMEOUT_S, MalformedCounts, MalformedSender, MemoryWatch
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 from splitcast.v1.wire import wire_tensors
@@ -46,6 +47,14 @@ class LoadOptions:
     flood: int = 0
     """How many of the streams flood instead of pacing."""
     security: ClientSecurity | None = None
+    malformed_rate: float = 0.0
+    """Malformed messages per second in all (`splitcast.soak`), beside the streams."""
+    malformed_streams: int = 4
+    """How many senders share `malformed_rate` (a server reads each stream at a capped rate)."""
+    metrics_url: str | None = None
+    """The server's `/metrics` URL: its resident memory is sampled once a second."""
+    warm_up_s: float = 10.0
+    """When the memory reference is taken (growth after it is what a leak looks like)."""
 
 
 @dataclass
@@ -102,26 +111,63 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
             on_answer=stream.answered,
         )
         stream.connection.start()
+    stop = threading.Event()
+    malformed = MalformedCounts()
+    memory = MemoryWatch(options.metrics_url) if options.metrics_url else None
     try:
         _wait_connected(streams)
-        stop = threading.Event()
         senders = [
             threading.Thread(target=_send, args=(s, frames, options.fps, stop), daemon=True)
             for s in streams
         ]
+        senders += [sender.thread for sender in _malformed_senders(options, malformed, stop)]
         start = time.monotonic()
+        if memory is not None:
+            memory.start()
         for sender in senders:
             sender.start()
         stop.wait(options.duration_s)
         stop.set()
         elapsed = time.monotonic() - start
         for sender in senders:
-            sender.join(timeout=5)
+            sender.join(timeout=REPLY_TIMEOUT_S)
     finally:
+        stop.set()
+        if memory is not None:
+            memory.stop()
         for stream in streams:
             assert stream.connection is not None
             stream.connection.stop()
-    return _report(options, streams, elapsed)
+    report = _report(options, streams, elapsed)
+    if options.malformed_rate > 0:
+        report["malformed"] = malformed.report()
+    if memory is not None:
+        report["server_memory"] = memory.report(options.warm_up_s)
+    report["server_survived"] = _answers_info(options)
+    return report
+
+
+def _malformed_senders(
+    options: LoadOptions, counts: MalformedCounts, stop: threading.Event
+) -> list[MalformedSender]:
+    if options.malformed_rate <= 0:
+        return []
+    rate = options.malformed_rate / options.malformed_streams
+    security = options.security or ClientSecurity()
+    longest = options.duration_s + 2 * REPLY_TIMEOUT_S
+    return [
+        MalformedSender(options.server, security, rate, counts, stop, longest)
+        for _ in range(options.malformed_streams)
+    ]
+
+
+def _answers_info(options: LoadOptions) -> bool:
+    """Whether the server still answers `Info` after the load (it did not die or stall)."""
+    try:
+        server_expectations(options.server, options.security)
+    except grpc.RpcError:
+        return False
+    return True
 
 
 def _wait_connected(streams: Sequence[_Stream], timeout_s: float = 60.0) -> None:
@@ -186,6 +232,28 @@ def _report(options: LoadOptions, streams: Sequence[_Stream], elapsed: float) ->
         "flooding_streams": _group([s for s in streams if s.flooding], elapsed),
         "all": _group(streams, elapsed),
     }
+
+
+def format_soak(report: dict[str, Any]) -> str:
+    """The soak's lines: malformed messages and how they were answered, memory, survival."""
+    lines = [f"server survived: {'yes' if report['server_survived'] else 'NO'}"]
+    malformed = report.get("malformed")
+    if malformed:
+        outcomes = ", ".join(f"{n} {name}" for name, n in sorted(malformed["outcomes"].items()))
+        lines.append(
+            f"malformed: {malformed['sent']} sent, answered {malformed['answered_fraction']:.2%} "
+            f"with a FrameError or INVALID_ARGUMENT ({outcomes})"
+        )
+    memory = report.get("server_memory")
+    if memory and "end_mb" in memory:
+        lines.append(
+            f"server RSS: {memory['start_mb']:.0f} MB at start, {memory['after_warm_up_mb']:.0f} "
+            f"MB after {memory['warm_up_s']:g} s, {memory['end_mb']:.0f} MB at the end "
+            f"({memory['growth_after_warm_up']:+.1%} after warm-up)"
+        )
+    elif memory:
+        lines.append(f"server RSS: not readable from {memory['url']}")
+    return "\n".join(lines)
 
 
 def format_load(report: dict[str, Any]) -> str:

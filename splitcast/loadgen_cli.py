@@ -8,6 +8,7 @@ from pathlib import Path
 from splitcast.arguments import (
     add_client_security_arguments,
     client_security,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -45,6 +46,35 @@ def add_loadgen_command(commands: argparse._SubParsersAction) -> None:
         default=0,
         help="how many of the streams flood instead of pacing (default: 0)",
     )
+    parser.add_argument(
+        "--malformed-rate",
+        type=non_negative_float,
+        default=0.0,
+        metavar="PER_S",
+        help="soak: also send this many malformed messages a second (frames the server must "
+        "refuse with a FrameError, and bytes that are no protobuf message, which must end "
+        "their call with INVALID_ARGUMENT) and count how each was answered (default: 0)",
+    )
+    parser.add_argument(
+        "--malformed-streams",
+        type=positive_int,
+        default=4,
+        help="streams the malformed messages are spread over (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-url",
+        metavar="URL",
+        help="the server's /metrics (serve --metrics-port), e.g. http://127.0.0.1:9100/metrics: "
+        "its resident memory is sampled once a second and reported at start, after warm-up "
+        "and at the end",
+    )
+    parser.add_argument(
+        "--warm-up",
+        type=non_negative_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="when the memory reference is taken (default: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, help="write the report here")
     add_client_security_arguments(parser)
     parser.set_defaults(run=_run_loadgen)
@@ -52,7 +82,7 @@ def add_loadgen_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_loadgen(args: argparse.Namespace) -> None:
     from splitcast.files import write_json
-    from splitcast.loadgen import LoadOptions, format_load, run_load
+    from splitcast.loadgen import LoadOptions, format_load, format_soak, run_load
 
     if args.flood > args.streams:
         raise ValueError(f"--flood {args.flood} is more than --streams {args.streams}")
@@ -64,9 +94,14 @@ def _run_loadgen(args: argparse.Namespace) -> None:
             fps=args.fps,
             flood=args.flood,
             security=client_security(args),
+            malformed_rate=args.malformed_rate,
+            malformed_streams=args.malformed_streams,
+            metrics_url=args.metrics_url,
+            warm_up_s=args.warm_up,
         )
     )
     print(format_load(report))
+    print(format_soak(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, report)
