@@ -41,14 +41,14 @@ log = logging.getLogger("splitcast.cloud")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 DECODE_THREADS = 2
 """Threads decoding uplink images no larger than the model's input for all streams: each
-stream has at most one frame being decoded (its loop awaits it), decoders release the GIL,
-and two keep a second core busy without taking CPU time from the model thread on a small
-machine. Larger frames are decoded on one thread of their own, so they never hold up these."""
+stream has at most one frame being decoded (its loop awaits it) and decoders release the
+GIL, so two use a second core without crowding a small machine. Larger frames are decoded on
+one thread of their own, so they never hold up these."""
 UPLINK_WINDOW_BYTES = 1024 * 1024
 """How many bytes of a stream gRPC takes from its sender ahead of the reader (a fixed HTTP/2
 window instead of one grown by bandwidth probing, which let streams of large frames that the
-reader takes slowly pile gigabytes into the server's buffers). Many edge frames fit in it, so
-an honest edge's uplink is not slowed even over a link with a long round trip."""
+reader takes slowly pile gigabytes into the server's buffers). It holds many frames of the
+model's input size, so a paced edge is not held back by it over a long round trip either."""
 REJECTION_LOG_INTERVAL_S = 5.0
 """After a stream's first rejected frame, at most one warning line per this many seconds."""
 
