@@ -29,6 +29,11 @@ resizes every frame to the remote input, so a larger one only costs decoding tim
 frames to the remote input it learns from `Info`, well inside the bound, while one
 stream's oversized frames cannot hold the decoding threads that every stream shares."""
 
+LARGE_PIXELS = 4.0
+"""Frames up to this many times the remote input's pixels (a 1080p camera frame sent to a
+1024x512 model) are read, decoded and stepped like any other; larger ones are charged in
+proportion to their pixels (`size_over_input`)."""
+
 M = TypeVar("M", bound=Message)
 
 
@@ -81,10 +86,11 @@ def largest_accepted(remote_size: tuple[int, int]) -> tuple[int, int]:
 
 
 def size_over_input(frame: pb.UplinkFrame, remote_size: tuple[int, int]) -> float:
-    """The frame's declared pixels over the remote input's, between 1 and the most a frame is
-    accepted with (larger ones are refused before decoding, at no cost)."""
+    """What the frame costs in remote inputs: 1 up to `LARGE_PIXELS` times the input's pixels,
+    its declared pixels over the input's beyond that, at most the most a frame is accepted
+    with (larger ones are refused before decoding, at no cost)."""
     pixels = frame.image.width * frame.image.height / (remote_size[0] * remote_size[1])
-    return min(max(pixels, 1.0), OVERSIZE_FACTOR**2)
+    return 1.0 if pixels <= LARGE_PIXELS else min(pixels, OVERSIZE_FACTOR**2)
 
 
 def validated(frame: pb.UplinkFrame, remote_size: tuple[int, int]) -> tuple[np.ndarray, float]:
