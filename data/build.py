@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,10 @@ class BuildReport:
 
 def clip_seed(split_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([split_seed, index]).generate_state(1)[0])
+
+
+def _render_job(job: tuple[Any, ...]) -> None:
+    _render_one(*job)
 
 
 def _render_one(
@@ -124,13 +127,9 @@ def build_split(
     # Workers start from a clean process (forkserver), not a fork of this one: a fork copies
     # the caller's threads' locks (a server, a gRPC channel) and can hang in the child.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(_render_one, out, name, s, frames, settings, frame_format, quality)
-            for name, s in todo
-        ]
-        for future in as_completed(futures):
-            future.result()
+    jobs = [(out, name, s, frames, settings, frame_format, quality) for name, s in todo]
+    with context.Pool(workers) as pool:  # leaving it terminates the workers, also on Ctrl-C
+        for _ in pool.imap_unordered(_render_job, jobs):
             bar.update()
     bar.close()
     seconds = time.perf_counter() - start
