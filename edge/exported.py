@@ -45,17 +45,22 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"{path} is not a readable export manifest: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ExportError(f"{path} is not an export manifest (not a JSON object)")
     if (manifest.get("format"), manifest.get("version")) != (EXPORT_FORMAT, EXPORT_VERSION):
         raise ExportError(
             f"{path} is {manifest.get('format')} version {manifest.get('version')}; this edge "
             f"reads {EXPORT_FORMAT} version {EXPORT_VERSION} (export again with this splitcast)"
         )
-    for name, graph in manifest["graphs"].items():
-        file = folder / graph["file"]
-        if not file.is_file():
-            raise ExportError(f"{file} (graph {name}) is missing from the export folder")
-        if hashlib.sha256(file.read_bytes()).hexdigest() != graph["sha256"]:
-            raise ExportError(f"{file} differs from the manifest's sha256 (a damaged copy?)")
+    try:
+        for name, graph in manifest["graphs"].items():
+            file = folder / graph["file"]
+            if not file.is_file():
+                raise ExportError(f"{file} (graph {name}) is missing from the export folder")
+            if hashlib.sha256(file.read_bytes()).hexdigest() != graph["sha256"]:
+                raise ExportError(f"{file} differs from the manifest's sha256 (a damaged copy?)")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ExportError(f"{path} is damaged: its graphs lack {exc}") from None
     return manifest
 
 

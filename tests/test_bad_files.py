@@ -5,6 +5,7 @@ torch; the others call the loaders."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -20,6 +21,13 @@ from safetensors.torch import load_file, save_file
 
 from splitcast.data.build import build_split
 from splitcast.data.scene.generator import SceneSettings
+from splitcast.edge.exported import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    MANIFEST,
+    ExportError,
+    read_manifest,
+)
 from splitcast.models.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
@@ -253,3 +261,15 @@ def test_a_damaged_or_foreign_training_state_is_named(tmp_path: Path) -> None:
         CheckpointError, match=r"does not fit tiny \(saved for another --config\?\)"
     ):
         load_training_state(path, system)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["[]", '{"format": "splitcast-export", "version": 1}', "{not json"],
+    ids=["not-an-object", "no-graphs", "not-json"],
+)
+def test_a_damaged_export_manifest_is_a_clear_error(tmp_path: Path, manifest: str) -> None:
+    current = f'"{EXPORT_FORMAT}", "version": {json.dumps(EXPORT_VERSION)}'
+    (tmp_path / MANIFEST).write_text(manifest.replace('"splitcast-export", "version": 1', current))
+    with pytest.raises(ExportError, match=re.escape(str(tmp_path / MANIFEST))):
+        read_manifest(tmp_path)
