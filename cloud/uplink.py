@@ -87,10 +87,15 @@ def largest_accepted(remote_size: tuple[int, int]) -> tuple[int, int]:
 
 def size_over_input(frame: pb.UplinkFrame, remote_size: tuple[int, int]) -> float:
     """What the frame costs in remote inputs: 1 up to `LARGE_PIXELS` times the input's pixels,
-    its declared pixels over the input's beyond that, at most the most a frame is accepted
-    with (larger ones are refused before decoding, at no cost)."""
+    its declared pixels over the input's beyond that; 1 again for a frame over the bound
+    (`largest_accepted`), which is refused before decoding, at no cost."""
     pixels = frame.image.width * frame.image.height / (remote_size[0] * remote_size[1])
-    return 1.0 if pixels <= LARGE_PIXELS else min(pixels, OVERSIZE_FACTOR**2)
+    return 1.0 if pixels <= LARGE_PIXELS or _over_bound(frame, remote_size) else pixels
+
+
+def _over_bound(frame: pb.UplinkFrame, remote_size: tuple[int, int]) -> bool:
+    largest = largest_accepted(remote_size)
+    return frame.image.width > largest[1] or frame.image.height > largest[0]
 
 
 def validated(frame: pb.UplinkFrame, remote_size: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -110,8 +115,8 @@ def validated(frame: pb.UplinkFrame, remote_size: tuple[int, int]) -> tuple[np.n
             "send JPEG, WebP or PNG",
         )
     width, height = frame.image.width, frame.image.height
-    largest = largest_accepted(remote_size)
-    if width > largest[1] or height > largest[0]:
+    if _over_bound(frame, remote_size):
+        largest = largest_accepted(remote_size)
         raise ImageDecodeError(
             "image_too_large",
             f"declared {width}x{height} is larger than the {largest[1]}x{largest[0]} this "
