@@ -22,7 +22,7 @@ from splitcast.edge.credentials import ClientSecurity
 from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
 from splitcast.edge.sources import FrameSource
 from splitcast.models.runtime_names import RUNTIMES
-from splitcast.signals import signal_name
+from splitcast.signals import interrupts_deferred, signal_name
 
 MAX_VIDEO_WIDTH = 960
 
@@ -143,8 +143,9 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
                     run.skipped += 1
                     continue
                 result = client.step(rgb, sequence=index)
-                run.add(result)
-                sinks.write(rgb, result, result.record(frame_ms), options.banner)
+                with interrupts_deferred():  # a frame is in the summary, log and video, or none
+                    run.add(result)
+                    sinks.write(rgb, result, result.record(frame_ms), options.banner)
                 progress.update()
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: keep and summarise what was done
         run.stopped_by = signal_name(interrupt)

@@ -49,9 +49,10 @@ def interrupted_status(interrupt: KeyboardInterrupt | str) -> int:
 
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, then act on the first one as if it came
-    now: a checkpoint and its training state are written together, never one without the
-    other. Only the main thread receives signals; elsewhere this does nothing."""
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver the first one again to
+    whatever handles it: a checkpoint is written with its training state, a frame's output to
+    the log and the video together. Only the main thread receives signals; elsewhere this
+    does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -64,8 +65,8 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if received and callable(previous[received[0]]):
-        previous[received[0]](received[0], None)
+    if received:
+        signal.raise_signal(received[0])
 
 
 async def until_terminated() -> None:

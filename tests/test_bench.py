@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import count_video_frames
 
 from splitcast.bench import STAGES
 
 
+@pytest.mark.slow  # keeps the default run within CI's time; `pytest -m slow` runs it
 def test_bench_traces_every_stage_of_used_answers(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "splitcast", "bench", "--model", "tiny", "--frames", "45"]
     result = subprocess.run(

@@ -75,6 +75,7 @@ def test_cuda_asked_for_without_a_gpu_is_an_error_naming_it(tmp_path: Path) -> N
     assert trained.returncode == 2 and "CUDA is not available" in trained.stderr
 
 
+@pytest.mark.slow  # keeps the default run within CI's time; `pytest -m slow` runs it
 @no_cuda
 def test_every_command_that_runs_a_model_names_a_missing_gpu(tmp_path: Path) -> None:
     data, checkpoint = tmp_path / "clips", tmp_path / "ckpt"

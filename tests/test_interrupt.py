@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import pytest
+from conftest import count_video_frames
 
 from splitcast.data.build import build_split
 from splitcast.data.scene.generator import SceneSettings
@@ -40,16 +40,6 @@ def _stop_when(
 
 def _lines(path: Path) -> int:
     return path.read_text().count("\n") if path.exists() else 0
-
-
-def _video_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened(), f"opencv cannot open {path}"
-    frames = 0
-    while capture.read()[0]:
-        frames += 1
-    capture.release()
-    return frames
 
 
 def _children(pid: int) -> list[int]:
@@ -91,7 +81,7 @@ def test_a_stopped_edge_keeps_its_video_log_and_summary(tmp_path: Path, signum: 
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert log.read_text().endswith("\n") and len(records) == result["frames"]
     assert [r["frame"] for r in records] == sorted(r["frame"] for r in records)
-    assert _video_frames(video) == result["frames"]
+    assert count_video_frames(video) == result["frames"]
 
 
 def test_a_stopped_demo_keeps_its_outputs_and_stops_server_and_link(tmp_path: Path) -> None:
@@ -114,7 +104,7 @@ def test_a_stopped_demo_keeps_its_outputs_and_stops_server_and_link(tmp_path: Pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by"] == "SIGTERM" and summary["frames"] >= 20
     assert _lines(out / "demo.jsonl") == summary["frames"]
-    assert _video_frames(out / "demo.mp4") == summary["frames"]
+    assert count_video_frames(out / "demo.mp4") == summary["frames"]
 
 
 def test_a_stopped_evaluation_writes_results_for_the_clips_it_scored(tmp_path: Path) -> None:

@@ -103,6 +103,7 @@ def test_motion_scale_moves_the_scene_faster() -> None:
     assert change(2.0) > change(1.0) > 0.0
 
 
+@pytest.mark.slow  # keeps the default run within CI's time; `pytest -m slow` runs it
 def test_validation_like_split_moves_and_has_small_things(tmp_path: Path) -> None:
     """A few clips at the default resolution already show the benchmark's properties."""
     build_split(tmp_path, "val", clips=6, progress=False)

@@ -137,6 +137,7 @@ def test_a_time_budget_ends_training_early_and_its_plan_survives_a_resume(
     assert int(again["step"]) == int(state["step"])  # nothing left to do
 
 
+@pytest.mark.slow  # keeps the default run within CI's time; `pytest -m slow` runs it
 def test_gradient_accumulation_steps_the_optimizer_once_per_n_batches(
     splits: Path, tmp_path: Path
 ) -> None:
@@ -199,6 +200,7 @@ def test_codec_fine_tune_trains_only_the_bottleneck_and_can_be_dropped(
     assert not any(k.startswith("bottleneck.") for k in system_state(raw))
 
 
+@pytest.mark.slow  # keeps the default run within CI's time; `pytest -m slow` runs it
 def test_remote_upper_stages_train_on_cached_features_and_are_stored(
     splits: Path, tmp_path: Path
 ) -> None:
