@@ -40,7 +40,7 @@ log = logging.getLogger("splitcast.cloud")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 DECODE_THREADS = 2
-"""Threads decoding uplink images no larger than the model's input for all streams: each
+"""Threads decoding uplink images of ordinary size (`uplink.LARGE_PIXELS`) for all streams: each
 stream has at most one frame being decoded (its loop awaits it) and decoders release the
 GIL, so two use a second core without crowding a small machine. Larger frames are decoded on
 one thread of their own, so they never hold up these."""
@@ -185,8 +185,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self, pending: _Pending, state: RemoteStream, peer: str, dropped: int, flooding: bool
     ) -> pb.DownlinkMessage:
         """The answer to one frame, or the FrameError saying why there is none; a flooding
-        stream, and a frame larger than the model's input, wait until no other stream's frame
-        does (for the model and for decoding)."""
+        stream, and a frame of more than `LARGE_PIXELS` times the model input's pixels, wait
+        until no other stream's frame does (for the model and for decoding)."""
         frame, metrics = pending.frame, self.metrics
         taken_ns = time.time_ns()
         remote_size = self.runtime.config.remote_size
@@ -258,9 +258,9 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         """Frames into the mailbox, at most `max_stream_fps` a second: a faster sender is not
         read sooner, so gRPC's flow control keeps its frames in its own buffers (it costs this
         server nothing and other streams keep their turns); a flooding one (`ReadRate`) is
-        read slower still and yields its model turns, and one of frames larger than the model's
-        input slower in proportion to their pixels; no frame for `idle_timeout_s` ends the
-        stream."""
+        read slower still and yields its model turns, and one of large frames
+        (`size_over_input`) slower in proportion to their pixels; no frame for
+        `idle_timeout_s` ends the stream."""
         options, loop = self.options, asyncio.get_running_loop()
         remote_size = self.runtime.config.remote_size
         frames = aiter(request_iterator)

@@ -57,9 +57,10 @@ class ReadRate:
     """Whether a stream floods: for its last `WINDOW` reads at the capped pace, its sender
     already had the next frame waiting (`cap` frames a second; 0: no cap, never flooding).
     An edge paced by its camera below the cap makes the reader wait for every frame.
-    A stream whose last frame was larger than the model's input (which the edge is told in
-    `Info`) is read as a flooding one, and a frame of `size` times the input's pixels is paid
-    for with `size` times the interval: reading and decoding it cost in proportion."""
+    A stream whose last frame cost more than one model input (`uplink.size_over_input`: far
+    larger than the input the edge is told in `Info`) is read as a flooding one, and a frame
+    of `size` inputs is paid for with `size` times the interval: reading and decoding it cost
+    in proportion."""
 
     WINDOW = 15
     WAITING_S = 0.002
