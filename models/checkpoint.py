@@ -316,6 +316,19 @@ def load_training_state(path: Path, system: SplitSystem) -> dict[str, Any]:
     return state
 
 
+def load_history(path: Path) -> list[dict[str, Any]]:
+    """A training run's per-epoch history (none before its first epoch ends)."""
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text())
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise CheckpointError(f"{path} is damaged: {exc}") from None
+    if not isinstance(history, list):
+        raise CheckpointError(f"{path} is damaged: it must hold a list of epochs")
+    return history
+
+
 def _refusal(path: Path) -> str:
     """Why a file torch's weights-only unpickler stopped on is refused, naming what it would
     call where torch can tell (in its zip format) without unpickling it."""

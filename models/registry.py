@@ -41,6 +41,7 @@ from splitcast.models.config import (
 from splitcast.models.errors import ConfigError
 from splitcast.models.local import LocalModel
 from splitcast.models.remote import ConvTemporal, ForecastWarp, RemoteModel, ViT3D
+from splitcast.yaml_files import YamlSyntaxError, parse_yaml
 
 
 @dataclass
@@ -160,16 +161,11 @@ def load_config(path: Path) -> ModelConfig:
 
 def _yaml_mapping(path: Path, text: bytes) -> dict[str, Any]:
     """The YAML document in `text`; a syntax error or anything but a mapping is a one-line
-    `ConfigError` with the file, line and column (PyYAML's own text spans several lines)."""
+    `ConfigError` naming the file."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        where = "" if mark is None else f" line {mark.line + 1} column {mark.column + 1}"
-        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        started = f" ({context} from line {start.line + 1})" if context and start else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {problem}{started}") from None
+        data = parse_yaml(text, path)
+    except YamlSyntaxError as exc:
+        raise ConfigError(str(exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

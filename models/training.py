@@ -38,6 +38,7 @@ from splitcast.files import write_json
 from splitcast.models.cache import CachedClipDataset, build_cache, collate_cached
 from splitcast.models.checkpoint import (
     load_checkpoint,
+    load_history,
     load_system_state,
     load_training_state,
     save_checkpoint,
@@ -103,9 +104,6 @@ class Trainer:
         self.config = self.system.config
         self.meta = train_clips.meta
         self.frozen = frozen_parts(self.system, options)
-        self.train_set = self._dataset(train_clips, train=True)
-        val_path = options.val_data or _sibling_val(options.data)
-        self.val_set = self._dataset(open_clips(val_path), train=False) if val_path else None
         weights = class_weights(
             train_clips, options.class_weighting, options.progress and self.rank == 0
         )
@@ -139,8 +137,11 @@ class Trainer:
         self.total: int | None = None
         self.planned = False
         self.start_epoch = 0
-        if options.resume:
+        if options.resume:  # before the feature cache: a bad state is found at once
             self._resume()
+        self.train_set = self._dataset(train_clips, train=True)
+        val_path = options.val_data or _sibling_val(options.data)
+        self.val_set = self._dataset(open_clips(val_path), train=False) if val_path else None
 
     def _dataset(self, clips: ClipDataset, train: bool) -> CachedClipDataset | TemporalClipDataset:
         config, options = self.config, self.options
@@ -377,8 +378,7 @@ class Trainer:
             # a time budget's plan holds; otherwise the total follows the options of the resume
             self.total = int(state["total"])
             self.planned = True
-        history = self.options.out / "history.json"
-        self.history = json.loads(history.read_text()) if history.is_file() else []
+        self.history = load_history(self.options.out / "history.json")
 
 
 def _sibling_val(train: Path) -> Path | None:

@@ -11,9 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from splitcast.netem.shaping import DelaySpec, DirectionSpec, LossSpec, ShapingError
+from splitcast.yaml_files import YamlSyntaxError, parse_yaml
 
 BUILT_IN = Path(__file__).with_name("profiles.yaml")
 _DELAY_KEYS = {f.name for f in fields(DelaySpec)}
@@ -30,9 +29,9 @@ class LinkProfile:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        content = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ShapingError(f"{path} is not valid YAML: {exc}") from None
+        content = parse_yaml(path.read_text(), path)
+    except YamlSyntaxError as exc:
+        raise ShapingError(str(exc)) from None
     if not isinstance(content, dict):
         raise ShapingError(f"{path} must map profile names to settings")
     return content

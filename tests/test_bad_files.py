@@ -32,6 +32,7 @@ from splitcast.models.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
     load_checkpoint,
+    load_history,
     load_training_state,
     save_checkpoint,
     stored_in_half,
@@ -100,9 +101,7 @@ def cli_runs(
     )
     evil = _copy(good, root / "evil")
     torch.save(_state(RunsCode(root / "pwned")), evil / "training_state.pt")
-    # a trained remote backbone: no feature cache is built before the resume
-    train = ["train", "--data", str(data), "--workers", "0", "--class-weighting", "none",
-             "--train-remote-backbone"]  # fmt: skip
+    train = ["train", "--data", str(data), "--workers", "0", "--class-weighting", "none"]
     cases = {
         "edge": (["edge", "--model", str(truncated), "--frames", "3"], truncated / WEIGHTS_FILE),
         "yaml": ([*train, "--config", str(root / "bad.yaml"), "--out", str(root / "run")],
@@ -261,6 +260,15 @@ def test_a_damaged_or_foreign_training_state_is_named(tmp_path: Path) -> None:
         CheckpointError, match=r"does not fit tiny \(saved for another --config\?\)"
     ):
         load_training_state(path, system)
+
+
+def test_a_damaged_history_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "history.json"
+    assert load_history(path) == []
+    for damaged in ('[{"epoch": 1', '{"epoch": 1}', "\udcff"):
+        path.write_text(damaged, errors="surrogateescape")
+        with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))} is damaged"):
+            load_history(path)
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,11 @@ def test_built_in_and_user_profiles(tmp_path: Path) -> None:
     (tmp_path / "typo.yaml").write_text("x:\n  uplink: {delay: 5}\n")
     with pytest.raises(ShapingError, match="unknown settings \\['delay'\\]"):
         load_profile(str(tmp_path / "typo.yaml"))
+    (tmp_path / "broken.yaml").write_text("x:\n  uplink: {delay_ms: 5\n")
+    with pytest.raises(ShapingError) as raised:
+        load_profile(str(tmp_path / "broken.yaml"))
+    assert str(raised.value).startswith(f"{tmp_path / 'broken.yaml'} line 3 column 1: not valid")
+    assert "\n" not in str(raised.value)
 
 
 def test_condition_trace_replays_delay_and_bandwidth(tmp_path: Path) -> None:
