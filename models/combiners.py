@@ -266,14 +266,18 @@ def pool(
 
 def box_average(maps: torch.Tensor, side: int) -> torch.Tensor:
     """Each cell of `maps` [B, C, h, w] averaged over the `side` x `side` box around it, the
-    box clipped at the border: `avg_pool2d` without padding counted, as a depthwise box
-    convolution divided by each cell's count, the same numbers faster in PyTorch and many times
-    faster in ONNX Runtime (whose AveragePool is slow at this size)."""
+    box clipped at the border: `avg_pool2d` without padding counted, as a column then a row of
+    depthwise convolutions divided by each cell's count. The same numbers as a square box,
+    and many times faster in ONNX Runtime, whose AveragePool and square depthwise Conv are slow
+    at this size."""
     channels, size = maps.shape[1], tuple(maps.shape[-2:])
-    box = maps.new_ones(channels, 1, side, side)
-    sums = F.conv2d(maps, box, padding=side // 2, groups=channels)
-    counts = F.conv2d(maps.new_ones(1, 1, *size), box[:1], padding=side // 2)
-    return sums / counts
+    column, row = maps.new_ones(channels, 1, side, 1), maps.new_ones(channels, 1, 1, side)
+
+    def box_sums(x: torch.Tensor, groups: int) -> torch.Tensor:
+        down = F.conv2d(x, column[:groups], padding=(side // 2, 0), groups=groups)
+        return F.conv2d(down, row[:groups], padding=(0, side // 2), groups=groups)
+
+    return box_sums(maps, channels) / box_sums(maps.new_ones(1, 1, *size), 1)
 
 
 def warp_to_now(maps: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
