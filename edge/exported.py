@@ -161,11 +161,12 @@ class ExportedEdge:
         return self.ids(scores, output_size)
 
     def ids(self, scores: np.ndarray, output_size: tuple[int, int] | None) -> np.ndarray:
-        """Bilinear resize (half-pixel centres, as the training stack's) before the argmax."""
-        height, width = output_size or self.local_size
+        """Bilinear resizes (half-pixel centres, as the training stack's) to the local size,
+        then to `output_size`, before the argmax (`splitcast.models.edge_step.EdgeStep.ids`)."""
         maps = np.ascontiguousarray(scores[0].transpose(1, 2, 0), dtype=np.float32)
-        if maps.shape[:2] != (height, width):
-            maps = cv2.resize(maps, (width, height), interpolation=cv2.INTER_LINEAR)
+        for height, width in (self.local_size, output_size or self.local_size):
+            if maps.shape[:2] != (height, width):
+                maps = cv2.resize(maps, (width, height), interpolation=cv2.INTER_LINEAR)
         return maps.reshape(height, width, -1).argmax(axis=2).astype(np.uint8)
 
     def local_only_ids(self, output_size: tuple[int, int] | None = None) -> np.ndarray:

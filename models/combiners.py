@@ -250,10 +250,11 @@ def pool(
 ) -> torch.Tensor:
     """local_logits + weight * log of the forecast's probabilities box-averaged over `blur`
     cells + warped_weight * the on-time log-probabilities moved along `flows` (None: not
-    moved), summed on the remote's grid and resized once. They equal log softmax(local) +
-    those terms up to a per-pixel constant (the local log-sum-exp), which no argmax sees, so
-    the edge skips the softmax; and it adds in place to the resized remote, because each fresh
-    full-size tensor costs the edge time."""
+    moved), summed on the remote's grid and resized to the local logits' grid when that
+    differs (the same grid for the shipped models, so nothing is resized before the class
+    ids). They equal log softmax(local) + those terms up to a per-pixel constant (the local
+    log-sum-exp), which no argmax sees, so the edge skips the softmax; and it adds in place,
+    because each fresh tensor costs the edge time."""
     remote = forecast.exp()
     if use.blur > 1:
         remote = box_average(remote, use.blur)
@@ -261,7 +262,9 @@ def pool(
     if use.warped_weight:
         moved = on_time if flows is None else warp_to_now(on_time, flows)
         remote = remote.add_(moved, alpha=use.warped_weight)
-    return resize(remote, tuple(local_logits.shape[-2:])).add_(local_logits)
+    if remote.shape[-2:] != local_logits.shape[-2:]:
+        remote = resize(remote, tuple(local_logits.shape[-2:]))
+    return remote.add_(local_logits)
 
 
 def box_average(maps: torch.Tensor, side: int) -> torch.Tensor:

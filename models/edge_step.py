@@ -21,7 +21,7 @@ from splitcast.data.images import fit
 from splitcast.models.answers import AnswerUse
 from splitcast.models.combiners import AnswerTensors, Combiner, LocalPass
 from splitcast.models.devices import CPU, autocast
-from splitcast.models.layers import class_ids
+from splitcast.models.layers import class_ids, resize
 from splitcast.models.local import LocalModel
 from splitcast.models.motion import MotionEstimator, grey
 
@@ -72,7 +72,6 @@ class TorchLocal:
 class _TorchPass:
     def __init__(self, runner: TorchLocal, frames: torch.Tensor) -> None:
         self.runner = runner
-        self.size = tuple(frames.shape[-2:])
         with autocast(runner.device, runner.precision):
             self.features = runner.model.encode(frames)
         self._local_only: torch.Tensor | None = None
@@ -87,7 +86,7 @@ class _TorchPass:
 
     def _decode(self, features: torch.Tensor | None) -> torch.Tensor:
         with autocast(self.runner.device, self.runner.precision):
-            return self.runner.model.decode(self.features, features, self.size).float()
+            return self.runner.model.decode(self.features, features).float()
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -133,7 +132,8 @@ class EdgeStep:
         frames: Sequence[int] = (),
         sources: Sequence[int] = (),
     ) -> torch.Tensor:
-        """Class scores [B, classes, H, W]: local-only without an answer, else combined as
+        """Class scores [B, classes, h, w] on the local model's head grid (`ids` resizes them):
+        local-only without an answer, else combined as
         `use`; the flow from each of `frames` back to its answer's frame in `sources` is
         measured on `greys` when the combiner uses it (not moved when a frame is missing)."""
         if answer is None:
@@ -144,9 +144,11 @@ class EdgeStep:
             flows = None if flows is None else flows.to(self.device)
         return self.combiner.combine(local, answer, use, flows)
 
-    @staticmethod
-    def ids(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Class ids [B, *size]: scores resized before the argmax."""
+    def ids(self, scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Class ids [B, *size]: scores resized to the local input size (where the local model
+        used to end, so every published figure stands), then to `size`, before the argmax."""
+        if tuple(size) != tuple(self.local_size):
+            scores = resize(scores.float(), self.local_size)
         return class_ids(scores, size)
 
     def _flows(

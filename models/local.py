@@ -18,6 +18,7 @@ from splitcast.models.layers import ConvNormAct, resize
 
 FUSION_STRIDES = (4, 8)
 Features = tuple[torch.Tensor, torch.Tensor | None]
+HEAD_STRIDE = 4  # the logits' grid: the input's size over this
 
 
 class LocalModel(nn.Module):
@@ -57,13 +58,11 @@ class LocalModel(nn.Module):
         x4 = self.stages.stem4(self.stages.normalize(frame))
         return x4, self.stages.stem8(x4) if self.fusion_stride == 8 else None
 
-    def decode(
-        self,
-        features: Features,
-        downlink: torch.Tensor | None,
-        size: tuple[int, int],
-    ) -> torch.Tensor:
-        """Fuse, run the rest of the encoder and the decoder; logits [B, classes, *size]."""
+    def decode(self, features: Features, downlink: torch.Tensor | None) -> torch.Tensor:
+        """Fuse, run the rest of the encoder and the decoder; logits on the head's grid (the
+        input's size over HEAD_STRIDE). Whoever needs classes resizes once, after combining:
+        bilinear resizing is linear, so a sum resized once equals the sum of its resized
+        parts, and the edge combines the remote's answer at a sixteenth of the pixels."""
         x4, x8 = features
         if x8 is None:
             if downlink is not None:
@@ -76,8 +75,9 @@ class LocalModel(nn.Module):
         top = resize(self.lateral32(x32), x16.shape[-2:]) + self.lateral16(x16)
         merged = resize(top, x8.shape[-2:]) + self.lateral8(x8)
         merged = resize(merged, x4.shape[-2:]) + self.lateral4(x4)
-        return resize(self.head(merged), size)
+        return self.head(merged)
 
     def forward(self, frame: torch.Tensor, downlink: torch.Tensor | None = None) -> torch.Tensor:
-        """Segment `frame` [B, 3, H, W] in [0, 1]; returns class logits [B, classes, H, W]."""
-        return self.decode(self.encode(frame), downlink, tuple(frame.shape[-2:]))
+        """Segment `frame` [B, 3, H, W] in [0, 1]; returns class logits on the head's grid
+        (see `decode`)."""
+        return self.decode(self.encode(frame), downlink)

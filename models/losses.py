@@ -92,8 +92,8 @@ class LossModel(nn.Module):
             codec["distortion"] = F.mse_loss(downlink, target) / target.var().clamp_min(1e-8)
         features = self.local.encode(batch.local)
         logits = {
-            "fused": resize(self.local.decode(self._dropped(features), downlink, local_size), size),
-            "local": resize(self.local.decode(features, None, local_size), size),
+            "fused": resize(self.local.decode(self._dropped(features), downlink), size),
+            "local": resize(self.local.decode(features, None), size),
             "predictive": resize(predictive, size),
             "image_only": resize(self.remote.image_only_from_encoding(now), size),
         }

@@ -25,7 +25,7 @@ from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.codec import CodecError, get_codec
 from splitcast.models.codec_names import LOG_PROBABILITY_FLOOR
 from splitcast.models.combiners import FeatureFusion, LateAverage, pool, warp_to_now
-from splitcast.models.edge_step import TorchLocal
+from splitcast.models.edge_step import EdgeStep, TorchLocal
 from splitcast.models.layers import class_ids, resize
 from splitcast.models.motion import FrameHistory, MotionEstimator, grey
 from splitcast.models.registry import SplitSystem, build
@@ -168,12 +168,13 @@ def test_edge_runtime_outputs_the_offline_late_average(runtime: str) -> None:
     edge = LocalRuntime(system, runtime=runtime)
     frame = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0)
     flows = torch.from_numpy(MotionEstimator().backward_flow(grey(rgb), grey(source)))[None]
+    step = EdgeStep(combiner, TorchLocal(system.local), config.local_size)
     with torch.inference_mode():
-        local = TorchLocal(system.local)(frame)
+        local = step.local(frame)
         scores = combiner.combine(local, answer, use, flows)
         unmoved = combiner.combine(local, answer, use, None)
-    offline = class_ids(scores, (100, 200))[0].numpy()
-    assert (class_ids(unmoved, (100, 200))[0].numpy() != offline).mean() > 0.01
+    offline = step.ids(scores, (100, 200))[0].numpy()
+    assert (step.ids(unmoved, (100, 200))[0].numpy() != offline).mean() > 0.01
     edge.segment(source, None, sequence=7)
     on_edge = edge.segment(rgb, answer, (100, 200), use, sequence=10, source_sequence=7)
     assert (on_edge == offline).mean() > 0.999

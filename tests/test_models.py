@@ -22,6 +22,7 @@ from splitcast.models.config import (
     TrainedParts,
 )
 from splitcast.models.layers import FrameWiseConv3d, class_ids, resize
+from splitcast.models.local import HEAD_STRIDE
 from splitcast.models.registry import (
     SplitSystem,
     available,
@@ -130,7 +131,8 @@ def test_none_and_zero_downlink_give_exactly_the_local_only_output(
         with_zeros = system.local(frame, zeros)
         with_features = system.local(frame, torch.randn_like(zeros))
     assert torch.equal(local_only, with_zeros)
-    assert local_only.shape == (1, config.num_classes, *config.local_size)
+    grid = tuple(side // HEAD_STRIDE for side in config.local_size)
+    assert local_only.shape == (1, config.num_classes, *grid)
     assert not torch.equal(local_only, with_features)
 
 
