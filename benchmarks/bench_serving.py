@@ -19,20 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-from splitcast.launch import ChildProcess, start_server
+from splitcast.launch import start_server
 from splitcast.loadgen import LoadOptions, run_load
 
 BATCHING = {
     "one at a time": ["--max-batch", "1"],
     "batched": ["--max-batch", "8", "--max-wait-ms", "10"],
 }
-
-
-def _rss_mb(process: ChildProcess) -> float:
-    for line in Path(f"/proc/{process.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _fairness(duration: float, limit: bool) -> dict[str, dict]:
@@ -58,11 +51,11 @@ def _fairness(duration: float, limit: bool) -> dict[str, dict]:
 def _streams(duration: float, extra: list[str]) -> tuple[dict[str, dict], dict[str, float]]:
     runs = {}
     with start_server("default", extra=extra) as server:
-        memory = {"start_mb": round(_rss_mb(server), 1)}
+        memory = {"start_mb": round(server.rss_mb(), 1)}
         for streams in (1, 2, 4, 8):
             report = run_load(LoadOptions(server.address, streams, duration, fps=12.0))
             runs[str(streams)] = report["all"]
-        memory["end_mb"] = round(_rss_mb(server), 1)
+        memory["end_mb"] = round(server.rss_mb(), 1)
     return runs, memory
 
 
@@ -70,15 +63,15 @@ def _long_run(duration: float) -> dict:
     """8 paced streams at 12 fps for `duration` s: answers, latency, errors, and the server's
     resident memory at start, after 10 s and at the end."""
     with start_server("default") as server:
-        memory = {"start_mb": round(_rss_mb(server), 1)}
+        memory = {"start_mb": round(server.rss_mb(), 1)}
 
         def sample() -> None:
             time.sleep(10.0)
-            memory["after_10_s_mb"] = round(_rss_mb(server), 1)
+            memory["after_10_s_mb"] = round(server.rss_mb(), 1)
 
         threading.Thread(target=sample, daemon=True).start()
         report = run_load(LoadOptions(server.address, streams=8, duration_s=duration, fps=12.0))
-        memory["end_mb"] = round(_rss_mb(server), 1)
+        memory["end_mb"] = round(server.rss_mb(), 1)
     return {"streams": report["all"], "server_rss": memory}
 
 

@@ -17,14 +17,13 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import numpy as np
 
 from splitcast.cloud.uplink import largest_accepted
 from splitcast.data.images import encode_image
-from splitcast.launch import ChildProcess, start_server
+from splitcast.launch import start_server
 from splitcast.loadgen import LoadOptions, run_load
 from splitcast.v1 import splitcast_pb2 as pb
 from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
@@ -32,13 +31,6 @@ from splitcast.v1 import splitcast_pb2_grpc as pb_grpc
 LARGE_STREAMS = 8
 PACED_FPS = 12.0
 INFO_INTERVAL_S = 0.05
-
-
-def _rss_mb(process: ChildProcess) -> float:
-    for line in Path(f"/proc/{process.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _largest_frame(info: pb.ServerInfo) -> pb.UplinkFrame:
@@ -127,7 +119,7 @@ def main() -> None:
         with grpc.insecure_channel(server.address) as channel:
             info = pb_grpc.SplitInferenceStub(channel).Info(pb.InfoRequest(), timeout=30)
         frame = _largest_frame(info)
-        rss = {"start": _rss_mb(server)}
+        rss = {"start": server.rss_mb()}
         alone = _phase(server.address, args.duration)
         large = LargeStreams(server.address, frame, LARGE_STREAMS)
         time.sleep(2.0)  # every large stream open and sending
@@ -136,7 +128,7 @@ def main() -> None:
         elapsed = time.monotonic() - start
         counted = zip(large.answers, started, strict=True)
         large_rate = [(now - then) / elapsed for now, then in counted]
-        rss["under load"] = _rss_mb(server)
+        rss["under load"] = server.rss_mb()
         large.stop()
     width, height = frame.image.width, frame.image.height
     print(f"model {info.model_name}: {LARGE_STREAMS} streams of {width}x{height} PNG noise "

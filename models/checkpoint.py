@@ -272,8 +272,8 @@ def load_checkpoint(name_or_path: str | Path) -> tuple[SplitSystem, dict[str, An
     return system.eval(), meta
 
 
-def _damaged(weights: Path, exc: Exception) -> CheckpointError:
-    return CheckpointError(f"{weights.name} in {weights.parent} is damaged or truncated: {exc}")
+def _damaged(path: Path, detail: object) -> CheckpointError:
+    return CheckpointError(f"{path.name} in {path.parent} is damaged or truncated: {detail}")
 
 
 def stored_in_half(name_or_path: str | Path) -> bool:
@@ -300,9 +300,7 @@ def load_training_state(path: Path, system: SplitSystem) -> dict[str, Any]:
         raise CheckpointError(_refusal(path)) from None
     except (RuntimeError, EOFError, KeyError) as exc:
         detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"{path.name} in {path.parent} is damaged or truncated: {detail}"
-        ) from None
+        raise _damaged(path, detail) from None
     parts = ("model", "optimizer", "epoch", "step")
     if not isinstance(state, dict) or not all(part in state for part in parts):
         raise CheckpointError(f"{path} is not a training state (it needs {', '.join(parts)})")

@@ -9,6 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from splitcast.arguments import (
     add_client_security_arguments,
     add_device_arguments,
@@ -300,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     raise_on_terminate()
+    # tqdm's monitor thread sleeps 10 s at a time: let_threads_finish would wait for it in vain
+    tqdm.monitor_interval = 0
     try:
         return _run_command(args)
     finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from splitcast.edge.client import ANSWER_TOO_OLD
 from splitcast.edge.loop import EdgeOptions, EdgeSummary, run_edge
 from splitcast.edge.sources import FrameSource
 from splitcast.files import write_json
@@ -106,7 +107,7 @@ def _stale_line(summary: EdgeSummary) -> list[str]:
 
 def _cause_line(summary: EdgeSummary) -> list[str]:
     """Why the other frames used no answer (the link down, the server incompatible, ...)."""
-    causes = {cause: n for cause, n in summary.causes.items() if cause != "answer_too_old"}
+    causes = {cause: n for cause, n in summary.causes.items() if cause != ANSWER_TOO_OLD}
     if not causes:
         return []
     return ["no answer       " + ", ".join(f"{n} {cause}" for cause, n in causes.items())]

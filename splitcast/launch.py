@@ -48,6 +48,13 @@ class ChildProcess:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def rss_mb(self) -> float:
+        """The process's resident memory in MB now (Linux; NaN where /proc does not say)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def _await_ready(self, timeout_s: float) -> tuple[str, int]:
         assert self.process.stdout is not None
         seen: list[str] = []

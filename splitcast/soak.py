@@ -1,4 +1,4 @@
-"""`splitcast loadgen --soak`: malformed traffic beside the well-behaved streams, and the
+"""`splitcast loadgen --malformed-rate`: malformed traffic beside the well-behaved streams, and the
 server's memory over time.
 
 Each malformed sender keeps one stream open and sends, paced, frames that are valid protobuf
