@@ -43,6 +43,7 @@ from splitcast.signals import (
     let_threads_finish,
     raise_on_terminate,
     signal_name,
+    stopped_status,
 )
 from splitcast.train_cli import add_package_command, add_train_command
 
@@ -260,15 +261,7 @@ def _run_edge(args: argparse.Namespace) -> int:
     if args.summary:
         write_json(args.summary, summary.to_dict())
     print(json.dumps(summary.to_dict(), indent=2))
-    return _stopped(args, summary.stopped_by)
-
-
-def _stopped(args: argparse.Namespace, stopped_by: str | None) -> int:
-    """0, or the status of a run stopped by a signal once its outputs are saved."""
-    if stopped_by is None:
-        return 0
-    print(f"splitcast {args.command}: stopped by {stopped_by}; outputs saved", file=sys.stderr)
-    return interrupted_status(stopped_by)
+    return stopped_status(args.command, summary.stopped_by)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -291,7 +284,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"splitcast demo: RTT {args.rtt_ms:g} ms, model {args.model}, source {summary.source}")
     print(format_summary(summary))
     print(f"wrote {args.out / 'demo.mp4'}, {args.out / 'demo.jsonl'}, {args.out / 'summary.json'}")
-    return _stopped(args, summary.stopped_by)
+    return stopped_status(args.command, summary.stopped_by)
 
 
 def main(argv: list[str] | None = None) -> int:

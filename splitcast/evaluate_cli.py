@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from splitcast.arguments import (
@@ -16,7 +15,7 @@ from splitcast.arguments import (
     probability,
 )
 from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
-from splitcast.signals import interrupted_status
+from splitcast.signals import stopped_status
 
 
 def _text_list(text: str) -> list[str]:
@@ -192,14 +191,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         f"{up['mean']:.0f} B/frame, {results['uplink_kbps']:.1f} kbit/s"
     )
     print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'miou_vs_delay.png'}")
-    if "stopped_by" in results:
-        print(
-            f"splitcast evaluate: stopped by {results['stopped_by']} after "
-            f"{results['clips_scored']} clips; the results cover those",
-            file=sys.stderr,
-        )
-        return interrupted_status(results["stopped_by"])
-    return 0
+    kept = f"the results cover {results.get('clips_scored')} clips"
+    return stopped_status("evaluate", results.get("stopped_by"), kept)
 
 
 def add_sweep_command(commands: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +46,15 @@ def interrupted_status(interrupt: KeyboardInterrupt | str) -> int:
     """The exit status of a run stopped by a signal, as shells report it (130, 143)."""
     name = interrupt if isinstance(interrupt, str) else signal_name(interrupt)
     return 128 + signal.Signals[name].value
+
+
+def stopped_status(command: str, stopped_by: str | None, kept: str = "outputs saved") -> int:
+    """0 for a run that ended by itself; for one stopped by a signal, say so and what was
+    `kept` on stderr and return its interrupted status."""
+    if stopped_by is None:
+        return 0
+    print(f"splitcast {command}: stopped by {stopped_by}; {kept}", file=sys.stderr)
+    return interrupted_status(stopped_by)
 
 
 @contextmanager
