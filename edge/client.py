@@ -44,7 +44,7 @@ NO_SERVER, NO_ANSWER_YET, ANSWER_TOO_OLD = "no_server", "no_answer_yet", "answer
 CAUSES = (NO_SERVER, CONNECTING, UNREACHABLE, INCOMPATIBLE, NO_ANSWER_YET, ANSWER_TOO_OLD)
 """Why a frame used no answer: no server configured, the stream not up yet or down (the
 server unreachable or running another model), streaming but no answer yet, or the freshest
-answer older than the staleness limit."""
+answer older than the staleness limit (by default the model's answer horizon)."""
 
 
 REMOTE_PANELS = {"remote answer, used late": "on_time", "remote forecast": "forecast"}
@@ -52,6 +52,11 @@ REMOTE_PANELS = {"remote answer, used late": "on_time", "remote forecast": "fore
 system without forecasting shows, late) and the forecast for now."""
 LOCAL_PANEL = "local only"
 PANELS = (*REMOTE_PANELS, LOCAL_PANEL)
+
+
+def horizon_frames(horizon_ticks: float, ticks_per_frame: float) -> int:
+    """The oldest answer age in source frames that is still inside a horizon in ticks."""
+    return int(horizon_ticks / ticks_per_frame + 1e-9)
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,8 @@ class EdgeClient:
     A context manager: the connection to `server` (host:port; None runs local-only), with
     `security` (TLS, a client certificate, a bearer token; None: plaintext), starts on entry
     and stops on exit. `fps` is the rate frames arrive at (default: the model's), used
-    to turn D_o in frames into ticks; answers older than `max_staleness_frames` are not used.
+    to turn D_o in frames into ticks; answers older than `max_staleness_frames` (default: the
+    model's answer horizon) are not used.
     """
 
     def __init__(
@@ -122,7 +128,7 @@ class EdgeClient:
         security: ClientSecurity | None = None,
         fps: float | None = None,
         runtime: str = RUNTIMES[0],
-        max_staleness_frames: int = 10,
+        max_staleness_frames: int | None = None,
         initial_delay_ticks: float | None = None,
         output_size: tuple[int, int] | None = None,
         providers: Sequence[str] = ("cpu",),
@@ -141,14 +147,16 @@ class EdgeClient:
         error whatever the runtime); `panels`: also return what the comparison video shows
         (`EdgeResult.panels`)."""
         if not hasattr(model, "segment"):  # a SplitSystem or a path, not an EdgeModel yet
-            model = open_edge_model(
-                model, runtime, providers, device, precision, max_staleness_frames + 1
-            )
+            model = open_edge_model(model, runtime, providers, device, precision)
         self.model: EdgeModel = model
         model_fps = model.expected.fps
         self.fps = float(fps or model_fps)
         self.ticks_per_frame = model_fps / self.fps
+        if max_staleness_frames is None:
+            max_staleness_frames = horizon_frames(model.horizon_ticks, self.ticks_per_frame)
         self.max_staleness_frames = max_staleness_frames
+        # motion since an answer's frame is measured for every answer still used
+        model.history.size = max(model.history.size, max_staleness_frames + 1)
         self.output_size = output_size
         self.panels = panels
         if initial_delay_ticks is None:

@@ -42,6 +42,10 @@ PING_INTERVAL_S = 20.0
 """Keepalive pings on an idle connection, so a proxy or NAT does not drop it silently; the
 server accepts pings 10 s apart or more (`splitcast.cloud.options`)."""
 PING_TIMEOUT_S = 10.0
+# Setting up a stream takes a few round trips: on a link as long as the answer horizon (1 s)
+# a shorter limit would never connect; a silent server costs this long per try (local-only
+# meanwhile, as always).
+CONNECT_TIMEOUT_S = 5.0
 RETRY_UNREACHABLE_S = (0.1, 0.5)
 """First and longest wait between attempts to reach a server that is down: short, so the edge
 uses a restarted server's answers well within a second of it coming back (an attempt on a
@@ -150,7 +154,7 @@ class CloudConnection:
         target: str,
         expected: ExpectedServer,
         codecs: dict[str, Codec],
-        connect_timeout_s: float = 2.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
         security: ClientSecurity | None = None,
         on_answer: Callable[[ReceivedAnswer], None] | None = None,
     ) -> None:

@@ -30,7 +30,7 @@ from splitcast.models.providers import open_session, resolve_providers
 
 MANIFEST = "manifest.json"
 EXPORT_FORMAT = "splitcast-export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the manifest carries the answer horizon
 FUSION, LATE_AVERAGE = COMBINER_NAMES
 
 
@@ -79,9 +79,7 @@ class _Graph:
 class ExportedEdge:
     """An export folder's edge step (`splitcast.edge.model.EdgeModel`) at batch 1."""
 
-    def __init__(
-        self, folder: Path, providers: Sequence[str] = ("cpu",), history_frames: int = 32
-    ) -> None:
+    def __init__(self, folder: Path, providers: Sequence[str] = ("cpu",)) -> None:
         manifest = read_manifest(folder)
         chosen = resolve_providers(providers)
         self.folder = folder
@@ -126,7 +124,8 @@ class ExportedEdge:
                 np.asarray(manifest["learned_codec"]["tables"]), _one_item(synthesis)
             )
         self.motion = MotionEstimator() if self.combiner == LATE_AVERAGE else None
-        self.history = FrameHistory(history_frames)
+        self.horizon_ticks = float(manifest["horizon_ticks"])
+        self.history = FrameHistory(int(self.horizon_ticks) + 1)
         self._frame: np.ndarray | None = None
         self._local_logits: np.ndarray | None = None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ from tqdm import tqdm
 from splitcast.edge.client import EdgeClient, EdgeResult
 from splitcast.edge.connection import LinkStats
 from splitcast.edge.credentials import ClientSecurity
-from splitcast.edge.sinks import JsonlLog, OverlayVideoWriter
-from splitcast.edge.sources import FrameSource
+from splitcast.edge.model import EdgeModel
+from splitcast.edge.sinks import BackgroundVideo, JsonlLog, OverlayVideoWriter
+from splitcast.edge.sources import FrameSource, read_ahead
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.signals import interrupts_deferred, signal_name
 
@@ -31,8 +32,9 @@ MAX_VIDEO_WIDTH = 960
 class EdgeOptions:
     """How the edge runs; defaults work offline on a laptop."""
 
-    model: str = "default"
-    """A checkpoint's name or folder, or an export folder (`splitcast export`)."""
+    model: str | EdgeModel = "default"
+    """A checkpoint's name or folder, an export folder (`splitcast export`), or a model
+    already open (`splitcast.edge.model.open_edge_model`)."""
     runtime: str = RUNTIMES[0]
     """What runs the local model: one of `splitcast.models.runtime_names.RUNTIMES`."""
     providers: tuple[str, ...] = ("cpu",)
@@ -44,7 +46,8 @@ class EdgeOptions:
     security: ClientSecurity | None = None
     """TLS and token for the server (None: plaintext, no token)."""
     realtime: bool = True
-    max_staleness_frames: int = 10
+    max_staleness_frames: int | None = None
+    """Answers older than this many frames are not used; None: the model's answer horizon."""
     initial_delay_ticks: float | None = None
     """D_i before any delay is measured; None: the staleness limit, the worst delay still used."""
     wait_for_server_s: float = 0.0
@@ -76,7 +79,7 @@ class EdgeSummary:
     mean_d_o_ms: float | None
     stale: int
     """Frames streaming to the server whose freshest answer was too old to use (older than
-    the cap)."""
+    the cap: the answer horizon unless told otherwise)."""
     stale_d_o_p50_frames: float | None
     max_staleness_frames: int
     server_time_p50_ms: float | None
@@ -123,7 +126,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     )
     frame_ms = 1000.0 / source.fps
     sinks = _Sinks(options, source.fps)
-    run = _RunRecord(options.max_staleness_frames)
+    run = _RunRecord(client.max_staleness_frames)
+    frames = source.frames() if source.live else read_ahead(source.frames())
     progress = tqdm(
         desc="edge",
         unit="frame",
@@ -137,7 +141,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
             if options.server:
                 client.wait_connected(options.wait_for_server_s)
             start = time.perf_counter()
-            for index, rgb in enumerate(source.frames()):
+            for index, rgb in enumerate(frames):
                 paced = options.realtime and not source.live  # a camera paces itself
                 if paced and not on_time(start, index, source.fps):
                     run.skipped += 1
@@ -150,10 +154,13 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: keep and summarise what was done
         run.stopped_by = signal_name(interrupt)
     finally:
+        elapsed = time.perf_counter() - start  # the video's last frames are drawn after this
+        if isinstance(frames, Generator):  # stops a read-ahead thread, releases a capture
+            frames.close()
         progress.close()
         sinks.close()
     run.skipped += source.dropped
-    return _summarise(source, run, frame_ms, start, client.stats, client.local_runtime)
+    return _summarise(source, run, frame_ms, elapsed, client.stats, client.local_runtime)
 
 
 def on_time(start: float, index: int, fps: float) -> bool:
@@ -174,7 +181,7 @@ class _Sinks:
         self.options = options
         self.fps = fps
         self.log = JsonlLog(options.log_path) if options.log_path else None
-        self.video: OverlayVideoWriter | None = None
+        self.video: BackgroundVideo | None = None
         self.recent_outputs: list[float] = []
 
     def write(
@@ -187,11 +194,13 @@ class _Sinks:
             self.options.on_output(record, result.class_ids)
         if self.options.video_path is not None:
             if self.video is None:
-                self.video = OverlayVideoWriter(
-                    self.options.video_path,
-                    self.fps,
-                    *_video_size(rgb, 2 if self.options.panels else 1),
-                    panels=self.options.panels,
+                self.video = BackgroundVideo(
+                    OverlayVideoWriter(
+                        self.options.video_path,
+                        self.fps,
+                        *_video_size(rgb, 2 if self.options.panels else 1),
+                        panels=self.options.panels,
+                    )
                 )
             self.video.write(
                 rgb, result.class_ids, _banner(banner, self.recent_outputs, result), result.panels
@@ -201,6 +210,9 @@ class _Sinks:
         if self.log is not None:
             self.log.close()
         if self.video is not None:
+            pending = self.video.pending
+            if self.options.progress and pending > self.fps:  # a wait worth a word
+                print(f"edge: writing the last {pending} frames of {self.video.path}", flush=True)
             self.video.close()
 
 
@@ -250,13 +262,12 @@ def _summarise(
     source: FrameSource,
     run: _RunRecord,
     frame_ms: float,
-    start: float,
+    elapsed: float,
     stats: LinkStats | None,
     local_runtime: str,
 ) -> EdgeSummary:
     latencies = run.latencies
     frames = len(latencies)
-    elapsed = time.perf_counter() - start
     mean_d_o = float(np.mean(run.combined)) if run.combined else None
     return EdgeSummary(
         source=source.name,

@@ -19,6 +19,7 @@ from splitcast.edge.connection import ExpectedServer
 from splitcast.edge.exported import MANIFEST, ExportedEdge
 from splitcast.models.answers import AS_SENT, AnswerUse
 from splitcast.models.codec import Codec
+from splitcast.models.motion import FrameHistory
 from splitcast.models.runtime_names import RUNTIMES
 
 if TYPE_CHECKING:
@@ -32,6 +33,11 @@ class EdgeModel(Protocol):
     """The model, combiner, answer tensors, local size and frame rate a server must match."""
     codecs: dict[str, Codec]
     """Every downlink codec this edge decodes, by name."""
+    horizon_ticks: float
+    """The answer horizon: the oldest answer age (ticks) its per-age records cover."""
+    history: FrameHistory
+    """Grey images of recent frames, to measure motion since an answer's frame (the client
+    sizes it to the oldest answer it uses)."""
 
     def use_at(self, age_ticks: float) -> AnswerUse:
         """How an answer `age_ticks` old is used (the per-age record calibration chose)."""
@@ -76,7 +82,6 @@ def open_edge_model(
     providers: Sequence[str] = ("cpu",),
     device: str = "auto",
     precision: str | None = None,
-    history_frames: int = 32,
 ) -> EdgeModel:
     """The edge model for `model`: an export folder runs in ONNX Runtime without PyTorch (on
     `providers`); a `SplitSystem`, or a checkpoint's name or folder, runs with the training
@@ -84,7 +89,7 @@ def open_edge_model(
     if is_export(model):
         if runtime != RUNTIMES[0]:
             raise ValueError(f"an export folder runs in {RUNTIMES[0]}, not {runtime}")
-        return ExportedEdge(Path(model), providers, history_frames)
+        return ExportedEdge(Path(model), providers)
     try:
         from splitcast.edge.runtime import LocalRuntime
         from splitcast.models.checkpoint import load_system
@@ -99,7 +104,6 @@ def open_edge_model(
     return LocalRuntime(
         system,
         runtime=runtime,
-        history_frames=history_frames,
         providers=providers,
         device=where,
         precision=resolve_precision(precision, where),

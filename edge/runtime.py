@@ -105,15 +105,14 @@ def local_runner(
 
 class LocalRuntime:
     """A checkpoint's edge step at batch 1 on live frames (`splitcast.edge.model.EdgeModel`),
-    with the grey images of the last `history_frames` numbered frames (to measure how the
-    scene moved since an answer's frame)."""
+    with the grey images of recent numbered frames (to measure how the scene moved since an
+    answer's frame; by default as many as the answer horizon spans at the model's rate)."""
 
     def __init__(
         self,
         system: SplitSystem,
         runtime: str = RUNTIMES[0],
         channels_last: bool = True,
-        history_frames: int = 32,
         providers: Sequence[str] = ("cpu",),
         device: torch.device = CPU,
         precision: str = "fp32",
@@ -134,7 +133,8 @@ class LocalRuntime:
         )
         self.step = EdgeStep(self.combiner, runner, config.local_size)
         self.local_size = config.local_size
-        self.history = FrameHistory(history_frames)
+        self.horizon_ticks = float(config.horizon_ticks)
+        self.history = FrameHistory(config.horizon_ticks + 1)
         self.last_pass: LocalPass | None = None
         """The local model's pass on the last frame (for comparison panels)."""
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,66 @@ def _text(image: np.ndarray, text: str, x: int, y: int) -> None:
     for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
         font = cv2.FONT_HERSHEY_SIMPLEX
         cv2.putText(image, text, (x, y), font, 0.45, colour, thickness, cv2.LINE_AA)
+
+
+VideoFrame = tuple[np.ndarray, np.ndarray, str, dict[str, np.ndarray | None] | None]
+"""What `OverlayVideoWriter.write` takes: the frame, its class ids, the banner, the panels."""
+
+
+class BackgroundVideo:
+    """An overlay video drawn and encoded on a thread of its own, at low CPU priority where the
+    system allows it (Linux), so the edge's loop never waits for it: drawing and encoding four
+    panels costs about as much as the edge step itself, and on a small machine shared with a
+    server that is what made the edge skip frames. Frames are written in order, and `close`
+    writes every frame handed over before it returns, so a stopped run's video still holds one
+    frame per logged output. At most `max_pending` frames wait; beyond that `write` blocks,
+    which slows the loop visibly (skipped frames) instead of filling memory."""
+
+    def __init__(self, writer: OverlayVideoWriter, max_pending: int = 256) -> None:
+        self.path = writer.path
+        self._writer = writer
+        self._pending: queue.Queue[VideoFrame | None] = queue.Queue(max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="overlay-video", daemon=True)
+        self._thread.start()
+
+    def write(
+        self,
+        rgb: np.ndarray,
+        class_ids: np.ndarray,
+        banner: str,
+        panels: dict[str, np.ndarray | None] | None = None,
+    ) -> None:
+        self._raise_error()
+        self._pending.put((rgb, class_ids, banner, panels))
+
+    @property
+    def pending(self) -> int:
+        """Frames handed over and not yet written."""
+        return self._pending.qsize()
+
+    def close(self) -> None:
+        """Write every pending frame, then close the file."""
+        self._pending.put(None)
+        self._thread.join()
+        self._raise_error()
+
+    def _run(self) -> None:
+        if sys.platform == "linux":  # a thread's own nice value; elsewhere this is the process
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            while (item := self._pending.get()) is not None:
+                self._writer.write(*item)
+        except BaseException as exc:  # handed to the loop's thread
+            self._error = exc
+            while self._pending.get() is not None:  # unblock the loop; nothing more is drawn
+                pass
+        finally:
+            self._writer.close()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise OSError(f"cannot write the video {self.path}: {self._error}")
 
 
 class JsonlLog:

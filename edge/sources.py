@@ -4,6 +4,7 @@ or a built-in moving scene that needs no files."""
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,60 @@ class FrameSource(Protocol):
     def frames(self) -> Iterator[np.ndarray]:
         """RGB uint8 frames [H, W, 3] in capture order."""
         ...
+
+
+def read_ahead(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarray]:
+    """`frames` decoded or rendered on a thread of their own, up to `depth` ahead, as a camera
+    captures while the edge computes: the edge's loop then spends its frame period on the
+    edge step alone. An error of the source is raised here, in order; closing the iterator
+    stops the thread."""
+    ahead = _ReadAhead(frames, depth)
+    try:
+        while (frame := ahead.next()) is not None:
+            yield frame
+    finally:
+        ahead.stop()
+
+
+class _ReadAhead:
+    """The thread behind `read_ahead`: frames in a bounded queue, then None (the end) or the
+    source's error."""
+
+    def __init__(self, frames: Iterator[np.ndarray], depth: int) -> None:
+        self._frames = frames
+        self._ready: queue.Queue[np.ndarray | Exception | None] = queue.Queue(depth)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def next(self) -> np.ndarray | None:
+        item = self._ready.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _produce(self) -> None:
+        try:
+            for frame in self._frames:
+                if not self._offer(frame):
+                    return
+            self._offer(None)
+        except Exception as exc:  # raised again by `next`, in the loop's thread
+            self._offer(exc)
+
+    def _offer(self, item: np.ndarray | Exception | None) -> bool:
+        """Queue `item` unless stopped first (the consumer gone); whether it was queued."""
+        while not self._stopped.is_set():
+            try:
+                self._ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 class VideoFileSource:

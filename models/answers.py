@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+DEFAULT_HORIZON_TICKS = 30
+"""The answer horizon of new configurations: one second at 30 fps, an age that a slow server or
+a long link reaches and where a forecast still helps (see `ModelConfig.horizon_ticks`)."""
+
 
 @dataclass(frozen=True)
 class AnswerUse:

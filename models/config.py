@@ -21,7 +21,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from splitcast.data.classes import CITYSCAPES_CLASSES
 from splitcast.data.images import FORMATS as UPLINK_FORMATS
-from splitcast.models.answers import AnswerUse, check_uses
+from splitcast.models.answers import DEFAULT_HORIZON_TICKS, AnswerUse, check_uses
 from splitcast.models.codec_names import CODEC_NAMES, COMBINER_NAMES
 from splitcast.models.combiners import FeatureFusion
 from splitcast.models.errors import ConfigError
@@ -147,6 +147,11 @@ class ModelConfig:
     version: str = "untrained"
     combiner: str = FeatureFusion.name
     """How the edge combines the server's answers (`splitcast.models.combiners`)."""
+    horizon_ticks: int = DEFAULT_HORIZON_TICKS
+    """The answer horizon: the oldest answer age (ticks) the checkpoint is trained and
+    calibrated for. Training samples delays up to it, calibration chooses a record for every
+    age up to it, and the edge uses no older answer (it runs local-only and says why). A slow
+    server or a long link makes answers old; the horizon is what lets the cloud still help."""
     policy: dict[str, tuple[AnswerUse, ...]] = field(default_factory=dict)
     """Per combiner, the per-age records calibration chose (index: age in whole ticks)."""
     network: NetworkSettings = field(default_factory=NetworkSettings)
@@ -169,6 +174,10 @@ class ModelConfig:
                 ("architecture",),
             )
         _check_names(config)
+        if config.horizon_ticks < 0:
+            raise ConfigError(
+                f"horizon_ticks must be 0 or more, not {config.horizon_ticks}", ("horizon_ticks",)
+            )
         bottleneck = values.get("bottleneck")
         policy = _policy(values.get("policy", {}))
         return replace(

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from splitcast.data.metrics import ConfusionMatrix
+import numpy as np
+
+from splitcast.data.metrics import ConfusionMatrix, Gain, bootstrap_gain
 
 METHODS = (
     "local_only",
@@ -62,6 +64,18 @@ class Matrices:
         """Add the counts of `other` (e.g. one clip's) into these."""
         for mine, theirs in zip(self.cells(), other.cells(), strict=True):
             mine.merge(theirs)
+
+
+def gains_over_local_only(per_clip: Sequence[Matrices], columns: int) -> list[Gain]:
+    """Per delay column, Dedelayed's mIoU minus local-only's with its interval over clips
+    (`per_clip`: one run's matrices of each clip)."""
+    local = np.stack([clip.fixed["local_only"].counts for clip in per_clip])
+    return [
+        bootstrap_gain(
+            np.stack([clip.per_delay["dedelayed"][column].counts for clip in per_clip]), local
+        )
+        for column in range(columns)
+    ]
 
 
 def miou_results(

@@ -35,7 +35,9 @@ class TrainOptions:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 5.0
-    delays: tuple[float, float] = (0.0, 5.0)
+    delays: tuple[float, float] | None = None
+    """The answer ages (ticks) drawn per sample; None: 0 to the configuration's horizon. The
+    trained checkpoint's horizon is the top of this range."""
     loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSSES, 1.0))
     freeze_remote_backbone: bool = True
     train_remote_top: bool = False

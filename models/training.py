@@ -90,6 +90,11 @@ class Trainer:
                 "drop one of the two options"
             )
         config = replace(trained_config(options), fps=train_clips.meta.fps)
+        if options.delays is None:
+            self.delays = (0.0, float(config.horizon_ticks))
+        else:  # answers as old as any trained on are inside the checkpoint's horizon
+            self.delays = options.delays
+            config = replace(config, horizon_ticks=int(options.delays[1]))
         self.system = build(config, pretrained=True, num_classes=train_clips.meta.num_classes)
         self.initialised_from: dict[str, Any] | None = None
         if options.init is not None:
@@ -148,9 +153,7 @@ class Trainer:
         frames = TemporalClipDataset(
             clips,
             context=config.context_frames,
-            delays=options.delays
-            if train
-            else (0.0, max(max(options.val_delays), options.delays[1])),
+            delays=self.delays if train else (0.0, max(max(options.val_delays), self.delays[1])),
             remote_size=config.remote_size,
             local_size=config.local_size,
             label_size=config.local_size,

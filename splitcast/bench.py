@@ -8,13 +8,16 @@ loopback: a real `splitcast serve` process and the edge in this process (from th
 folder, as deployed), once straight to the server and once through a `splitcast link` relay
 adding the round trip asked for. Every answer the edge used carries its trip's times from both
 ends (`splitcast.edge.slots.AnswerTrip`; one clock on one machine), so each stage is a
-difference of two clocks readings, never an estimate.
+difference of two clocks readings, never an estimate. A run that used no answer (a server too
+slow or a link too long for the edge's staleness limit) measures no stage: it says why instead,
+from what its edge recorded, and the figures that need it are None.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,7 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from splitcast.cloud.runtime import RemoteRuntime
-from splitcast.edge.client import EdgeClient
+from splitcast.edge.client import ANSWER_TOO_OLD, EdgeClient
+from splitcast.edge.connection import CONNECTING
 from splitcast.edge.exported import MANIFEST, ExportedEdge
 from splitcast.edge.loop import on_time
 from splitcast.edge.model import EdgeModel
@@ -58,6 +62,17 @@ wait for the model thread; the answer then waits in the edge's slot for the next
 
 ANSWER_AGE_TICKS = 3.0
 """The age of the answer the edge step is timed with (100 ms at 30 fps)."""
+
+CONNECT_WAIT_S = 60.0
+"""The longest a live run waits for the edge's first try to reach the server to end."""
+
+OVERHEAD = (
+    "grpc_and_serialisation_ms",
+    "answer_codec_ms",
+    "uplink_image_codec_ms",
+    "grpc_serialisation_and_answer_codec_ms",
+)
+"""The loopback run's per-frame overheads `summarise` reports (None when it traced nothing)."""
 
 
 @dataclass(frozen=True)
@@ -101,31 +116,74 @@ def trip_stages(trip: AnswerTrip, capture_ms: float, step_start_ns: int) -> dict
 
 @dataclass
 class _LiveRecord:
-    """Per used answer: its stages; per frame: step latency and mode."""
+    """Per used answer: its stages; per frame: step latency, mode and why no answer was used
+    (with the age of answers too old to use); per answer received: the server's time."""
 
     trips: list[dict[str, float]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)
+    causes: Counter[str] = field(default_factory=Counter)
+    stale_ages: list[int] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
     skipped: int = 0
+
+
+def _median(values: list[float] | list[int]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
+
+
+def _why_untraced(record: _LiveRecord, max_staleness: int, link_error: str) -> str | None:
+    """Why a run traced no answer, in the edge's words: its frames by cause (with how old the
+    answers too old to use were) and the server's time per answer, so that a slow server can
+    be told from a long link; None when it traced some."""
+    if record.trips:
+        return None
+    used = record.modes.count("combined")
+    parts = [f"{used} frames used an answer but none was traced" if used else "no answer was used"]
+    for cause, frames in record.causes.items():
+        part = f"{cause} on {frames} frames"
+        if cause == ANSWER_TOO_OLD:
+            age = _median(record.stale_ages)
+            part += f" (D_o p50 {age:g} frames, staleness limit {max_staleness})"
+        parts.append(part)
+    server = _median(record.server_ms)
+    parts.append(
+        "no answer reached the edge"
+        if server is None
+        else f"the server took {server:g} ms per answer (p50)"
+    )
+    if link_error:
+        parts.append(f"the link's last error: {link_error}")
+    return "; ".join(parts)
+
+
+def _wait_first_try(client: EdgeClient) -> None:
+    """Until the edge's first try to reach the server has ended, up or failed (at most
+    `CONNECT_WAIT_S`), so a run starts streaming; a link whose round trip outlasts the edge's
+    connect timeout fails every try, and the run goes on: its frames say why."""
+    deadline = time.monotonic() + CONNECT_WAIT_S
+    while client.stats is not None and client.stats.state == CONNECTING:
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.02)
 
 
 def live_run(
     model: EdgeModel, server: str, options: BenchOptions, name: str, out: Path
 ) -> dict[str, Any]:
     """The edge on `frames` frames of the moving scene paced at `fps` against `server`, its
-    output written to `out/NAME.mp4`; every stage's median over the answers it used, and the
-    run's counts."""
+    output written to `out/NAME.mp4`; every stage's median over the answers it used (None when
+    it traced none, and `why_untraced` says why), and the run's counts."""
     video = out / f"{name}.mp4"
     record = _LiveRecord()
     captures: dict[int, float] = {}
     source = MovingSceneSource(num_frames=options.frames, fps=options.fps)
     frames = source.frames()
-    last_source = None
+    last_source = last_answer = None
     writer: OverlayVideoWriter | None = None
     bar = tqdm(total=options.frames, desc=name, unit="frame", disable=not options.progress)
     with EdgeClient(model, server=server, fps=options.fps) as client:
-        if not client.wait_connected(60.0):
-            raise OSError(f"the edge could not reach {server} within 60 s")
+        _wait_first_try(client)
         start = time.perf_counter()
         for index in range(options.frames):
             before = time.time_ns()
@@ -145,6 +203,13 @@ def live_run(
             output_ms = (time.perf_counter() - written) * 1000.0
             record.latencies.append(result.latency_ms)
             record.modes.append(result.mode)
+            if result.cause is not None:
+                record.causes[result.cause] += 1
+            if result.cause == ANSWER_TOO_OLD:
+                record.stale_ages.append(result.d_o)
+            if result.source_frame is not None and result.source_frame != last_answer:
+                record.server_ms.append(result.server_ms)
+                last_answer = result.source_frame
             received = client.connection.answers.latest() if client.connection else None
             new = result.mode == "combined" and result.source_frame != last_source
             if new and received is not None and received.trip is not None:
@@ -153,24 +218,28 @@ def live_run(
                     stages |= {"edge step": result.latency_ms, "output": output_ms}
                     record.trips.append(stages)
                 last_source = result.source_frame
+        link_error = client.stats.last_error if client.stats else ""
     bar.close()
     if writer is not None:
         writer.close()
-    stages = {}
-    if record.trips:
-        stages = {
-            stage: round(statistics.median(t[stage] for t in record.trips), 3)
-            for stage, _ in STAGES
-        }
+    stages = {
+        stage: round(statistics.median(t[stage] for t in record.trips), 3) if record.trips else None
+        for stage, _ in STAGES
+    }
     return {
         "frames": options.frames,
         "stepped": len(record.modes),
         "skipped": record.skipped,
         "combined_fraction": round(record.modes.count("combined") / max(len(record.modes), 1), 3),
         "answers_traced": len(record.trips),
+        "why_untraced": _why_untraced(record, client.max_staleness_frames, link_error),
+        "causes": dict(record.causes),
+        "stale_d_o_p50_frames": _median(record.stale_ages),
+        "max_staleness_frames": client.max_staleness_frames,
+        "server_time_p50_ms": _median(record.server_ms),
         "stage_ms_p50": stages,
-        "trip_ms_p50": round(sum(stages.values()), 2),
-        "step_ms_p50": round(statistics.median(record.latencies), 2) if record.latencies else None,
+        "trip_ms_p50": round(sum(stages.values()), 2) if record.trips else None,
+        "step_ms_p50": _median(record.latencies),
         "video": str(video),
     }
 
@@ -268,22 +337,39 @@ def summarise(
     linked: dict[str, Any],
 ) -> dict[str, Any]:
     """The figures the issue asks for, side by side: the edge step ratios, gRPC and codec
-    overhead per frame on loopback, and the link's setting against what was measured."""
+    overhead per frame on loopback, and the link's setting against what was measured. A figure
+    whose run traced no answer is None, and `not_measured` says which run it lacked."""
     bare, slow = loopback["stage_ms_p50"], linked["stage_ms_p50"]
-    overhead = {
-        "grpc_and_serialisation_ms": round(bare["uplink transfer"] + bare["downlink transfer"], 3),
-        "answer_codec_ms": round(bare["answer encode"] + bare["edge decode"], 3),
-        "uplink_image_codec_ms": round(bare["uplink encode"] + bare["server decode"], 3),
+    overhead: dict[str, float | None] = dict.fromkeys(OVERHEAD)
+    if loopback["answers_traced"]:
+        transfers = round(bare["uplink transfer"] + bare["downlink transfer"], 3)
+        answer_codec = round(bare["answer encode"] + bare["edge decode"], 3)
+        overhead = {
+            "grpc_and_serialisation_ms": transfers,
+            "answer_codec_ms": answer_codec,
+            "uplink_image_codec_ms": round(bare["uplink encode"] + bare["server decode"], 3),
+            "grpc_serialisation_and_answer_codec_ms": round(transfers + answer_codec, 3),
+        }
+    network: dict[str, float | None] = {
+        "link_setting_one_way_ms": options.rtt_ms / 2,
+        "uplink_measured_ms": None,
+        "downlink_measured_ms": None,
     }
-    overhead["grpc_serialisation_and_answer_codec_ms"] = round(
-        overhead["grpc_and_serialisation_ms"] + overhead["answer_codec_ms"], 3
-    )
-    one_way = options.rtt_ms / 2
-    network = {
-        "link_setting_one_way_ms": one_way,
-        "uplink_measured_ms": round(slow["uplink transfer"] - bare["uplink transfer"], 2),
-        "downlink_measured_ms": round(slow["downlink transfer"] - bare["downlink transfer"], 2),
-    }
+    if loopback["answers_traced"] and linked["answers_traced"]:
+        network["uplink_measured_ms"] = round(slow["uplink transfer"] - bare["uplink transfer"], 2)
+        network["downlink_measured_ms"] = round(
+            slow["downlink transfer"] - bare["downlink transfer"], 2
+        )
+    untraced = [
+        name
+        for name, run in (("loopback", loopback), ("link", linked))
+        if not run["answers_traced"]
+    ]
+    not_measured: dict[str, str] = {}
+    if "loopback" in untraced:
+        not_measured["overhead_per_frame_on_loopback"] = "no answer traced (loopback)"
+    if untraced:
+        not_measured["network"] = f"no answer traced ({', '.join(untraced)})"
     ratios = {name: run["with_answer_over_local_only"] for name, run in steps.items()}
     return {
         "checkpoint": options.checkpoint,
@@ -292,6 +378,7 @@ def summarise(
         "edge_step": steps,
         "overhead_per_frame_on_loopback": overhead,
         "network": network,
+        "not_measured": not_measured,
         "loopback": loopback,
         "link": linked,
         "goals": {

@@ -73,9 +73,15 @@ def _run_bench(args: argparse.Namespace) -> None:
     print(f"wrote {args.out / 'bench.json'}, {args.out / 'waterfall.png'}")
 
 
+def _cell(value: float | None, width: int, spec: str = ".2f") -> str:
+    """A table cell: the figure, or "-" where the run could not measure it."""
+    return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
 def format_bench(result: dict[str, Any]) -> str:
-    """The printed table: the edge step per runtime, every stage of the trip in both runs,
-    the overhead per frame, the link's setting against what was measured, and the goals."""
+    """The printed table: the edge step per runtime, every stage of the trip in both runs
+    ("-" where a run traced no answer, and why), the overhead per frame, the link's setting
+    against what was measured, and the goals."""
     lines = ["edge step (ms, p50)          local-only  with answer  ratio  ids = first"]
     for name, run in result["edge_step"].items():
         lines.append(
@@ -85,29 +91,52 @@ def format_bench(result: dict[str, Any]) -> str:
     loopback, link = result["loopback"], result["link"]
     lines.append(f"\none frame's trip (ms, p50)     loopback  link {result['rtt_ms']:g} ms RTT")
     for stage, value in loopback["stage_ms_p50"].items():
-        lines.append(f"  {stage:28}{value:>8.2f}{link['stage_ms_p50'][stage]:>12.2f}")
-    lines.append(f"  {'total':28}{loopback['trip_ms_p50']:>8.2f}{link['trip_ms_p50']:>12.2f}")
-    for name in ("combined_fraction", "answers_traced", "skipped"):
-        lines.append(f"  {name:28}{loopback[name]:>8}{link[name]:>12}")
+        lines.append(f"  {stage:28}{_cell(value, 8)}{_cell(link['stage_ms_p50'][stage], 12)}")
+    lines.append(
+        f"  {'total':28}{_cell(loopback['trip_ms_p50'], 8)}{_cell(link['trip_ms_p50'], 12)}"
+    )
+    for name in (
+        "combined_fraction",
+        "answers_traced",
+        "skipped",
+        "server_time_p50_ms",
+        "stale_d_o_p50_frames",
+        "max_staleness_frames",
+    ):
+        lines.append(f"  {name:28}{_cell(loopback[name], 8, '')}{_cell(link[name], 12, '')}")
+    for name, run in (("loopback", loopback), ("link", link)):
+        if run["why_untraced"]:
+            lines.append(f"  {name} traced no answer: {run['why_untraced']}")
     overhead, network = result["overhead_per_frame_on_loopback"], result["network"]
+    not_measured = result["not_measured"]
     lines.append("\nper frame on loopback, no link (ms, p50)")
-    lines += [f"  {name:44}{value:>7.3f}" for name, value in overhead.items()]
-    lines.append(f"link: {network['link_setting_one_way_ms']:g} ms each way set; measured "
-                 f"uplink {network['uplink_measured_ms']:.1f} ms, "
-                 f"downlink {network['downlink_measured_ms']:.1f} ms")  # fmt: skip
+    lines += [f"  {name:44}{_cell(value, 7, '.3f')}" for name, value in overhead.items()]
+    if "overhead_per_frame_on_loopback" in not_measured:
+        lines.append(f"  not measured: {not_measured['overhead_per_frame_on_loopback']}")
+    measured = (
+        f"measured uplink {network['uplink_measured_ms']:.1f} ms, "
+        f"downlink {network['downlink_measured_ms']:.1f} ms"
+        if "network" not in not_measured
+        else f"not measured: {not_measured['network']}"
+    )
+    lines.append(f"link: {network['link_setting_one_way_ms']:g} ms each way set; {measured}")
     goals = result["goals"]
     ratios = goals["edge_step_with_answer_over_local_only"]["reached"]
+    codec = goals["grpc_serialisation_and_codec_ms"]["reached"]
     lines.append(
         "goals: edge step with an answer <= 1.05x local-only: "
         + ", ".join(f"{name} {ratio:.3f}" for name, ratio in ratios.items())
-        + f"; gRPC + serialisation + codec <= 1 ms: "
-        f"{goals['grpc_serialisation_and_codec_ms']['reached']:.3f} ms"
+        + "; gRPC + serialisation + codec <= 1 ms: "
+        + ("not measured" if codec is None else f"{codec:.3f} ms")
     )
     return "\n".join(lines)
 
 
 def plot_waterfall(result: dict[str, Any], path: Path) -> None:
-    """One row per stage, each bar starting where the one before ended, for both runs."""
+    """One row per stage, each bar starting where the one before ended, for both runs; a run
+    that traced no answer shows why instead of bars."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,15 +148,20 @@ def plot_waterfall(result: dict[str, Any], path: Path) -> None:
     runs = [("loopback", result["loopback"]), (link, result["link"])]
     figure, axes = plt.subplots(len(runs), 1, figsize=(10, 8), sharex=True)
     for axis, (title, run) in zip(axes, runs, strict=True):
-        start = 0.0
-        for row, (stage, where) in enumerate(STAGES):
-            width = run["stage_ms_p50"].get(stage, 0.0)
-            axis.barh(row, width, left=start, color=COLOURS[where])
-            axis.text(start + width + 1, row, f"{width:.1f}", va="center", fontsize=7)
-            start += width
+        if run["why_untraced"]:
+            why = textwrap.fill(run["why_untraced"], 90)
+            axis.text(0.5, 0.5, why, transform=axis.transAxes, ha="center", va="center")
+            axis.set_title(f"{title}: not measured, no answer traced")
+        else:
+            start = 0.0
+            for row, (stage, where) in enumerate(STAGES):
+                width = run["stage_ms_p50"][stage]
+                axis.barh(row, width, left=start, color=COLOURS[where])
+                axis.text(start + width + 1, row, f"{width:.1f}", va="center", fontsize=7)
+                start += width
+            axis.set_title(f"{title}: {run['trip_ms_p50']:.0f} ms from capture to output (p50)")
         axis.set_yticks(range(len(STAGES)), [stage for stage, _ in STAGES], fontsize=8)
         axis.invert_yaxis()
-        axis.set_title(f"{title}: {run['trip_ms_p50']:.0f} ms from capture to output (p50)")
     axes[-1].set_xlabel("ms since the frame was captured (medians over the answers used)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
     axes[0].legend(handles, list(COLOURS), loc="lower right")

@@ -46,7 +46,11 @@ class CalibrationRequest:
     checkpoint: str = "default"
     data: Path = Path("out/data/calib")
     out: Path = Path("out/calib")
-    max_delay: int = 10
+    max_delay: int | None = None
+    """The last age calibrated, and the copy's answer horizon (None: the checkpoint's)."""
+    from_age: int = 0
+    """Choose records from this age on, keeping the checkpoint's own for younger ages: a
+    calibrated checkpoint's horizon lengthened without choosing its calibrated ages again."""
     combiner: str | None = None
     """The combiner to calibrate and switch the copy to (default: the checkpoint's)."""
     weights: list[float] | None = None
@@ -79,7 +83,9 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
     candidates = [LOCAL_ONLY, *(c for c in candidates if c != LOCAL_ONLY)]
     name = combiner.name
     codec = get_codec(system.config.codec, system.bottleneck)
-    delays = [float(d) for d in range(request.max_delay + 1)]
+    horizon = system.config.horizon_ticks if request.max_delay is None else request.max_delay
+    kept = _kept_records(combiner.policy, request.from_age, horizon, request.checkpoint)
+    delays = [float(d) for d in range(request.from_age, horizon + 1)]
     device, precision = placement(request.device, request.precision)
     evaluator = OfflineEvaluator(system, dataset, codec=codec, device=device, precision=precision)
     scores = evaluator.run(delays, every=request.every, gains=candidates, progress=request.progress)
@@ -87,8 +93,9 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
     choices = [
         safe_choice(evaluator, row, candidates, request.confidence) for row in range(len(delays))
     ]
-    chosen = [choice.use for choice in choices]
-    calibrated = replace(system, config=system.config.with_policy(name, chosen))
+    chosen = [*kept, *(choice.use for choice in choices)]
+    config = replace(system.config.with_policy(name, chosen), horizon_ticks=horizon)
+    calibrated = replace(system, config=config)
     folder = request.out / "checkpoint"
     record = {k: v for k, v in meta.items() if k not in ("config", "packaged_prefixes")}
     record["calibrated_from"] = {
@@ -105,6 +112,8 @@ def calibrate(request: CalibrationRequest) -> dict[str, Any]:
         "every": request.every,
         "combiner": name,
         "delays": delays,
+        "horizon_ticks": horizon,
+        "kept_from_checkpoint": [use_record(c) for c in kept],
         "candidates": [use_record(c) for c in candidates],
         "gain_grid": grid,
         "local_only": scores["miou"]["local_only"][0],
@@ -184,6 +193,22 @@ def candidate_label(use: AnswerUse) -> str:
     if use.blur == 1 and not use.warped_weight:
         return f"w {use.weight:g}"
     return f"w {use.weight:g} k {use.blur} v {use.warped_weight:g}"
+
+
+def _kept_records(
+    policy: tuple[AnswerUse, ...], from_age: int, horizon: int, checkpoint: str
+) -> list[AnswerUse]:
+    """The checkpoint's records for the ages below `from_age`, which must all exist."""
+    if from_age > horizon:
+        raise CalibrationError(
+            f"--from-age {from_age} is past the last age to calibrate, {horizon}"
+        )
+    if from_age > len(policy):
+        raise CalibrationError(
+            f"{checkpoint} has records for {len(policy)} ages; --from-age {from_age} would leave "
+            f"ages {len(policy)}..{from_age - 1} without one"
+        )
+    return list(policy[:from_age])
 
 
 def _check_held_out(dataset: ClipDataset, meta: dict[str, Any], path: Path) -> None:

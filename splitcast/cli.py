@@ -113,9 +113,9 @@ def _add_edge(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-staleness",
         type=non_negative_int,
-        default=10,
         metavar="FRAMES",
-        help="do not use answers older than this many frames (default: %(default)s)",
+        help="do not use answers older than this many frames (default: the model's answer "
+        "horizon, e.g. 30 frames for a 30-tick horizon at the model's frame rate)",
     )
     parser.add_argument(
         "--initial-delay",
@@ -280,6 +280,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         args.precision,
         ["--compile"] if args.compile else None,
         panels=not args.single_panel,
+        say=lambda line: print(f"splitcast demo: {line}", flush=True),
     )
     print(f"splitcast demo: RTT {args.rtt_ms:g} ms, model {args.model}, source {summary.source}")
     print(format_summary(summary))

@@ -16,6 +16,7 @@ from splitcast.models.codec import Codec, get_codec
 from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator
 from splitcast.models.registry import SplitSystem
+from splitcast.models.score_tables import gains_over_local_only
 from splitcast.reports import (
     plot_miou_vs_delay,
     plot_mismatch,
@@ -33,7 +34,8 @@ class EvaluationRequest:
     checkpoint: str = "default"
     data: Path = Path("out/data/val")
     out: Path = Path("out/eval")
-    delays: list[float] = field(default_factory=lambda: [float(d) for d in range(11)])
+    delays: list[float] | None = None
+    """Answer ages in ticks (None: every whole tick up to the checkpoint's horizon)."""
     every: int = 1
     mismatch: bool = False
     mismatch_every: int = 4
@@ -69,8 +71,8 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
     system.combiner(codec)  # refuses a codec that cannot carry this combiner's answers
     evaluator = evaluator_for(system, dataset, request, codec=get_codec(codec, system.bottleneck))
     variants = rate_variants(system, request) if request.rate_sweep else None
-    main = evaluator.run(request.delays, stride=1, every=request.every, progress=request.progress)
-    delays = request.delays
+    delays = request.delays or [float(d) for d in range(system.config.horizon_ticks + 1)]
+    main = evaluator.run(delays, stride=1, every=request.every, progress=request.progress)
     rtt_ms = [d * 1000.0 / fps for d in delays]
     config = system.config
     results: dict[str, Any] = {
@@ -79,6 +81,10 @@ def evaluate_offline(request: EvaluationRequest) -> dict[str, Any]:
         "rtt_ms": [round(ms, 1) for ms in rtt_ms],
         "targets": main["targets"],
         "miou": main["miou"],
+        "gain_over_local_only": [
+            gain.to_json()
+            for gain in gains_over_local_only(list(evaluator.clip_matrices.values()), len(delays))
+        ],
         "per_class_iou": main["per_class_iou"],
         "checkpoint": {"name": request.checkpoint, "version": config.version, "meta": meta},
         "data": {
@@ -253,4 +259,10 @@ def format_table(results: dict[str, Any]) -> str:
         f"| {method} | " + " | ".join(f"{v:.2f}" for v in values) + " |"
         for method, values in results["miou"].items()
     ]
+    gains = results["gain_over_local_only"]
+    rows.append(
+        "| gain over local-only [95 % interval over clips] | "
+        + " | ".join(f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]" for g in gains)
+        + " |"
+    )
     return "\n".join([header, rule, *rows])

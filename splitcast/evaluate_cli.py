@@ -10,6 +10,7 @@ from splitcast.arguments import (
     add_device_arguments,
     int_list,
     non_negative_float,
+    non_negative_int,
     number_list,
     positive_int,
     probability,
@@ -50,8 +51,8 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--delays",
         type=number_list,
-        default=[float(d) for d in range(11)],
-        help="delays in ticks, e.g. 0-10 or 0,3,5 (default: 0-10)",
+        help="delays in ticks, e.g. 0-10 or 0,3,5 (default: 0 to the checkpoint's answer "
+        "horizon, 0-30 for the shipped one)",
     )
     parser.add_argument(
         "--out", type=Path, help="output folder (default: out/eval, or out/eval-live with --live)"
@@ -136,7 +137,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             "(a live run uses the checkpoint's own combiner and codec)"
         )
     if args.live:
-        from splitcast.live_eval import LiveRequest, evaluate_live
+        from splitcast.live_eval import LiveRequest, evaluate_live, gain_line
 
         out = args.out or Path("out/eval-live")
         result = evaluate_live(
@@ -145,7 +146,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 args.data,
                 out,
                 args.rtt_ms,
-                max(args.delays),
+                max(args.delays) if args.delays else LiveRequest.max_delay,
                 args.clips,
                 device=args.device,
                 precision=args.precision,
@@ -161,6 +162,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             f"edge p50 with an answer {_number(latency['combined_p50'], '.1f')} ms / "
             f"local-only {_number(latency['local_only_p50'], '.1f')} ms"
         )
+        print(gain_line(result))
         print(f"wrote {out / 'live.json'}")
         return 0
     from splitcast.evaluate import EvaluationRequest, evaluate_offline, format_table
@@ -261,8 +263,16 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-delay",
         type=positive_int,
-        default=10,
-        help="calibrate ages 0..N ticks; older answers use the last value (default: %(default)s)",
+        help="calibrate ages up to N ticks, which becomes the copy's answer horizon: older "
+        "answers are not used (default: the checkpoint's horizon)",
+    )
+    parser.add_argument(
+        "--from-age",
+        type=non_negative_int,
+        default=0,
+        metavar="TICKS",
+        help="choose records from this age on and keep the checkpoint's own for younger ages "
+        "(to lengthen a calibrated checkpoint's horizon; default: %(default)s)",
     )
     parser.add_argument(
         "--combiner",
@@ -320,6 +330,7 @@ def _run_calibrate(args: argparse.Namespace) -> None:
         args.data,
         args.out,
         args.max_delay,
+        args.from_age,
         combiner=args.combiner,
         weights=args.weights,
         blurs=args.blurs,
@@ -334,7 +345,8 @@ def _run_calibrate(args: argparse.Namespace) -> None:
     lines = plotted_lines(candidates, result["gain_grid"])
     print("| age (ticks) | " + " | ".join(lines) + " | chosen |")
     print("|---" * (len(lines) + 2) + "|")
-    for number, (delay, record) in enumerate(zip(result["delays"], result["chosen"], strict=True)):
+    chosen_now = result["chosen"][len(result["kept_from_checkpoint"]) :]
+    for number, (delay, record) in enumerate(zip(result["delays"], chosen_now, strict=True)):
         chosen = candidate_label(AnswerUse(**record))
         values = " | ".join(f"{column[number]:.2f}" for column in lines.values())
         print(f"| {delay:g} | {values} | {chosen} |")

@@ -226,6 +226,7 @@ def export_checkpoint_graphs(checkpoint: str, out: Path) -> dict[str, Any]:
         "answer": [
             {"name": t.name, "shape": list(t.shape), "codec": t.codec} for t in combiner.wire()
         ],
+        "horizon_ticks": config.horizon_ticks,
         "policy": [_policy_entry(combiner, use) for use in combiner.policy or (AS_SENT,)],
         "opset": opset,
         "graphs": described,

@@ -84,10 +84,10 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--delays",
         type=delay_range,
-        default=(0.0, 10.0),
+        default=FitRequest.delays,
         metavar="MIN-MAX",
-        help="answer ages in ticks (frames of the data) trained, calibrated and reported "
-        "(default: 0-10)",
+        help="answer ages in ticks (frames of the data) trained, calibrated and reported; the "
+        "top is the fitted checkpoint's answer horizon (default: 0-30, one second at 30 fps)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=8, help="(default: 8)")
     parser.add_argument(

@@ -18,16 +18,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 
 from splitcast.data.clips import open_clips
-from splitcast.data.metrics import Gain, bootstrap_gain
+from splitcast.data.metrics import Gain
 from splitcast.files import write_json
 from splitcast.models.answers import LOCAL_ONLY
 from splitcast.models.checkpoint import load_checkpoint
 from splitcast.models.codec import get_codec
 from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator
+from splitcast.models.score_tables import gains_over_local_only
 from splitcast.reports import STYLES
 
 REPORTED = {
@@ -53,7 +53,8 @@ class ReportRequest:
     checkpoint: Path
     data: Path
     out: Path
-    max_delay: int = 10
+    max_delay: int | None = None
+    """The last age scored (None: the checkpoint's answer horizon)."""
     calibration: dict[str, Any] | None = None
     """The fit's calibration summary (combiner, per-combiner means, per-age choices)."""
     split: dict[str, Any] | None = None
@@ -79,15 +80,14 @@ def write_report(request: ReportRequest) -> dict[str, Any]:
     device, precision = placement(request.device, request.precision)
     codec = get_codec(system.config.codec, system.bottleneck)
     evaluator = OfflineEvaluator(system, dataset, codec=codec, device=device, precision=precision)
-    delays = [float(d) for d in range(request.max_delay + 1)]
+    last = system.config.horizon_ticks if request.max_delay is None else request.max_delay
+    delays = [float(d) for d in range(last + 1)]
     scores = evaluator.run(delays, progress=request.progress)
     clips = list(evaluator.clip_matrices.values())
-    local = np.stack([clip.fixed["local_only"].counts for clip in clips])
+    gains = gains_over_local_only(clips, len(delays))
     combiner = system.combiner()
     rows = []
-    for column, delay in enumerate(delays):
-        fitted = np.stack([clip.per_delay["dedelayed"][column].counts for clip in clips])
-        gain = bootstrap_gain(fitted, local)
+    for column, (delay, gain) in enumerate(zip(delays, gains, strict=True)):
         runs_local = combiner.use_at(delay) == LOCAL_ONLY
         rows.append(
             {

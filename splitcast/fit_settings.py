@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from splitcast.models.answers import DEFAULT_HORIZON_TICKS
+
 LARGE_DATA_CLIPS = 60
 """From this many training clips on, the fit runs every stage of the shipped default's recipe
 (the default trained on 120); below it only the first, as later stages fit the remote to the
@@ -35,7 +37,8 @@ class FitRequest:
     all training clips and nothing is split."""
     time_budget_min: float | None = None
     """Minutes of training steps over all stages (None: the recipe's epochs)."""
-    delays: tuple[float, float] = (0.0, 10.0)
+    delays: tuple[float, float] = (0.0, float(DEFAULT_HORIZON_TICKS))
+    """Answer ages trained, calibrated and reported; the top is the checkpoint's horizon."""
     batch_size: int = 8
     workers: int = 2
     max_steps: int | None = None

@@ -19,6 +19,9 @@ READY_PATTERN = re.compile(r"listening on (\S+):(\d+)")
 # of its own core idle, and on two cores the second thread shortens the server's step (more
 # answers used in the demo) at a small cost to the edge's latency (docs/experiments.md).
 SHARED_MACHINE_SERVER_THREADS = 2
+# ... at a lower CPU priority (`serve --nice`): the edge is the real-time part, so it gets the
+# CPU first and the server takes what is left; its answers come later, inside the horizon.
+SHARED_MACHINE_SERVER_NICE = 10
 
 
 class LaunchError(RuntimeError):
@@ -123,14 +126,17 @@ def start_server(
     extra: list[str] | None = None,
     device: str = "auto",
     precision: str | None = None,
+    nice: int = 0,
 ) -> ChildProcess:
     """`splitcast serve` on a free loopback port, its remote step on `device` in `precision`
-    (`splitcast.models.devices`); `extra` adds flags."""
+    (`splitcast.models.devices`), its CPU priority lowered by `nice`; `extra` adds flags."""
     args = ["serve", "--host", "127.0.0.1", "--port", "0", "--model", model, "--device", device]
     if precision:
         args += ["--precision", precision]
     if threads:
         args += ["--threads", str(threads)]
+    if nice:
+        args += ["--nice", str(nice)]
     return ChildProcess([*args, *(extra or [])], log_path)
 
 

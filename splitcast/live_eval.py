@@ -8,6 +8,10 @@ offline evaluation. The same decisions are then replayed offline (same context f
 D_i, same frame t, local-only where the edge was local-only), so the difference between the
 two figures is what the transport itself costs (the downlink codec, timing), not the
 scheduling.
+
+The gain over local-only is reported twice: measured live (with a bootstrap interval over
+clips), and offline at the median age of the answers the edge used, on the same target frames,
+so that the live gain can be set against what the offline table promises at that age.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from splitcast.data.clips import open_clips
-from splitcast.data.metrics import ConfusionMatrix
+from splitcast.data.clips import Clip, DataError, DatasetMeta, open_clips
+from splitcast.data.metrics import ConfusionMatrix, Gain, bootstrap_gain, miou_from_counts
 from splitcast.edge.loop import EdgeOptions, run_edge
 from splitcast.edge.sources import ClipSource
 from splitcast.files import write_json
@@ -34,6 +39,7 @@ from splitcast.models.checkpoint import load_system
 from splitcast.models.codec import get_codec
 from splitcast.models.devices import placement
 from splitcast.models.evaluation import OfflineEvaluator, ScheduledFrame
+from splitcast.models.score_tables import gains_over_local_only
 
 
 @dataclass
@@ -54,8 +60,107 @@ class LiveRequest:
     precision: str | None = None
 
 
+class _OnLiveFrames(OfflineEvaluator):
+    """An offline evaluator that scores only frames the live edge output (`frames`, per clip
+    name), those whose remote context at the delays `run` scores lies inside the clip: at an
+    age within the live run's largest delay, exactly the live run's frames (a busy edge skips
+    some, so the targets alone would not be)."""
+
+    def __init__(self, *args: Any, frames: dict[str, set[int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frames = frames
+
+    def targets(self, clip: Clip, max_delay: float, stride: int, every: int) -> list[int]:
+        valid = super().targets(clip, max_delay, stride, every)
+        return [t for t in valid if t in self.frames[clip.name]]
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
+
+
+def _targets(offline: OfflineEvaluator, clips: list[Clip], max_delay: float) -> dict[str, set[int]]:
+    """Per clip, the frames scored: the offline evaluation's targets at `max_delay`; at least
+    one in all (a gain over no frame is not a number)."""
+    targets = {clip.name: set(offline.targets(clip, max_delay, 1, 1)) for clip in clips}
+    if not any(targets.values()):
+        raise DataError(f"no clip has a labelled frame far enough in for delay {max_delay:g}")
+    return targets
+
+
+def _new_matrix(meta: DatasetMeta) -> ConfusionMatrix:
+    return ConfusionMatrix(meta.num_classes, meta.ignore_index, meta.classes)
+
+
+@torch.inference_mode()
+def _local_only_counts(offline: OfflineEvaluator, clip: Clip, frames: Iterable[int]) -> np.ndarray:
+    """Local-only's confusion counts on `frames` of `clip`, scored as the replay scores them
+    (the replay keeps only the split's total; the live gain's interval needs them per clip)."""
+    matrix = _new_matrix(offline.dataset.meta)
+    for t in frames:
+        label = clip.label(t)
+        _, local = offline.edge.prepare([clip.frame(t)])
+        matrix.update(offline.edge.ids(local.local_only(), label.shape)[0], label)
+    return matrix.counts
+
+
+def _live_gain(
+    offline: OfflineEvaluator,
+    schedule: dict[str, dict[int, ScheduledFrame]],
+    live: dict[str, ConfusionMatrix],
+) -> Gain:
+    """The live output's mIoU minus local-only's on the same frames, with its interval over
+    the clips that have scored frames."""
+    played = [clip for clip in offline.dataset.clips if schedule[clip.name]]
+    local = [_local_only_counts(offline, clip, sorted(schedule[clip.name])) for clip in played]
+    return bootstrap_gain(np.stack([live[clip.name].counts for clip in played]), np.stack(local))
+
+
+def _offline_gain(
+    replay: OfflineEvaluator,
+    schedule: dict[str, dict[int, ScheduledFrame]],
+    d_o_median: float | None,
+    progress: bool,
+) -> dict[str, Any] | None:
+    """Dedelayed's offline gain over local-only at the median age of the answers the live edge
+    used, in whole ticks of the model's frame rate, on the frames the live run scored: what
+    the offline table promises at the age the transport actually gave. None when no answer
+    was used or no scored frame lies far enough into its clip for that age."""
+    if d_o_median is None:
+        return None
+    age = round(d_o_median * replay.config.fps / replay.dataset.meta.fps)
+    offline = _OnLiveFrames(
+        replay.system,
+        replay.dataset,
+        codec=replay.codec,
+        device=replay.device,
+        precision=replay.precision,
+        frames={name: set(plan) for name, plan in schedule.items()},
+    )
+    if not any(offline.targets(clip, age, 1, 1) for clip in offline.dataset.clips):
+        return None
+    scored = offline.run([age], progress=progress)["targets"]
+    gain = gains_over_local_only(list(offline.clip_matrices.values()), 1)[0]
+    return {"age_ticks": age, **gain.to_json(), "frames_scored": scored}
+
+
+def _signed(gain: dict[str, float]) -> str:
+    return f"{gain['gain']:+.2f} [95 % {gain['low']:+.2f}, {gain['high']:+.2f}]"
+
+
+def gain_line(result: dict[str, Any]) -> str:
+    """The live gain over local-only next to the offline one at the measured age, in words."""
+    offline = result["offline_gain_at_measured_age"]
+    if result["d_o_median"] is None:
+        at_age = "none (no answer was used, so no answer age was measured)"
+    elif offline is None:
+        at_age = "none (no scored frame lies far enough into its clip for the measured age)"
+    else:
+        at_age = f"{_signed(offline)} at the measured age {offline['age_ticks']} ticks"
+    return (
+        f"gain over local-only: live {_signed(result['live_gain_over_local_only'])} "
+        f"vs offline {at_age}"
+    )
 
 
 def evaluate_live(request: LiveRequest) -> dict[str, Any]:
@@ -67,9 +172,11 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
     system = load_system(request.checkpoint)
     # The replay sends its answers through the server's downlink codec, as live.
     codec = get_codec(system.config.codec, system.bottleneck)
-    offline = OfflineEvaluator(system, dataset, codec=codec, device=device, precision=precision)
-    targets = {clip.name: set(offline.targets(clip, request.max_delay, 1, 1)) for clip in clips}
-    live = ConfusionMatrix(meta.num_classes, meta.ignore_index, meta.classes)
+    offline = OfflineEvaluator(
+        system, replace(dataset, clips=clips), codec=codec, device=device, precision=precision
+    )
+    targets = _targets(offline, clips, request.max_delay)
+    live = {clip.name: _new_matrix(meta) for clip in clips}
     schedule: dict[str, dict[int, ScheduledFrame]] = {}
     records: list[dict[str, Any]] = []
     uplink_bytes = downlink_bytes = sent = received = 0
@@ -104,13 +211,18 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
             plan: dict[int, ScheduledFrame] = {}
 
             def collect(
-                record: dict[str, Any], class_ids: np.ndarray, clip=clip, wanted=wanted, plan=plan
+                record: dict[str, Any],
+                class_ids: np.ndarray,
+                clip=clip,
+                wanted=wanted,
+                plan=plan,
+                matrix=live[clip.name],
             ) -> None:
                 records.append({"clip": clip.name, **record})
                 frame = record["frame"]
                 if frame not in wanted:
                     return
-                live.update(class_ids, clip.label(frame))
+                matrix.update(class_ids, clip.label(frame))
                 combined = record["mode"] == "combined"
                 plan[frame] = ScheduledFrame(
                     record["context_frames"] if combined else None,
@@ -144,6 +256,7 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
     replay = offline.run_schedule(schedule, progress=request.progress)
     scored = [r for r in records if r["frame"] in targets[r["clip"]]]
     d_o = [r["d_o"] for r in scored if r["mode"] == "combined"]
+    d_o_median = _percentile(d_o, 50)
     combined_latency = [r["latency_ms"] for r in records if r["mode"] == "combined"]
     local_latency = [r["latency_ms"] for r in records if r["mode"] != "combined"]
     result = {
@@ -151,9 +264,13 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
         "fps": meta.fps,
         "clips": len(clips),
         "frames_scored": len(scored),
-        "live_miou": round(live.miou(), 2),
+        "live_miou": round(float(miou_from_counts(sum(m.counts for m in live.values()))), 2),
         "offline_replay_miou": replay["dedelayed"],
         "offline_local_only_miou": replay["local_only"],
+        "live_gain_over_local_only": _live_gain(offline, schedule, live).to_json(),
+        "offline_gain_at_measured_age": _offline_gain(
+            offline, schedule, d_o_median, request.progress
+        ),
         "offline_remote_stale_miou": replay["remote_stale"],
         "replay_pixel_agreement": replay["replay_agreement"],
         "answer_age_ms_p50": _percentile(
@@ -163,7 +280,7 @@ def evaluate_live(request: LiveRequest) -> dict[str, Any]:
             sum(r["mode"] == "combined" for r in scored) / max(1, len(scored)), 4
         ),
         "d_o_distribution": {str(k): v for k, v in sorted(Counter(d_o).items())},
-        "d_o_median": _percentile(d_o, 50),
+        "d_o_median": d_o_median,
         "d_i_distribution": {
             str(k): v
             for k, v in sorted(Counter(r["d_i"] for r in scored if r["mode"] == "combined").items())

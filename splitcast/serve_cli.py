@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from splitcast.arguments import (
     add_device_arguments,
     add_model_argument,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
     set_threads,
@@ -58,6 +60,15 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         "--threads",
         type=positive_int,
         help="torch CPU threads for the model (default: torch's choice)",
+    )
+    parser.add_argument(
+        "--nice",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="lower the server's CPU priority by N (Unix nice) when it shares a machine with a "
+        "real-time edge, as the demo's does: the edge then gets the CPU it needs first and the "
+        "server's answers come a little later (default: %(default)s)",
     )
     parser.add_argument(
         "--encoder",
@@ -212,6 +223,8 @@ def _run_serve(args: argparse.Namespace) -> None:
     if options.tls is not None:
         server_credentials(options.tls)  # unreadable files fail before the model loads
     ensure_free(options.host, options.port)
+    if args.nice:  # before any thread starts: threads inherit it
+        os.nice(args.nice)
     set_threads(args.threads)
     runtime = warm_runtime(
         args.model,

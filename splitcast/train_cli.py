@@ -77,9 +77,9 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--delays",
         type=delay_range,
-        default=(0.0, 5.0),
         metavar="MIN-MAX",
-        help="training delay range in ticks (default: 0-5)",
+        help="answer ages in ticks drawn per sample; the top is the trained checkpoint's answer "
+        "horizon (default: 0 to the configuration's horizon, 30 ticks = 1 s at 30 fps)",
     )
     parser.add_argument(
         "--loss-weights",

@@ -16,8 +16,8 @@ from splitcast.data.build import build_split
 from splitcast.data.clips import open_clips
 from splitcast.data.metrics import ConfusionMatrix
 from splitcast.data.scene.generator import SceneSettings
-from splitcast.evaluate import EvaluationRequest, evaluate_offline
-from splitcast.live_eval import LiveRequest, evaluate_live
+from splitcast.evaluate import EvaluationRequest, evaluate_offline, format_table
+from splitcast.live_eval import LiveRequest, evaluate_live, gain_line
 from splitcast.models.answers import AnswerUse, use_at
 from splitcast.models.checkpoint import load_checkpoint, save_checkpoint
 from splitcast.models.layers import resize
@@ -64,6 +64,10 @@ def test_offline_results_files_and_bookkeeping(setup: tuple[Path, Path], tmp_pat
     assert miou["remote_stale_video"][0] == miou["remote_predictive"][0]
     diagonal = [results["mismatch"]["matrix"][i][i] for i in range(len(DELAYS))]
     assert diagonal == miou["dedelayed"]
+    for gain, fused in zip(saved["gain_over_local_only"], miou["dedelayed"], strict=True):
+        assert gain["gain"] == pytest.approx(fused - miou["local_only"][0], abs=0.02)
+        assert gain["low"] <= gain["gain"] <= gain["high"]
+    assert "gain over local-only" in format_table(results)
     assert set(results["by_stride"]) == {"1", "2"}
     rows = list(csv.reader((tmp_path / "results.csv").open()))
     assert rows[0][:2] == ["delay_ticks", "delay_ms"] and len(rows) == len(DELAYS) + 1
@@ -162,12 +166,37 @@ def test_calibration_grid_picks_the_best_gain_and_the_edge_setting_applies_it(
     assert (tmp_path / "gain_calibration.png").stat().st_size > 10_000
     calibrated, meta = load_checkpoint(tmp_path / "checkpoint")
     assert [u.weight for u in calibrated.config.policy["feature_fusion"]] == chosen_gains
+    assert calibrated.config.horizon_ticks == 3, "the last calibrated age is the horizon"
     assert meta["calibrated_from"]["checkpoint"] == str(checkpoint)
     rescored = evaluate_offline(
         EvaluationRequest(str(tmp_path / "checkpoint"), data, tmp_path / "eval", DELAYS,
                           progress=False)
     )  # fmt: skip
     assert rescored["miou"]["dedelayed"] == [max(row) for row in grid]
+
+
+def test_a_calibrated_horizon_is_lengthened_keeping_the_younger_ages(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, checkpoint = setup
+    request = CalibrationRequest(
+        str(checkpoint), data, tmp_path / "short", max_delay=2, weights=[0.0, 1.0, 3.0],
+        every=2, confidence=0.0, progress=False,
+    )  # fmt: skip
+    short = calibrate(request)
+    longer = calibrate(
+        replace(
+            request, checkpoint=str(tmp_path / "short" / "checkpoint"), out=tmp_path / "long",
+            max_delay=4, from_age=2,
+        )
+    )  # fmt: skip
+    assert longer["delays"] == [2.0, 3.0, 4.0] and longer["horizon_ticks"] == 4
+    assert longer["chosen"][:2] == short["chosen"][:2] == longer["kept_from_checkpoint"]
+    assert len(longer["chosen"]) == 5
+    assert load_checkpoint(tmp_path / "long" / "checkpoint")[0].config.horizon_ticks == 4
+    with pytest.raises(CalibrationError, match="records for 3 ages"):
+        calibrate(replace(request, checkpoint=str(tmp_path / "short" / "checkpoint"), from_age=4,
+                          max_delay=5))  # fmt: skip
 
 
 def test_calibration_keeps_a_lead_over_local_only_only_when_it_is_reliable(
@@ -217,7 +246,28 @@ def test_live_run_scores_the_edge_outputs(
     # to float noise between the server's and this process's thread counts.
     assert result["replay_pixel_agreement"] > 0.995
     assert abs(result["live_miou"] - result["offline_replay_miou"]) < 0.1
-    assert json.loads((tmp_path / "live.json").read_text())["clips"] == 2
+    saved = json.loads((tmp_path / "live.json").read_text())
+    assert saved["clips"] == 2
+    # The live gain is over local-only on the same frames; its interval brackets it.
+    live_gain = saved["live_gain_over_local_only"]
+    expected = result["live_miou"] - result["offline_local_only_miou"]
+    assert abs(live_gain["gain"] - expected) <= 0.02
+    assert live_gain["low"] <= live_gain["gain"] <= live_gain["high"]
+    # Offline at the measured age (the tiny model's fps is the data's: frames are ticks), on
+    # the frames the live run scored (all of them when that age is within its largest delay).
+    offline = saved["offline_gain_at_measured_age"]
+    assert offline["age_ticks"] == round(result["d_o_median"])
+    assert offline["low"] <= offline["gain"] <= offline["high"]
+    assert 0 < offline["frames_scored"] <= result["frames_scored"]
+    if offline["age_ticks"] <= 3:
+        assert offline["frames_scored"] == result["frames_scored"]
+    line = gain_line(saved)
+    assert f"live {live_gain['gain']:+.2f}" in line
+    assert f"at the measured age {offline['age_ticks']} ticks" in line
+    no_answer = saved | {"d_o_median": None, "offline_gain_at_measured_age": None}
+    assert "no answer was used" in gain_line(no_answer)
+    too_old = saved | {"offline_gain_at_measured_age": None}
+    assert "far enough into its clip" in gain_line(too_old)
 
 
 @pytest.mark.slow
