@@ -203,7 +203,7 @@ class _Sinks:
                     )
                 )
             self.video.write(
-                rgb, result.class_ids, _banner(banner, self.recent_outputs, result), result.panels
+                (rgb, result.class_ids, _banner(banner, self.recent_outputs, result), result.panels)
             )
 
     def close(self) -> None:

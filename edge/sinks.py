@@ -112,15 +112,9 @@ class BackgroundVideo:
         self._thread = threading.Thread(target=self._run, name="overlay-video", daemon=True)
         self._thread.start()
 
-    def write(
-        self,
-        rgb: np.ndarray,
-        class_ids: np.ndarray,
-        banner: str,
-        panels: dict[str, np.ndarray | None] | None = None,
-    ) -> None:
+    def write(self, frame: VideoFrame) -> None:
         self._raise_error()
-        self._pending.put((rgb, class_ids, banner, panels))
+        self._pending.put(frame)
 
     @property
     def pending(self) -> int:

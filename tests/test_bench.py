@@ -18,15 +18,15 @@ from splitcast.edge.client import ANSWER_TOO_OLD
 from splitcast.models.checkpoint import load_system, save_checkpoint
 
 
+def _bench(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`splitcast bench` with 4 timed steps per variant, writing into `out`."""
+    command = [sys.executable, "-m", "splitcast", "bench", "--steps", "4", "--out", str(out)]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow  # keeps the default run within CI's time; `pytest -m slow` runs it
 def test_bench_traces_every_stage_of_used_answers(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "splitcast", "bench", "--model", "tiny", "--frames", "45"]
-    result = subprocess.run(
-        [*command, "--steps", "4", "--rtt-ms", "60", "--fps", "15", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _bench(tmp_path, "--model", "tiny", "--frames", "45", "--rtt-ms", "60", "--fps", "15")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "one frame's trip (ms, p50)" in result.stdout and "goals:" in result.stdout
     bench = json.loads((tmp_path / "bench.json").read_text())
@@ -57,13 +57,7 @@ def test_bench_without_a_used_answer_says_why_and_writes_everything(tmp_path: Pa
     short = replace(system, config=replace(system.config, horizon_ticks=10))
     checkpoint = tmp_path / "short-horizon"
     save_checkpoint(short, checkpoint, {})
-    command = [sys.executable, "-m", "splitcast", "bench", "--model", str(checkpoint)]
-    result = subprocess.run(
-        [*command, "--frames", "60", "--steps", "4", "--rtt-ms", "800", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _bench(tmp_path, "--model", str(checkpoint), "--frames", "60", "--rtt-ms", "800")
     assert result.returncode == 0, result.stderr[-3000:]
     bench = json.loads((tmp_path / "bench.json").read_text())
     link = bench["link"]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -15,7 +17,13 @@ import numpy as np
 import pytest
 from conftest import count_video_frames
 
-from splitcast.edge.sources import CaptureSource, MovingSceneSource, SourceError, open_source
+from splitcast.edge.sources import (
+    CaptureSource,
+    MovingSceneSource,
+    SourceError,
+    open_source,
+    read_ahead,
+)
 
 
 def _splitcast(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,3 +91,22 @@ def test_a_live_source_drops_frames_the_edge_is_too_slow_for(tmp_path: Path) -> 
         time.sleep(0.02)  # an edge slower than the source
     assert source.dropped > 0
     assert taken + source.dropped == 60  # every frame either reached the edge or was dropped
+
+
+def test_a_source_read_ahead_keeps_order_raises_its_error_and_stops_when_closed() -> None:
+    frames = list(MovingSceneSource(num_frames=12).frames())
+
+    def failing() -> Iterator[np.ndarray]:
+        yield from frames[:5]
+        raise SourceError("the camera went away")
+
+    read = read_ahead(failing(), depth=2)
+    got = [next(read) for _ in range(5)]
+    assert all(np.array_equal(a, b) for a, b in zip(got, frames[:5], strict=True))
+    with pytest.raises(SourceError, match="went away"):
+        next(read)
+    started = threading.active_count()
+    partly = read_ahead(iter(frames), depth=2)
+    next(partly)
+    partly.close()  # the edge stopped early: the reading thread ends with it
+    assert threading.active_count() <= started
