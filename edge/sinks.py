@@ -91,6 +91,9 @@ def _text(image: np.ndarray, text: str, x: int, y: int) -> None:
         cv2.putText(image, text, (x, y), font, 0.45, colour, thickness, cv2.LINE_AA)
 
 
+VIDEO_THREAD_NICE = 19
+"""The video thread's nice value: it takes only CPU time nothing else wants."""
+
 VideoFrame = tuple[np.ndarray, np.ndarray, str, dict[str, np.ndarray | None] | None]
 """What `OverlayVideoWriter.write` takes: the frame, its class ids, the banner, the panels."""
 
@@ -129,7 +132,7 @@ class BackgroundVideo:
 
     def _run(self) -> None:
         if sys.platform == "linux":  # a thread's own nice value; elsewhere this is the process
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIDEO_THREAD_NICE)
         try:
             while (item := self._pending.get()) is not None:
                 self._writer.write(*item)
