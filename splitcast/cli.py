@@ -160,8 +160,10 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--frames",
         type=positive_int,
-        default=150,
-        help="frames of the moving scene (default: %(default)s)",
+        default=300,
+        help="frames of the moving scene: ten seconds by default, so that the stream's start, "
+        "before any answer can have come back, is a small part of the run (default: "
+        "%(default)s)",
     )
     parser.add_argument(
         "--source", default=MOVING_SCENE, help=f"video file, or '{MOVING_SCENE}' (default)"
