@@ -20,7 +20,12 @@ from splitcast.edge.client import EdgeClient, EdgeResult
 from splitcast.edge.connection import LinkStats
 from splitcast.edge.credentials import ClientSecurity
 from splitcast.edge.model import EdgeModel
-from splitcast.edge.sinks import BackgroundVideo, JsonlLog, OverlayVideoWriter
+from splitcast.edge.sinks import (
+    MAX_PENDING_FRAMES,
+    BackgroundVideo,
+    JsonlLog,
+    OverlayVideoWriter,
+)
 from splitcast.edge.sources import FrameSource, read_ahead
 from splitcast.models.runtime_names import RUNTIMES
 from splitcast.signals import interrupts_deferred, signal_name
@@ -125,7 +130,8 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         panels=options.panels and options.video_path is not None,
     )
     frame_ms = 1000.0 / source.fps
-    sinks = _Sinks(options, source.fps)
+    short = not source.live and (source.num_frames or MAX_PENDING_FRAMES) < MAX_PENDING_FRAMES
+    sinks = _Sinks(options, source.fps, (source.num_frames or 0) if short else 0)
     run = _RunRecord(client.max_staleness_frames)
     frames = source.frames() if source.live else read_ahead(source.frames())
     progress = tqdm(
@@ -177,9 +183,12 @@ def on_time(start: float, index: int, fps: float) -> bool:
 class _Sinks:
     """Where each frame's output goes: the JSON-lines log, the overlay video, a callback."""
 
-    def __init__(self, options: EdgeOptions, fps: float) -> None:
+    def __init__(self, options: EdgeOptions, fps: float, hold_frames: int) -> None:
+        """`hold_frames`: frames the video keeps before it starts drawing (all of a short
+        source's, which are then drawn after the run)."""
         self.options = options
         self.fps = fps
+        self.hold_frames = hold_frames
         self.log = JsonlLog(options.log_path) if options.log_path else None
         self.video: BackgroundVideo | None = None
         self.recent_outputs: list[float] = []
@@ -200,7 +209,8 @@ class _Sinks:
                         self.fps,
                         *_video_size(rgb, 2 if self.options.panels else 1),
                         panels=self.options.panels,
-                    )
+                    ),
+                    hold=self.hold_frames,
                 )
             self.video.write(
                 (rgb, result.class_ids, _banner(banner, self.recent_outputs, result), result.panels)

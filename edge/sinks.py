@@ -91,6 +91,8 @@ def _text(image: np.ndarray, text: str, x: int, y: int) -> None:
         cv2.putText(image, text, (x, y), font, 0.45, colour, thickness, cv2.LINE_AA)
 
 
+MAX_PENDING_FRAMES = 512
+"""Frames waiting to be drawn at most: about 0.5 MB each at the scene's size."""
 VIDEO_THREAD_NICE = 19
 """The video thread's nice value: it takes only CPU time nothing else wants."""
 
@@ -105,12 +107,19 @@ class BackgroundVideo:
     server that is what made the edge skip frames. Frames are written in order, and `close`
     writes every frame handed over before it returns, so a stopped run's video still holds one
     frame per logged output. At most `max_pending` frames wait; beyond that `write` blocks,
-    which slows the loop visibly (skipped frames) instead of filling memory."""
+    which slows the loop visibly (skipped frames) instead of filling memory. With `hold`,
+    drawing starts only once that many frames wait (or at `close`): a short run's video is then
+    drawn after it, when the edge no longer needs the CPU or the interpreter, whose lock the
+    drawing's Python parts would otherwise take turns with the edge's loop for."""
 
-    def __init__(self, writer: OverlayVideoWriter, max_pending: int = 256) -> None:
+    def __init__(
+        self, writer: OverlayVideoWriter, max_pending: int = MAX_PENDING_FRAMES, hold: int = 0
+    ) -> None:
         self.path = writer.path
         self._writer = writer
         self._pending: queue.Queue[VideoFrame | None] = queue.Queue(max_pending)
+        self._hold = min(hold, max_pending)
+        self._released = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="overlay-video", daemon=True)
         self._thread.start()
@@ -118,6 +127,8 @@ class BackgroundVideo:
     def write(self, frame: VideoFrame) -> None:
         self._raise_error()
         self._pending.put(frame)
+        if self._pending.qsize() >= self._hold:
+            self._released.set()
 
     @property
     def pending(self) -> int:
@@ -126,6 +137,7 @@ class BackgroundVideo:
 
     def close(self) -> None:
         """Write every pending frame, then close the file."""
+        self._released.set()
         self._pending.put(None)
         self._thread.join()
         self._raise_error()
@@ -133,6 +145,7 @@ class BackgroundVideo:
     def _run(self) -> None:
         if sys.platform == "linux":  # a thread's own nice value; elsewhere this is the process
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIDEO_THREAD_NICE)
+        self._released.wait()
         try:
             while (item := self._pending.get()) is not None:
                 self._writer.write(*item)
