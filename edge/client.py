@@ -169,6 +169,7 @@ class EdgeClient:
             )
         self._next_frame = 0
         self._last_source = -1
+        self._remote_panels: tuple[int | None, dict[str, np.ndarray | None]] | None = None
         self._warm_up()
 
     def __enter__(self) -> EdgeClient:
@@ -261,13 +262,21 @@ class EdgeClient:
 
     def _panels(self, received: ReceivedAnswer | None) -> dict[str, np.ndarray | None]:
         """The latest answer's tensors as class ids (log-probabilities: the late average's),
-        whatever their age, and the frame's local-only output."""
-        tensors = {} if received is None else received.tensors
-        remote = {
-            panel: self.model.ids(tensors[name], self.output_size) if name in tensors else None
-            for panel, name in REMOTE_PANELS.items()
-        }
-        return {**remote, LOCAL_PANEL: self.model.local_only_ids(self.output_size)}
+        whatever their age, and the frame's local-only output. An answer's panels are made
+        once, when it first comes: answers change a few times a second, frames thirty."""
+        source = None if received is None else received.source_sequence
+        if self._remote_panels is None or self._remote_panels[0] != source:
+            tensors = {} if received is None else received.tensors
+            self._remote_panels = (
+                source,
+                {
+                    panel: self.model.ids(tensors[name], self.output_size)
+                    if name in tensors
+                    else None
+                    for panel, name in REMOTE_PANELS.items()
+                },
+            )
+        return {**self._remote_panels[1], LOCAL_PANEL: self.model.local_only_ids(self.output_size)}
 
     def _exchange(
         self, index: int, capture_ns: int, rgb: np.ndarray, requested: float
