@@ -265,7 +265,8 @@ class TemporalClipDataset(Dataset[Sample]):
             raise DataError(
                 f"none of the {len(self.clips)} clips has a labelled frame with index >= "
                 f"{needed}, needed for {context} context frames at stride {stride} and "
-                f"delay {self.max_delay:g}"
+                f"delay {self.max_delay:g}: use longer clips or a smaller largest delay (for "
+                "train and fit, the top of --delays, which is also the answer horizon)"
             )
 
     def __len__(self) -> int:

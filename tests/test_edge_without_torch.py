@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from splitcast.edge.exported import EXPORT_VERSION
 from splitcast.edge.runtime import LocalRuntime
 from splitcast.edge.sources import MovingSceneSource
 from splitcast.launch import start_server
@@ -184,7 +185,7 @@ def test_an_edge_only_install_names_what_it_lacks(tmp_path: Path) -> None:
     assert edge.returncode == 2 and "give --model an export folder" in edge.stderr
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "something else"}))
     bad = _run_without_torch(run, "edge", "--model", str(tmp_path), "--frames", "2")
-    assert bad.returncode == 2 and "splitcast-export version 1" in bad.stderr
+    assert bad.returncode == 2 and f"splitcast-export version {EXPORT_VERSION}" in bad.stderr
 
 
 def _png(rgb: np.ndarray) -> bytes:

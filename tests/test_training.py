@@ -56,7 +56,7 @@ def _train(
     command = [
         *(runner or [sys.executable, "-m", "splitcast"]), "train", "--config", config,
         "--data", str(splits / "train"), "--out", str(out), "--batch-size", "4", "--workers", "0",
-        "--warmup-steps", "5", "--lr", "5e-3", *extra,
+        "--warmup-steps", "5", "--lr", "5e-3", "--delays", "0-5", *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
@@ -70,6 +70,7 @@ def _val_miou(splits: Path, out: Path, system_weights: dict[str, torch.Tensor] |
         val_data=splits / "val",
         workers=0,
         progress=False,
+        delays=(0.0, 5.0),
         val_delays=(3.0,),
         val_every=1,
     )
@@ -101,7 +102,7 @@ def test_a_stopped_training_resumes_to_the_same_step(splits: Path, tmp_path: Pat
     command = [
         sys.executable, "-m", "splitcast", "train", "--config", config, "--data",
         str(splits / "train"), "--out", str(run), "--batch-size", "4", "--workers", "0",
-        "--warmup-steps", "5", "--lr", "5e-3", "--epochs", "3",
+        "--warmup-steps", "5", "--lr", "5e-3", "--epochs", "3", "--delays", "0-5",
     ]  # fmt: skip
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
