@@ -130,8 +130,7 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         panels=options.panels and options.video_path is not None,
     )
     frame_ms = 1000.0 / source.fps
-    short = not source.live and (source.num_frames or MAX_PENDING_FRAMES) < MAX_PENDING_FRAMES
-    sinks = _Sinks(options, source.fps, (source.num_frames or 0) if short else 0)
+    sinks = _Sinks(options, source.fps, _frames_held(source))
     run = _RunRecord(client.max_staleness_frames)
     frames = source.frames() if source.live else read_ahead(source.frames())
     progress = tqdm(
@@ -167,6 +166,13 @@ def run_edge(source: FrameSource, options: EdgeOptions) -> EdgeSummary:
         sinks.close()
     run.skipped += source.dropped
     return _summarise(source, run, frame_ms, elapsed, client.stats, client.local_runtime)
+
+
+def _frames_held(source: FrameSource) -> int:
+    """How many frames the video keeps before drawing: all of a short recorded source's (its
+    video is drawn after the run), none of a camera's or a long source's."""
+    count = source.num_frames
+    return count if count and not source.live and count < MAX_PENDING_FRAMES else 0
 
 
 def on_time(start: float, index: int, fps: float) -> bool:

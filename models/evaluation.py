@@ -351,11 +351,12 @@ class OfflineEvaluator:
         self, schedule: dict[str, dict[int, ScheduledFrame]], progress: bool = True
     ) -> dict[str, float | None]:
         """Replay a live run's decisions offline, frame by frame: `dedelayed` (the same answer
-        decisions), `local_only` (same frames, never an answer) and `remote_stale` (the remote
-        image-only answer for `latest_source`; the local output until the first answer).
-        `replay_agreement` is the fraction of pixels where the replayed `dedelayed` output
-        equals the edge's `output` (None if no frame has one)."""
-        matrices = {name: self._matrix() for name in ("dedelayed", "local_only", "remote_stale")}
+        decisions), `local_only` (same frames, never an answer; per clip in `replay_local_only`)
+        and `remote_stale` (the remote image-only answer for `latest_source`; the local output
+        until the first answer). `replay_agreement`: the fraction of pixels where the replayed
+        `dedelayed` output equals the edge's `output` (None if no frame has one)."""
+        matrices = {name: self._matrix() for name in ("dedelayed", "remote_stale")}
+        self.replay_local_only: dict[str, ConfusionMatrix] = {}
         agreeing = compared = 0
         clips = [clip for clip in self.dataset.clips if schedule.get(clip.name)]
         ticks_per_frame = self.config.fps / self.dataset.meta.fps
@@ -365,11 +366,12 @@ class OfflineEvaluator:
             sources = {f.latest_source for f in plan.values() if f.latest_source is not None}
             state = self.clip_state(clip, needed, image_only=sources)
             greys = ClipGreys(clip.frame, self.local_size)
+            local_only = self.replay_local_only[clip.name] = self._matrix()
             for t, frame in sorted(plan.items()):
                 label = torch.from_numpy(clip.label(t)).long().unsqueeze(0)
                 chunk = _Chunk([t], label, self.edge.prepare([clip.frame(t)])[1], greys)
                 local_ids = self.edge.ids(chunk.local.local_only(), chunk.size)
-                matrices["local_only"].update(local_ids, label)
+                local_only.update(local_ids, label)
                 replayed = local_ids
                 if frame.context is not None:
                     answer = self.remote_answer(state, frame.context, frame.delay)
@@ -379,15 +381,13 @@ class OfflineEvaluator:
                 if frame.output is not None:
                     agreeing += int((replayed[0].numpy() == frame.output).sum())
                     compared += frame.output.size
-                stale_ids = (
-                    local_ids
-                    if frame.latest_source is None
-                    else state.image_only_ids[frame.latest_source].unsqueeze(0)
-                )
+                stale = frame.latest_source
+                stale_ids = local_ids if stale is None else state.image_only_ids[stale].unsqueeze(0)
                 matrices["remote_stale"].update(stale_ids, label)
-        scores: dict[str, float | None] = {
-            name: round(matrix.miou(), 2) for name, matrix in matrices.items()
-        }
+        matrices["local_only"] = self._matrix()
+        for local_only in self.replay_local_only.values():
+            matrices["local_only"].merge(local_only)
+        scores: dict[str, float | None] = {n: round(m.miou(), 2) for n, m in matrices.items()}
         scores["replay_agreement"] = round(agreeing / compared, 5) if compared else None
         return scores
 

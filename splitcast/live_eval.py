@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,28 +91,18 @@ def _new_matrix(meta: DatasetMeta) -> ConfusionMatrix:
     return ConfusionMatrix(meta.num_classes, meta.ignore_index, meta.classes)
 
 
-@torch.inference_mode()
-def _local_only_counts(offline: OfflineEvaluator, clip: Clip, frames: Iterable[int]) -> np.ndarray:
-    """Local-only's confusion counts on `frames` of `clip`, scored as the replay scores them
-    (the replay keeps only the split's total; the live gain's interval needs them per clip)."""
-    matrix = _new_matrix(offline.dataset.meta)
-    for t in frames:
-        label = clip.label(t)
-        _, local = offline.edge.prepare([clip.frame(t)])
-        matrix.update(offline.edge.ids(local.local_only(), label.shape)[0], label)
-    return matrix.counts
-
-
 def _live_gain(
     offline: OfflineEvaluator,
     schedule: dict[str, dict[int, ScheduledFrame]],
     live: dict[str, ConfusionMatrix],
 ) -> Gain:
-    """The live output's mIoU minus local-only's on the same frames, with its interval over
-    the clips that have scored frames."""
-    played = [clip for clip in offline.dataset.clips if schedule[clip.name]]
-    local = [_local_only_counts(offline, clip, sorted(schedule[clip.name])) for clip in played]
-    return bootstrap_gain(np.stack([live[clip.name].counts for clip in played]), np.stack(local))
+    """The live output's mIoU minus local-only's on the same frames (the replay's, after
+    `run_schedule`), with its interval over the clips that have scored frames."""
+    played = [clip.name for clip in offline.dataset.clips if schedule[clip.name]]
+    return bootstrap_gain(
+        np.stack([live[name].counts for name in played]),
+        np.stack([offline.replay_local_only[name].counts for name in played]),
+    )
 
 
 def _offline_gain(
